@@ -1,0 +1,95 @@
+"""Public entry points: one function per kernel, dispatching to Triton, the reference or mamba-ssm.
+
+backend:
+    None / "auto"   Triton on CUDA tensors, the pure-PyTorch reference elsewhere (CPU).
+    "triton"        the Triton kernels (also on CPU tensors under ``TRITON_INTERPRET=1``: tests).
+    "reference"     the pure-PyTorch per-sequence reference.
+    "mamba_ssm"     mamba-ssm / causal-conv1d CUDA kernels on a padded batch (comparison only);
+                    needs the ``mamba-ssm`` extra (``pip install rerankers[mamba-ssm]``).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor
+
+from .reference import causal_conv1d_ref_varlen, selective_scan_ref_varlen
+
+BACKENDS = ("auto", "triton", "reference", "mamba_ssm")
+
+
+class KernelBackendError(ValueError):
+    """An unknown backend name, or a backend that cannot run these inputs."""
+
+
+def _resolve(backend: Optional[str], device_is_cuda: bool) -> str:
+    b = "auto" if backend is None else backend
+    if b not in BACKENDS:
+        raise KernelBackendError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if b == "auto":
+        return "triton" if device_is_cuda else "reference"
+    return b
+
+
+def _check_scan_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor) -> None:
+    if u.dim() != 2:
+        raise ValueError(f"u must be (T, D), got shape {tuple(u.shape)}")
+    T, Dm = u.shape
+    if A.dim() != 2 or A.shape[0] != Dm:
+        raise ValueError(f"A must be (D={Dm}, N), got shape {tuple(A.shape)}")
+    N = A.shape[1]
+    for name, t, shape in (("delta", delta, (T, Dm)), ("z", z, (T, Dm)), ("B", B, (T, N)), ("C", C, (T, N)),
+                           ("D", D, (Dm,)), ("delta_bias", delta_bias, (Dm,))):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    if cu_seqlens.dim() != 1 or cu_seqlens.dtype.is_floating_point:
+        raise ValueError(f"cu_seqlens must be a 1-D int32 tensor (S+1,), got {cu_seqlens.dtype} "
+                         f"shape {tuple(cu_seqlens.shape)}")
+
+
+def selective_scan_varlen(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                          z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
+                          delta_softplus: bool = True, backend: Optional[str] = None) -> Tensor:
+    """Varlen Mamba-1 selective scan over packed sequences (each starts from a zero state).
+
+    u, delta, z: (T, D); B, C: (T, N); A: (D, N); D, delta_bias: (D,); cu_seqlens: (S+1,) int32.
+    z, D and delta_bias may be None. Returns y: (T, D) in u's dtype; differentiable in every
+    floating input. See :mod:`rerankers.kernels.reference` for the exact semantics.
+    """
+    _check_scan_shapes(u, delta, A, B, C, D, z, delta_bias, cu_seqlens)
+    b = _resolve(backend, u.is_cuda)
+    if b == "reference":
+        return selective_scan_ref_varlen(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus)
+    if b == "triton":
+        from .scan_op import selective_scan_triton
+        return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus)
+    from .mamba_ssm_backend import selective_scan_mamba_ssm
+    return selective_scan_mamba_ssm(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus)
+
+
+def causal_conv1d_varlen(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
+                         activation: Optional[str] = "silu", backend: Optional[str] = None) -> Tensor:
+    """Varlen depthwise causal conv1d (+ SiLU) over packed sequences; no tap crosses a boundary.
+
+    x: (T, D); weight: (D, W) with W in 2..4 (1 is accepted too); bias: (D,) or None;
+    activation: "silu" or None; cu_seqlens: (S+1,) int32. Returns (T, D) in x's dtype.
+    """
+    if x.dim() != 2:
+        raise ValueError(f"x must be (T, D), got shape {tuple(x.shape)}")
+    if weight.dim() == 3 and weight.shape[1] == 1:  # nn.Conv1d's (D, 1, W)
+        weight = weight[:, 0]
+    if weight.dim() != 2 or weight.shape[0] != x.shape[1] or not 1 <= weight.shape[1] <= 4:
+        raise ValueError(f"weight must be (D={x.shape[1]}, W) with W <= 4, got {tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (x.shape[1],):
+        raise ValueError(f"bias must be ({x.shape[1]},), got {tuple(bias.shape)}")
+    if activation not in (None, "silu", "swish"):
+        raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
+    b = _resolve(backend, x.is_cuda)
+    if b == "reference":
+        return causal_conv1d_ref_varlen(x, weight, bias, cu_seqlens, activation)
+    if b == "triton":
+        from .conv_op import causal_conv1d_triton
+        return causal_conv1d_triton(x, weight, bias, cu_seqlens, activation)
+    from .mamba_ssm_backend import causal_conv1d_mamba_ssm
+    return causal_conv1d_mamba_ssm(x, weight, bias, cu_seqlens, activation)
