@@ -1,0 +1,264 @@
+"""Mamba-1 backbone over packed sequences, with mamba_ssm's parameter names.
+
+Keys of the module (``N`` = layer)::
+
+    embedding.weight                                (V, H)
+    layers.N.norm.weight [.bias where LayerNorm]    (H,)
+    layers.N.mixer.in_proj.weight [.bias]           (2 * Di, H)        Di = expand * H
+    layers.N.mixer.conv1d.weight [.bias]            (Di, 1, W)
+    layers.N.mixer.x_proj.weight                    (R + 2 * Ns, Di)   R = dt_rank, Ns = d_state
+    layers.N.mixer.dt_proj.weight, .bias            (Di, R), (Di,)
+    layers.N.mixer.A_log                            (Di, Ns)
+    layers.N.mixer.D                                (Di,)
+    layers.N.mixer.out_proj.weight [.bias]          (H, Di)
+    norm_f.weight [.bias]                           (H,)
+
+Both checkpoint formats (transformers ``MambaForCausalLM``, original mamba_ssm) load strictly into
+it (see :mod:`rerankers.models.mamba_loading`). The scan and the conv run through
+:func:`rerankers.kernels.selective_scan_varlen` / :func:`rerankers.kernels.causal_conv1d_varlen`
+(Triton on CUDA, the pure-PyTorch per-sequence reference on the CPU): every packed sequence
+starts from a zero state, nothing crosses a boundary.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from rerankers.data.packing import PackedBatch, cu_seqlens_from_lengths, position_ids_from_cu_seqlens
+from rerankers.kernels import causal_conv1d_varlen, selective_scan_varlen
+from rerankers.models.errors import ModelConfigError
+from rerankers.models.mamba_config import (HF_FORMAT, MAMBA_PRESETS, MAMBA_SSM_FORMAT, MambaConfig,
+                                           read_config_file)
+from rerankers.models.mamba_loading import (BACKBONE_PREFIX, LM_HEAD_KEY, load_strict, read_state_dict,
+                                            resolve_checkpoint_dir, write_checkpoint)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MambaBackbone", "MambaConfig", "MAMBA_PRESETS"]
+
+
+class MambaNorm(nn.Module):
+    """RMSNorm (``weight``) or LayerNorm (``weight``, ``bias``), computed in fp32.
+
+    (..., H) in any dtype -> (..., H) in the parameters' dtype.
+    """
+
+    def __init__(self, hidden_size: int, eps: float, rms: bool = True):
+        super().__init__()
+        self.eps, self.rms = eps, rms
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.bias = None if rms else nn.Parameter(torch.zeros(hidden_size))
+
+    def forward(self, x: Tensor) -> Tensor:
+        xf = x.float()
+        if self.rms:
+            out = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.float()
+        else:
+            out = F.layer_norm(xf, xf.shape[-1:], self.weight.float(), self.bias.float(), self.eps)
+        return out.to(self.weight.dtype)
+
+
+class MambaMixer(nn.Module):
+    """The selective SSM block of Mamba-1 on packed, channel-last tokens: (T, H) -> (T, H)."""
+
+    def __init__(self, config: MambaConfig):
+        super().__init__()
+        H, Di, R, N, W = config.d_model, config.d_inner, config.dt_rank_value, config.d_state, config.d_conv
+        self.d_inner, self.dt_rank, self.d_state = Di, R, N
+        self.in_proj = nn.Linear(H, 2 * Di, bias=config.bias)
+        self.conv1d = nn.Conv1d(Di, Di, kernel_size=W, groups=Di, padding=W - 1, bias=config.conv_bias)
+        self.x_proj = nn.Linear(Di, R + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(R, Di, bias=True)
+        self.A_log = nn.Parameter(torch.empty(Di, N))
+        self.D = nn.Parameter(torch.empty(Di))
+        self.out_proj = nn.Linear(Di, H, bias=config.bias)
+        self.kernel_backend: Optional[str] = None
+        if not self.A_log.is_meta:
+            self.reset_ssm_parameters(config)
+
+    @torch.no_grad()
+    def reset_ssm_parameters(self, config: MambaConfig) -> None:
+        """Mamba-1's initialisation of A (S4D-real), D, and dt_proj (dt log-uniform in [dt_min, dt_max])."""
+        A = torch.arange(1, self.d_state + 1, dtype=torch.float32).expand(self.d_inner, -1)
+        self.A_log.copy_(torch.log(A))
+        self.D.fill_(1.0)
+        std = self.dt_rank ** -0.5 * config.dt_scale
+        if config.dt_init == "constant":
+            self.dt_proj.weight.fill_(std)
+        else:
+            self.dt_proj.weight.uniform_(-std, std)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(config.dt_max) - math.log(config.dt_min))
+                       + math.log(config.dt_min)).clamp(min=config.dt_init_floor)
+        self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
+
+    def forward(self, hidden: Tensor, cu_seqlens: Tensor) -> Tensor:
+        """hidden (T, H), cu_seqlens (S+1,) int32 -> (T, H)."""
+        x, z = self.in_proj(hidden).chunk(2, dim=-1)                       # (T, Di) each
+        x = causal_conv1d_varlen(x.contiguous(), self.conv1d.weight[:, 0], self.conv1d.bias, cu_seqlens,
+                                 activation="silu", backend=self.kernel_backend)
+        dt_low, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.linear(dt_low, self.dt_proj.weight)                     # (T, Di), bias added in the scan
+        A = -torch.exp(self.A_log.float())                                 # (Di, N)
+        y = selective_scan_varlen(x, delta.contiguous(), A, B.contiguous(), C.contiguous(), self.D.float(),
+                                  z.contiguous(), self.dt_proj.bias.float(), cu_seqlens,
+                                  delta_softplus=True, backend=self.kernel_backend)
+        return self.out_proj(y)
+
+
+class MambaBlock(nn.Module):
+    """Pre-norm residual block: residual += hidden; hidden = mixer(norm(residual))."""
+
+    def __init__(self, config: MambaConfig):
+        super().__init__()
+        self.residual_in_fp32 = config.residual_in_fp32
+        self.norm = MambaNorm(config.d_model, config.norm_epsilon, rms=config.rms_norm)
+        self.mixer = MambaMixer(config)
+
+    def forward(self, hidden: Tensor, residual: Optional[Tensor], cu_seqlens: Tensor) -> tuple[Tensor, Tensor]:
+        """hidden (T, H), residual (T, H) or None -> (mixer output (T, H), residual (T, H))."""
+        residual = hidden if residual is None else residual + hidden
+        if self.residual_in_fp32:
+            residual = residual.float()
+        return self.mixer(self.norm(residual), cu_seqlens), residual
+
+
+class MambaBackbone(nn.Module):
+    """Mamba-1 language-model backbone (no LM head) mapping packed tokens to final-normed hidden states.
+
+    Attributes: ``config`` (MambaConfig), ``hidden_size`` (H), ``pooling = "last"`` (causal model:
+    pool each sequence's last token), ``gradient_checkpointing`` (recompute blocks in backward),
+    ``kernel_backend`` (None = auto: Triton on CUDA, reference on CPU; see rerankers.kernels).
+    """
+
+    pooling = "last"
+
+    def __init__(self, config: MambaConfig):
+        super().__init__()
+        self.config = config
+        self.hidden_size = config.d_model
+        self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model)
+        self.layers = nn.ModuleList(MambaBlock(config) for _ in range(config.n_layer))
+        self.norm_f = MambaNorm(config.d_model, config.norm_epsilon, rms=config.rms_norm)
+        self.gradient_checkpointing = False
+        if not self.embedding.weight.is_meta:
+            nn.init.normal_(self.embedding.weight, std=0.02)
+
+    @property
+    def kernel_backend(self) -> Optional[str]:
+        return self.layers[0].mixer.kernel_backend if len(self.layers) else None
+
+    @kernel_backend.setter
+    def kernel_backend(self, backend: Optional[str]) -> None:
+        for layer in self.layers:
+            layer.mixer.kernel_backend = backend
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embedding
+
+    # forward ----------------------------------------------------------------------------------
+    def forward(self, batch: PackedBatch, inputs_embeds: Optional[Tensor] = None) -> Tensor:
+        """Packed tokens -> final-normed hidden states (T, H) in the parameters' dtype.
+
+        batch: PackedBatch (input_ids (T,), cu_seqlens (S+1,) int32); ``inputs_embeds`` (T, H)
+        replaces the embedding lookup where given (e.g. to take gradients w.r.t. the inputs).
+        """
+        cu_seqlens = batch.cu_seqlens
+        if inputs_embeds is None:
+            ids = batch.input_ids
+            if not ids.is_cuda and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.embedding.num_embeddings):
+                raise ValueError(f"input_ids must lie in [0, {self.embedding.num_embeddings}), "
+                                 f"got values in [{int(ids.min())}, {int(ids.max())}]")
+            hidden = self.embedding(ids)
+        else:
+            if inputs_embeds.dim() != 2 or inputs_embeds.shape[1] != self.hidden_size:
+                raise ValueError(f"inputs_embeds must be (T, {self.hidden_size}), got {tuple(inputs_embeds.shape)}")
+            hidden = inputs_embeds
+        if int(hidden.shape[0]) != int(batch.num_tokens):
+            raise ValueError(f"{hidden.shape[0]} embeddings for a batch of {batch.num_tokens} tokens")
+        residual: Optional[Tensor] = None
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                hidden, residual = checkpoint(layer, hidden, residual, cu_seqlens, use_reentrant=False)
+            else:
+                hidden, residual = layer(hidden, residual, cu_seqlens)
+        residual = hidden if residual is None else residual + hidden
+        return self.norm_f(residual)
+
+    def forward_padded(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Right-padded rows -> (S, L, H), zeros at padding.
+
+        Each row runs alone (a one-sequence pack through the same machinery), so comparing it to
+        :meth:`forward` on the whole pack tests that packing changes nothing.
+        input_ids (S, L) int64, attention_mask (S, L) 0/1 with each row's ones first.
+        """
+        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+            raise ValueError(f"input_ids and attention_mask must be (S, L) of one shape, got "
+                             f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+        mask = attention_mask.bool()
+        lengths = mask.sum(1)
+        S, L = input_ids.shape
+        if bool((mask != (torch.arange(L, device=mask.device)[None, :] < lengths[:, None])).any()):
+            raise ValueError("attention_mask must be right-padded (each row: ones, then zeros)")
+        out = torch.zeros(S, L, self.hidden_size, dtype=self.norm_f.weight.dtype, device=input_ids.device)
+        for i, n in enumerate(lengths.tolist()):
+            if n == 0:
+                continue
+            cu = cu_seqlens_from_lengths([n], device=input_ids.device)
+            row = PackedBatch(input_ids=input_ids[i, :n], cu_seqlens=cu, max_seqlen=n,
+                              position_ids=position_ids_from_cu_seqlens(cu))
+            out[i, :n] = self(row)
+        return out
+
+    # checkpoints ------------------------------------------------------------------------------
+    @classmethod
+    def from_config_dict(cls, config: dict) -> "MambaBackbone":
+        """A freshly initialised backbone from either format's config.json contents."""
+        return cls(MambaConfig.from_dict(config))
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None,
+                        device: Union[str, torch.device, None] = None) -> "MambaBackbone":
+        """Load a local directory, a preset (``MAMBA_PRESETS``) or a hub id, in either format.
+
+        The directory holds config.json (transformers or mamba_ssm keys) and model.safetensors,
+        pytorch_model.bin or their sharded index. Loading is strict: CheckpointMismatchError names
+        missing / unexpected / wrong-shape keys; ``lm_head.weight`` is dropped (tied or unused).
+        dtype: parameters' dtype (default float32); device: where to put them (default CPU).
+        """
+        directory = resolve_checkpoint_dir(name_or_path, MAMBA_PRESETS)
+        config, fmt = read_config_file(directory / "config.json")
+        state = read_state_dict(directory)
+        with torch.device("meta"):
+            model = cls(config)
+        load_strict(model, state, source=str(directory), dtype=dtype or torch.float32,
+                    embedding_name="embeddings" if fmt == HF_FORMAT else "embedding")
+        logger.info("loaded Mamba backbone from %s (%s format, %d layers, H=%d)",
+                    directory, fmt, config.n_layer, config.d_model)
+        return model.to(device) if device is not None else model
+
+    def save_pretrained(self, directory: Union[str, os.PathLike], format: str = HF_FORMAT) -> None:
+        """Write config.json + model.safetensors, loadable by :meth:`from_pretrained`.
+
+        format "hf": transformers' MambaForCausalLM layout (``backbone.embeddings.weight`` ...,
+        head tied); "mamba_ssm": the original layout (``backbone.embedding.weight`` ...).
+        """
+        if format not in (HF_FORMAT, MAMBA_SSM_FORMAT):
+            raise ModelConfigError(f"format must be {HF_FORMAT!r} or {MAMBA_SSM_FORMAT!r}, got {format!r}")
+        config = self.config.to_hf_dict() if format == HF_FORMAT else self.config.to_mamba_ssm_dict()
+        state = {}
+        for key, tensor in self.state_dict().items():
+            if key == "embedding.weight" and format == HF_FORMAT:
+                key = "embeddings.weight"
+            state[BACKBONE_PREFIX + key] = tensor
+        if format == MAMBA_SSM_FORMAT:  # the original layout stores the (tied) head too
+            state[LM_HEAD_KEY] = self.embedding.weight.detach().clone()
+        write_checkpoint(Path(directory), config, state)
+

@@ -1,0 +1,251 @@
+"""Finding, reading, strictly matching and writing Mamba-1 checkpoints (both formats).
+
+Checkpoint keys (``N`` = layer index)::
+
+    transformers:  backbone.embeddings.weight, backbone.layers.N.norm.weight,
+                   backbone.layers.N.mixer.{in_proj,conv1d,x_proj,dt_proj,out_proj}.*,
+                   backbone.layers.N.mixer.{A_log,D}, backbone.norm_f.weight, [lm_head.weight]
+    mamba_ssm:     backbone.embedding.weight, ... the same ..., lm_head.weight
+
+Our module's keys are those without ``backbone.`` and with ``embedding``. The language-model head
+is tied to the embedding (or, untied, unused by a reranker): ``lm_head.weight`` is dropped
+explicitly; every other key must match exactly (names and shapes), else
+:class:`CheckpointMismatchError` names the offending keys in the checkpoint's own spelling.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from rerankers.models.errors import CheckpointMismatchError, CheckpointNotFoundError, ModelLoadingError
+
+logger = logging.getLogger(__name__)
+
+SAFETENSORS_NAME = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN_NAME = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+_WEIGHT_FILES = (SAFETENSORS_NAME, SAFETENSORS_INDEX, BIN_NAME, BIN_INDEX)
+
+BACKBONE_PREFIX = "backbone."
+LM_HEAD_KEY = "lm_head.weight"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+# -------------------------------------------------------------------------------------------------
+# resolving a name or path to a local directory
+# -------------------------------------------------------------------------------------------------
+def _hub_offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import constants
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover - huggingface_hub missing or changed
+        return False
+
+
+def resolve_checkpoint_dir(name_or_path: Union[str, os.PathLike], presets: dict[str, str]) -> Path:
+    """A local directory holding config.json + weights, from a path, a preset name or a hub id.
+
+    Hub ids (and presets, mapped to hub ids) go through ``huggingface_hub.snapshot_download``:
+    from the local cache only where ``HF_HUB_OFFLINE`` is set, downloading otherwise.
+    """
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise CheckpointNotFoundError(f"{path} is a file; expected a directory with config.json and weights")
+    name = str(name_or_path)
+    repo_id = presets.get(name, name)
+    if not _HUB_ID.match(repo_id) or repo_id.startswith((".", "/", "~")):
+        raise CheckpointNotFoundError(
+            f"{name!r} is not a local directory, a known preset ({', '.join(sorted(presets))}) "
+            "or a Hugging Face hub id")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointNotFoundError(
+            f"{name!r} is not a local directory, and huggingface_hub is not installed to fetch {repo_id!r} "
+            "(pip install huggingface_hub)") from None
+    offline = _hub_offline()
+    last_error: Optional[Exception] = None
+    # safetensors first; only where a repository has none, the pickled weights.
+    for patterns in (["config.json", "model*.safetensors*"], ["config.json", "pytorch_model*.bin*"]):
+        try:
+            local = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=offline))
+        except Exception as e:  # hub errors: not cached, not found, no network, gated ...
+            last_error = e
+            break
+        if find_weight_file(local, required=False) is not None:
+            return local
+    where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face hub"
+    detail = f": {type(last_error).__name__}: {last_error}" if last_error is not None else ""
+    raise CheckpointNotFoundError(
+        f"{name!r} is not a local directory, and {repo_id!r} is not available {where}{detail}")
+
+
+# -------------------------------------------------------------------------------------------------
+# reading tensors
+# -------------------------------------------------------------------------------------------------
+def find_weight_file(directory: Path, required: bool = True) -> Optional[Path]:
+    """The weights file (or shard index) in ``directory``, safetensors preferred."""
+    for name in _WEIGHT_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    if required:
+        raise CheckpointNotFoundError(f"{directory}: no weights found (expected one of {', '.join(_WEIGHT_FILES)})")
+    return None
+
+
+def _read_one(path: Path) -> dict[str, Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path), device="cpu")
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except ModelLoadingError:
+        raise
+    except Exception as e:
+        raise ModelLoadingError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ModelLoadingError(f"{path}: expected a mapping of names to tensors")
+    return obj
+
+
+def read_state_dict(directory: Path) -> dict[str, Tensor]:
+    """All tensors of the checkpoint in ``directory`` (single file or shards), on the CPU."""
+    weights = find_weight_file(directory)
+    if not weights.name.endswith(".index.json"):
+        return _read_one(weights)
+    try:
+        weight_map = json.loads(weights.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelLoadingError(f"{weights}: not a valid shard index ({e})") from None
+    state: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        if not (directory / shard).is_file():
+            raise CheckpointNotFoundError(f"{weights}: shard {shard} is missing from {directory}")
+        state.update(_read_one(directory / shard))
+    return state
+
+
+# -------------------------------------------------------------------------------------------------
+# matching keys
+# -------------------------------------------------------------------------------------------------
+@dataclass
+class NormalizedCheckpoint:
+    """A checkpoint's tensors under our module's keys.
+
+    tensors:    our key -> tensor
+    original:   our key -> the checkpoint's key
+    foreign:    checkpoint keys that can be no key of ours (outside ``backbone.``, duplicates)
+    lm_head:    the dropped ``lm_head.weight`` or None
+    prefix:     "backbone." where the checkpoint uses it, else ""
+    embedding_name: "embeddings" (transformers) or "embedding" (mamba_ssm)
+    """
+
+    tensors: dict[str, Tensor]
+    original: dict[str, str]
+    foreign: list[str]
+    lm_head: Optional[Tensor]
+    prefix: str
+    embedding_name: str
+
+    def spell(self, our_key: str) -> str:
+        """Our key in the checkpoint's spelling (to name a key in an error)."""
+        if our_key in self.original:
+            return self.original[our_key]
+        if our_key == "embedding.weight":
+            return f"{self.prefix}{self.embedding_name}.weight"
+        return self.prefix + our_key
+
+
+def normalize_keys(state: dict[str, Tensor], embedding_name: str = "embeddings") -> NormalizedCheckpoint:
+    """Checkpoint keys -> our module's keys (strip ``backbone.``, embeddings -> embedding, drop lm_head).
+
+    ``embedding_name`` is the spelling used to report a missing embedding when the checkpoint
+    has none ("embeddings" for transformers, "embedding" for mamba_ssm).
+    """
+    has_prefix = any(k.startswith(BACKBONE_PREFIX) for k in state)
+    ckpt = NormalizedCheckpoint({}, {}, [], None, BACKBONE_PREFIX if has_prefix else "", embedding_name)
+    for key, tensor in state.items():
+        if key == LM_HEAD_KEY:
+            ckpt.lm_head = tensor
+            continue
+        if has_prefix and not key.startswith(BACKBONE_PREFIX):
+            ckpt.foreign.append(key)
+            continue
+        name = key[len(BACKBONE_PREFIX):] if has_prefix else key
+        if name in ("embeddings.weight", "embedding.weight"):
+            ckpt.embedding_name = name.split(".")[0]
+            name = "embedding.weight"
+        if name in ckpt.tensors:  # both spellings of the embedding
+            ckpt.foreign.append(key)
+            continue
+        ckpt.tensors[name] = tensor
+        ckpt.original[name] = key
+    return ckpt
+
+
+def load_strict(model: nn.Module, state: dict[str, Tensor], source: str, dtype: torch.dtype,
+                embedding_name: str = "embeddings") -> None:
+    """Copy ``state`` (checkpoint keys) into ``model`` (possibly on the meta device) strictly.
+
+    Floating tensors are cast to ``dtype``. Raises CheckpointMismatchError naming the missing,
+    unexpected and wrong-shape keys in the checkpoint's spelling.
+    """
+    ckpt = normalize_keys(state, embedding_name)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [ckpt.spell(k) for k in expected if k not in ckpt.tensors]
+    unexpected = ckpt.foreign + [ckpt.original[k] for k in ckpt.tensors if k not in expected]
+    mismatched = [(ckpt.original[k], tuple(t.shape), expected[k]) for k, t in ckpt.tensors.items()
+                  if k in expected and tuple(t.shape) != expected[k]]
+    if missing or unexpected or mismatched:
+        raise CheckpointMismatchError(missing, unexpected, mismatched, source=source)
+    if ckpt.lm_head is not None:
+        emb = ckpt.tensors["embedding.weight"]
+        tied = ckpt.lm_head.shape == emb.shape and torch.equal(ckpt.lm_head, emb)
+        logger.info("%s: dropped lm_head.weight (%s; a reranker scores from hidden states)",
+                    source, "equal to the embedding" if tied else "untied, unused")
+    cast = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in ckpt.tensors.items()}
+    model.load_state_dict(cast, strict=True, assign=True)
+
+
+# -------------------------------------------------------------------------------------------------
+# writing
+# -------------------------------------------------------------------------------------------------
+def _atomic_write(path: Path, write) -> None:
+    """``write(tmp_path)`` then os.replace onto ``path`` (same directory)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_checkpoint(directory: Path, config_dict: dict, state: dict[str, Tensor]) -> None:
+    """config.json + model.safetensors into ``directory`` (created), each written atomically."""
+    from safetensors.torch import save_file
+
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+    _atomic_write(directory / SAFETENSORS_NAME,
+                  lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    text = json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
+    _atomic_write(directory / "config.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
