@@ -1,0 +1,225 @@
+"""BERT-family encoders (BERT, ELECTRA, RoBERTa, MiniLM) as packed backbones.
+
+The encoder is transformers' own model (``AutoModel``) with its attention routed through
+:mod:`rerankers.models.varlen_attention`:
+
+- packed path (:meth:`BertBackbone.forward`): all S sequences in one row (1, T) with per-sequence
+  position ids and token types; attention is varlen (flash-attn / torch varlen_attn on CUDA,
+  per-sequence SDPA on the CPU), so no token attends outside its own pair;
+- padded path (:meth:`BertBackbone.forward_padded`): (S, L) with a padding mask through SDPA -- the
+  oracle for the packed path.
+
+Pooling is ``[CLS]`` (the first token of each sequence). Checkpoints are plain transformers
+folders (``config.json`` + ``model.safetensors``); loading is strict about the encoder's weights.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from rerankers.data.packing import PackedBatch
+from rerankers.models.errors import CheckpointMismatchError, ModelConfigError
+from rerankers.models.varlen_attention import register_with_transformers
+
+logger = logging.getLogger(__name__)
+
+# model_type -> attribute holding the encoder in a *ForSequenceClassification model
+BERT_FAMILY = ("bert", "electra", "roberta", "xlm-roberta")
+
+
+def _position_offset(config) -> int:
+    """RoBERTa numbers positions from padding_idx + 1; BERT and ELECTRA from 0."""
+    if config.model_type in ("roberta", "xlm-roberta"):
+        return int(config.pad_token_id) + 1
+    return 0
+
+
+class BertBackbone(nn.Module):
+    """A transformers BERT-family encoder: PackedBatch -> hidden states (T, H).
+
+    Attributes:
+        model:        the transformers base model (BertModel, ElectraModel, RobertaModel, ...)
+        hidden_size:  H
+        pooling:      "cls"
+    """
+
+    pooling = "cls"
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        impl = register_with_transformers()
+        self.model = model
+        self.model.config._attn_implementation = impl
+        if getattr(self.model, "pooler", None) is not None:  # the head owns any pooler weights
+            self.model.pooler = None
+        self.hidden_size = int(model.config.hidden_size)
+        self._pos_offset = _position_offset(model.config)
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def model_type(self) -> str:
+        return str(self.model.config.model_type)
+
+    @property
+    def pad_token_id(self) -> int:
+        pid = getattr(self.model.config, "pad_token_id", None)
+        return 0 if pid is None else int(pid)
+
+    # ---- forward paths -------------------------------------------------------------------------
+    def forward(self, batch: PackedBatch) -> Tensor:
+        """Packed path: PackedBatch (T tokens, S sequences) -> hidden states (T, H)."""
+        tt = None if batch.token_type_ids is None else batch.token_type_ids[None]
+        if tt is None and self.config.type_vocab_size > 0:
+            tt = torch.zeros_like(batch.input_ids)[None]
+        out = self.model(input_ids=batch.input_ids[None], token_type_ids=tt,
+                         position_ids=(batch.position_ids + self._pos_offset)[None],
+                         cu_seqlens=batch.cu_seqlens, max_seqlen=int(batch.max_seqlen))
+        return out.last_hidden_state[0]
+
+    def forward_padded(self, input_ids: Tensor, attention_mask: Tensor,
+                       token_type_ids: Optional[Tensor] = None) -> Tensor:
+        """Padded path: input_ids, attention_mask (S, L) -> hidden states (S, L, H)."""
+        S, L = input_ids.shape
+        pos = torch.arange(L, device=input_ids.device)[None].expand(S, L) + self._pos_offset
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                         position_ids=pos)
+        return out.last_hidden_state
+
+    def pool(self, hidden: Tensor, batch: PackedBatch) -> Tensor:
+        """(T, H) -> (S, H): the [CLS] token of each sequence."""
+        return hidden.index_select(0, batch.first_token_index.to(hidden.device))
+
+    # ---- building / saving ---------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config) -> "BertBackbone":
+        """Random weights from a transformers config (tests, or before load_state_dict)."""
+        from transformers import AutoModel
+        _check_family(config)
+        return cls(AutoModel.from_config(config))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, strict: bool = False) -> "BertBackbone":
+        """Strictly load a local transformers folder (config.json + safetensors/bin weights).
+
+        The folder may hold a base model (``BertModel``), a pretraining model (``BertForPreTraining``:
+        its heads are ignored) or a ``*ForSequenceClassification`` model (its head is read by
+        :func:`read_classification_head`). Missing encoder weights raise CheckpointMismatchError;
+        with ``strict`` (our own saved folders) so do unexpected ones.
+        """
+        from transformers import AutoConfig
+        path = Path(path)
+        config = AutoConfig.from_pretrained(str(path))
+        backbone = cls.from_config(config)
+        state = load_state_dict_file(path)
+        enc_state = _strip_encoder_prefix(state, backbone.model)
+        missing, unexpected, mismatched = _compare(backbone.model.state_dict(), enc_state)
+        if missing or mismatched or (strict and unexpected):
+            raise CheckpointMismatchError(missing, unexpected if strict else (), mismatched, source=str(path))
+        backbone.model.load_state_dict({k: v for k, v in enc_state.items() if k not in unexpected}, strict=False)
+        return backbone
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write config.json + model.safetensors (a transformers base-model folder)."""
+        self.model.save_pretrained(str(directory), safe_serialization=True)
+
+
+def _check_family(config) -> None:
+    if config.model_type not in BERT_FAMILY:
+        raise ModelConfigError(f"model_type {config.model_type!r} is not in the BERT family "
+                               f"({', '.join(BERT_FAMILY)})")
+
+
+def load_state_dict_file(path: Path) -> dict[str, Tensor]:
+    """Read a folder's weights: model.safetensors (or its index shards), else pytorch_model.bin."""
+    from safetensors.torch import load_file
+    single = path / "model.safetensors"
+    if single.is_file():
+        return load_file(str(single))
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, Tensor] = {}
+        for f in files:
+            state.update(load_file(str(path / f)))
+        return state
+    binf = path / "pytorch_model.bin"
+    if binf.is_file():
+        return torch.load(str(binf), map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
+
+
+def _strip_encoder_prefix(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
+    """Keys of a base model from a base/pretraining/classification checkpoint ("bert.x" -> "x")."""
+    own = set(model.state_dict().keys())
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    if prefix != "." and any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    # legacy checkpoints keep LayerNorm as gamma/beta
+    fixed = {}
+    for k, v in state.items():
+        k2 = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+        fixed[k2] = v
+    # non-persistent buffers (position_ids) may be present in old checkpoints
+    return {k: v for k, v in fixed.items() if k in own or not k.endswith("position_ids")}
+
+
+def _compare(own: dict[str, Tensor], state: dict[str, Tensor]):
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+                  if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    return missing, unexpected, mismatched
+
+
+def read_classification_head(path: str | Path) -> Optional[dict]:
+    """The head of a ``*ForSequenceClassification`` folder as {"activation", "dense.*", "out_proj.*"}.
+
+    BERT:    pooler.dense (tanh) + classifier          -> dense, out_proj, activation "tanh"
+    ELECTRA: classifier.dense (gelu) + classifier.out_proj -> activation "gelu"
+    RoBERTa: classifier.dense (tanh) + classifier.out_proj -> activation "tanh"
+    Returns None where the folder holds no such head (a base model); raises ModelConfigError
+    where its classifier has more than one output (a cross-encoder scores with one logit).
+    """
+    from transformers import AutoConfig
+    path = Path(path)
+    config = AutoConfig.from_pretrained(str(path))
+    archs = config.architectures or []
+    if not any(a.endswith("ForSequenceClassification") for a in archs):
+        return None
+    state = load_state_dict_file(path)
+    pre = config.model_type.replace("-", "_") if config.model_type != "xlm-roberta" else "roberta"
+    if "classifier.out_proj.weight" in state:  # ELECTRA / RoBERTa head
+        head = {"dense.weight": state["classifier.dense.weight"], "dense.bias": state["classifier.dense.bias"],
+                "out_proj.weight": state["classifier.out_proj.weight"],
+                "out_proj.bias": state["classifier.out_proj.bias"]}
+        act = "gelu" if config.model_type == "electra" else "tanh"
+    elif "classifier.weight" in state and f"{pre}.pooler.dense.weight" in state:  # BERT
+        head = {"dense.weight": state[f"{pre}.pooler.dense.weight"], "dense.bias": state[f"{pre}.pooler.dense.bias"],
+                "out_proj.weight": state["classifier.weight"], "out_proj.bias": state["classifier.bias"]}
+        act = "tanh"
+    else:
+        raise ModelConfigError(f"{path}: a sequence-classification checkpoint whose head this loader does not "
+                               f"know (keys: {[k for k in state if not k.startswith(pre + '.')][:8]})")
+    if head["out_proj.weight"].shape[0] != 1:
+        raise ModelConfigError(f"{path}: the classifier has {head['out_proj.weight'].shape[0]} outputs; "
+                               "a cross-encoder needs one logit (num_labels=1)")
+    return {"activation": act, "state": head}
+
+
+def pretrained_pooler(path: str | Path) -> Optional[dict[str, Tensor]]:
+    """BERT's pretrained pooler (dense) from a base checkpoint, to initialise a fresh head; else None."""
+    state = load_state_dict_file(Path(path))
+    for pre in ("", "bert.", "roberta.", "electra."):
+        if f"{pre}pooler.dense.weight" in state:
+            return {"dense.weight": state[f"{pre}pooler.dense.weight"], "dense.bias": state[f"{pre}pooler.dense.bias"]}
+    return None

@@ -1,0 +1,107 @@
+"""Bidirectional attention over packed sequences (no attention across sequence boundaries).
+
+``varlen_attention(q, k, v, cu_seqlens, max_seqlen)`` with q/k/v (T, heads, head_dim) picks:
+
+1. ``flash_attn.flash_attn_varlen_func`` on CUDA where flash-attn is installed (fp16/bf16);
+2. ``torch.nn.attention.varlen.varlen_attn`` on CUDA with torch >= 2.9 (fp16/bf16);
+3. otherwise (the CPU, fp32/fp64 on the GPU, older torch): one SDPA call per sequence on its own
+   slice -- exact, slower, and never one SDPA over the whole pack (that would attend across pairs).
+
+It is registered in transformers' AttentionInterface (and mask interface) as ``rerankers_varlen``:
+a model whose config uses that implementation runs this path when its forward receives
+``cu_seqlens`` / ``max_seqlen`` keyword arguments, and plain padded SDPA (with the usual padding
+mask) otherwise, so one model object serves both the packed and the padded path.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+ATTN_IMPLEMENTATION = "rerankers_varlen"
+
+try:  # optional: flash-attn
+    from flash_attn import flash_attn_varlen_func as _flash_varlen  # type: ignore
+except Exception:  # noqa: BLE001 - any import failure means "not available"
+    _flash_varlen = None
+
+try:  # torch >= 2.9
+    from torch.nn.attention.varlen import varlen_attn as _torch_varlen  # type: ignore
+except Exception:  # noqa: BLE001
+    _torch_varlen = None
+
+
+def varlen_backend(device: torch.device, dtype: torch.dtype) -> str:
+    """Which implementation :func:`varlen_attention` uses for these inputs."""
+    if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+        if _flash_varlen is not None:
+            return "flash_attn"
+        if _torch_varlen is not None:
+            return "torch_varlen"
+    return "per_sequence_sdpa"
+
+
+def per_sequence_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor,
+                           scale: Optional[float] = None, dropout_p: float = 0.0) -> Tensor:
+    """Reference: SDPA on each sequence's slice. q/k/v (T, heads, d) -> (T, heads, d)."""
+    out = torch.empty_like(q)
+    bounds = cu_seqlens.tolist()
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        qi, ki, vi = (x[s:e].transpose(0, 1) for x in (q, k, v))  # (heads, L, d)
+        out[s:e] = F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p, scale=scale).transpose(0, 1)
+    return out
+
+
+def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int,
+                     scale: Optional[float] = None, dropout_p: float = 0.0) -> Tensor:
+    """Packed bidirectional attention. q/k/v (T, heads, d), cu_seqlens (S+1,) int32 -> (T, heads, d).
+
+    Attention dropout is applied by the flash-attn and per-sequence backends; torch's varlen_attn
+    has none (it runs without attention dropout).
+    """
+    backend = varlen_backend(q.device, q.dtype)
+    cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+    if backend == "flash_attn":
+        return _flash_varlen(q, k, v, cu, cu, max_seqlen, max_seqlen, dropout_p=dropout_p,
+                             softmax_scale=scale, causal=False)
+    if backend == "torch_varlen":
+        return _torch_varlen(q, k, v, cu, cu, max_seqlen, max_seqlen, scale=scale)
+    return per_sequence_attention(q, k, v, cu, scale=scale, dropout_p=dropout_p)
+
+
+def _hf_attention_forward(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Optional[Tensor],
+                          scaling: Optional[float] = None, dropout: float = 0.0, **kwargs):
+    """transformers attention function. query/key/value (B, heads, L, d) -> ((B, L, heads, d), None).
+
+    Packed when ``cu_seqlens`` is given (then B == 1 and L == T), padded SDPA otherwise.
+    """
+    cu = kwargs.get("cu_seqlens")
+    if cu is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
+                                      dropout=dropout, is_causal=False)
+    if query.shape[0] != 1:
+        raise ValueError(f"packed attention expects batch size 1 (all sequences in one row), got {query.shape[0]}")
+    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (T, heads, d)
+    out = varlen_attention(q, k, v, cu, int(kwargs["max_seqlen"]), scale=scaling, dropout_p=dropout)
+    return out.unsqueeze(0), None
+
+
+_registered = False
+
+
+def register_with_transformers() -> str:
+    """Register ``rerankers_varlen`` in transformers' attention and mask interfaces (idempotent)."""
+    global _registered
+    if not _registered:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+        AttentionInterface.register(ATTN_IMPLEMENTATION, _hf_attention_forward)
+        ALL_MASK_ATTENTION_FUNCTIONS.register(ATTN_IMPLEMENTATION, sdpa_mask)
+        _registered = True
+    return ATTN_IMPLEMENTATION
