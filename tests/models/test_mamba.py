@@ -203,8 +203,9 @@ def test_bad_configs_and_names(tmp_path):
 
 
 def test_preset_offline_not_cached_is_a_clear_error(monkeypatch, tmp_path):
+    from huggingface_hub import constants
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # never a real cache
     with pytest.raises(CheckpointNotFoundError, match=r"'mamba-130m' is not a local directory, and "
                                                       r"'state-spaces/mamba-130m-hf' is not available in the local"):
         MambaBackbone.from_pretrained("mamba-130m")
@@ -230,3 +231,21 @@ def test_fresh_model_layernorm_variant_and_bf16(hf_dir, tmp_path):
         a, b = full(batch), half(batch)
     assert b.dtype == torch.bfloat16
     torch.testing.assert_close(b.float(), a, rtol=0.05, atol=0.05)
+
+
+def test_preset_resolves_through_the_offline_hub_cache(monkeypatch, tmp_path, hf_dir):
+    """A preset name finds a snapshot already in the Hugging Face cache without any network."""
+    from huggingface_hub import constants
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "cache" / "models--state-spaces--mamba-130m-hf"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(hf_dir / name, snap / name)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    model = MambaBackbone.from_pretrained("mamba-130m")
+    reference = MambaBackbone.from_pretrained(hf_dir)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
