@@ -1,0 +1,310 @@
+"""Triton kernels of the varlen selective scan (Mamba-1), packed channel-last layout.
+
+Work unit: one program per (segment, block of BD channels); see :mod:`.segments`.
+
+Forward, two launches:
+  1. ``_scan_fwd_kernel[LOCAL_ONLY=True]``: for every segment that is not the last of its
+     sequence, its end state from a zero start and ``sum(delta)`` (the segment's decay is
+     ``exp(A * sum(delta))``). Exits at once where every sequence fits one segment.
+  2. ``_scan_fwd_kernel[LOCAL_ONLY=False]``: start state = carry over the earlier segments of the
+     sequence, then a sequential walk over time with the (BD, N) fp32 state in registers
+     (BT steps unrolled, so that the loads of a chunk are in flight together). Stores the state at
+     every chunk start (fp32) for the backward.
+Backward, two launches:
+  1. ``_scan_bwd_local_kernel``: for every segment that is not the first, the gradient w.r.t. the
+     state entering it from its own tokens: ``sum_t exp(A * cumsum(delta)_t) * g_t C_t``.
+  2. ``_scan_bwd_kernel``: per segment, chunks in reverse; each chunk recomputes its states from the
+     stored chunk-start state (a forward ``associative_scan`` over time per state n), runs the
+     reverse scan of the state gradient, and accumulates every gradient. dB, dC are reduced over
+     the channels of the program in registers and added into (T, N) fp32 with atomics; dA, dD,
+     d(delta_bias) likewise into fp32 buffers. ``d log a = dh * (h - b)`` needs no shifted tile.
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _softplus(x):
+    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
+
+
+@triton.jit
+def _sigmoid(x):
+    return 1.0 / (1.0 + tl.exp(-x))
+
+
+@triton.jit
+def _lin_combine(a1, b1, a2, b2):
+    # h = a * h_prev + b; (a1, b1) first in scan order, (a2, b2) second
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def _segment(seginfo_ptr, n_seg, cu_ptr, pid, SEG: tl.constexpr):
+    s = tl.load(seginfo_ptr + pid)
+    k = tl.load(seginfo_ptr + n_seg + pid)
+    cbase = tl.load(seginfo_ptr + 2 * n_seg + pid)
+    valid = s >= 0
+    s = tl.maximum(s, 0)
+    seq_start = tl.load(cu_ptr + s)
+    seq_end = tl.load(cu_ptr + s + 1)
+    seg_start = seq_start + k * SEG
+    seg_end = tl.minimum(seq_end, seg_start + SEG)
+    nseg = (seq_end - seq_start + SEG - 1) // SEG
+    return valid, k, cbase, seq_start, seg_start, seg_end, nseg
+
+
+@triton.jit
+def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr,
+                     states_ptr, send_ptr, dtsum_ptr, seginfo_ptr, cu_ptr,
+                     stride_u, stride_dl, stride_B, stride_C, stride_z, stride_y,
+                     n_seg, Dm, N,
+                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     SOFTPLUS: tl.constexpr, LOCAL_ONLY: tl.constexpr, SEG: tl.constexpr,
+                     BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, MAXJ: tl.constexpr):
+    pid = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    valid, k, cbase, seq_start, seg_start, seg_end, nseg = _segment(seginfo_ptr, n_seg, cu_ptr, pid, SEG)
+    if LOCAL_ONLY:
+        run = valid & (k < nseg - 1)
+    else:
+        run = valid
+    if run:
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        md = offs_d < Dm
+        offs_n = tl.arange(0, NP)
+        mn = offs_n < N
+        mdn = md[:, None] & mn[None, :]
+        dn_off = offs_d[:, None] * N + offs_n[None, :]
+        A = tl.load(A_ptr + dn_off, mask=mdn, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+        h = tl.zeros([BD, NP], dtype=tl.float32)
+        dtacc = tl.zeros([BD], dtype=tl.float32)
+        if not LOCAL_ONLY:
+            # start state: carry over the earlier (full) segments of this sequence
+            for jj in range(MAXJ):
+                if jj < k:
+                    slot = (seq_start + jj * SEG) // SEG
+                    dts = tl.load(dtsum_ptr + slot * Dm + offs_d, mask=md, other=0.0)
+                    se = tl.load(send_ptr + slot * Dm * N + dn_off, mask=mdn, other=0.0)
+                    h = tl.exp(dts[:, None] * A) * h + se
+        for c in range(SEG // BT):
+            t0 = seg_start + c * BT
+            if t0 < seg_end:
+                if not LOCAL_ONLY:
+                    slot_c = (cbase + k * (SEG // BT) + c).to(tl.int64)
+                    tl.store(states_ptr + slot_c * Dm * N + dn_off, h, mask=mdn)
+                for i in tl.static_range(BT):
+                    t = t0 + i
+                    m = t < seg_end
+                    t64 = t.to(tl.int64)
+                    u = tl.load(u_ptr + t64 * stride_u + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                    dt = tl.load(dl_ptr + t64 * stride_dl + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                    Bt = tl.load(B_ptr + t64 * stride_B + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                    if HAS_BIAS:
+                        dt = dt + bias
+                    if SOFTPLUS:
+                        dt = _softplus(dt)
+                    dt = tl.where(m, dt, 0.0)
+                    if LOCAL_ONLY:
+                        dtacc += dt
+                    h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+                    if not LOCAL_ONLY:
+                        Ct = tl.load(C_ptr + t64 * stride_C + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                        y = tl.sum(h * Ct[None, :], axis=1)
+                        if HAS_D:
+                            y += Dv * u
+                        if HAS_Z:
+                            zz = tl.load(z_ptr + t64 * stride_z + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                            y = y * zz * _sigmoid(zz)
+                        tl.store(y_ptr + t64 * stride_y + offs_d, y, mask=md & m)
+        if LOCAL_ONLY:
+            slot = seg_start // SEG
+            tl.store(send_ptr + slot * Dm * N + dn_off, h, mask=mdn)
+            tl.store(dtsum_ptr + slot * Dm + offs_d, dtacc, mask=md)
+
+
+@triton.jit
+def _scan_bwd_local_kernel(dy_ptr, dl_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, gin_ptr, seginfo_ptr, cu_ptr,
+                           stride_dy, stride_dl, stride_C, stride_z, n_seg, Dm, N,
+                           HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                           SEG: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
+    pid = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    valid, k, cbase, seq_start, seg_start, seg_end, nseg = _segment(seginfo_ptr, n_seg, cu_ptr, pid, SEG)
+    if valid & (k > 0):
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        md = offs_d < Dm
+        offs_n = tl.arange(0, NP)
+        mn = offs_n < N
+        mdn = md[:, None] & mn[None, :]
+        dn_off = offs_d[:, None] * N + offs_n[None, :]
+        A = tl.load(A_ptr + dn_off, mask=mdn, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+        G = tl.zeros([BD, NP], dtype=tl.float32)
+        cum = tl.zeros([BD], dtype=tl.float32)
+        for c in range(SEG // BT):
+            t0 = seg_start + c * BT
+            if t0 < seg_end:
+                for i in tl.static_range(BT):
+                    t = t0 + i
+                    m = t < seg_end
+                    t64 = t.to(tl.int64)
+                    dt = tl.load(dl_ptr + t64 * stride_dl + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                    g = tl.load(dy_ptr + t64 * stride_dy + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                    Ct = tl.load(C_ptr + t64 * stride_C + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                    if HAS_BIAS:
+                        dt = dt + bias
+                    if SOFTPLUS:
+                        dt = _softplus(dt)
+                    dt = tl.where(m, dt, 0.0)
+                    if HAS_Z:
+                        zz = tl.load(z_ptr + t64 * stride_z + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                        g = g * zz * _sigmoid(zz)
+                    cum += dt
+                    G += tl.exp(cum[:, None] * A) * g[:, None] * Ct[None, :]
+        slot = seg_start // SEG
+        tl.store(gin_ptr + slot * Dm * N + dn_off, G, mask=mdn)
+
+
+@triton.jit
+def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
+                     states_ptr, dtsum_ptr, gin_ptr, seginfo_ptr, cu_ptr,
+                     du_ptr, ddl_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
+                     stride_dy, stride_u, stride_dl, stride_B, stride_C, stride_z,
+                     stride_du, stride_ddl, stride_dz,
+                     n_seg, Dm, N,
+                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     SOFTPLUS: tl.constexpr, SEG: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                     NP: tl.constexpr, MAXJ: tl.constexpr):
+    pid = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    valid, k, cbase, seq_start, seg_start, seg_end, nseg = _segment(seginfo_ptr, n_seg, cu_ptr, pid, SEG)
+    if valid:
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        md = offs_d < Dm
+        offs_n = tl.arange(0, NP)
+        mn = offs_n < N
+        mdn = md[:, None] & mn[None, :]
+        dn_off = offs_d[:, None] * N + offs_n[None, :]
+        A = tl.load(A_ptr + dn_off, mask=mdn, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+        # gradient w.r.t. the state at the segment's last token, from later segments
+        carry = tl.zeros([BD, NP], dtype=tl.float32)
+        for jj in range(MAXJ):
+            j = nseg - 1 - jj
+            if j > k:
+                slot = (seq_start + j * SEG) // SEG
+                gin = tl.load(gin_ptr + slot * Dm * N + dn_off, mask=mdn, other=0.0)
+                if j < nseg - 1:
+                    dts = tl.load(dtsum_ptr + slot * Dm + offs_d, mask=md, other=0.0)
+                    carry = gin + tl.exp(dts[:, None] * A) * carry
+                else:
+                    carry = gin
+        dA_acc = tl.zeros([BD, NP], dtype=tl.float32)
+        dD_acc = tl.zeros([BD], dtype=tl.float32)
+        db_acc = tl.zeros([BD], dtype=tl.float32)
+        rr = tl.arange(0, BT)
+        for cc in range(SEG // BT):
+            c = SEG // BT - 1 - cc
+            t0 = seg_start + c * BT
+            if t0 < seg_end:
+                rows = t0 + rr
+                m = rows < seg_end
+                m_next = ((rows + 1) < seg_end) & (rr < BT - 1)
+                r64 = rows.to(tl.int64)
+                mt = m[:, None] & md[None, :]
+                mtn = m_next[:, None] & md[None, :]
+                u = tl.load(u_ptr + r64[:, None] * stride_u + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
+                dl = tl.load(dl_ptr + r64[:, None] * stride_dl + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
+                dln = tl.load(dl_ptr + (r64[:, None] + 1) * stride_dl + offs_d[None, :], mask=mtn,
+                              other=0.0).to(tl.float32)
+                dy = tl.load(dy_ptr + r64[:, None] * stride_dy + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
+                if HAS_BIAS:
+                    dl = dl + bias[None, :]
+                    dln = dln + bias[None, :]
+                if SOFTPLUS:
+                    dt = _softplus(dl)
+                    dtn = _softplus(dln)
+                else:
+                    dt = dl
+                    dtn = dln
+                dt = tl.where(mt, dt, 0.0)
+                if HAS_Z:
+                    zz = tl.load(z_ptr + r64[:, None] * stride_z + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
+                    sz = _sigmoid(zz)
+                    g = dy * zz * sz
+                else:
+                    g = dy
+                dtu = dt * u
+                slot_c = (cbase + k * (SEG // BT) + c).to(tl.int64)
+                st_ptr = states_ptr + slot_c * Dm * N + offs_d * N
+                ypre = tl.zeros([BT, BD], dtype=tl.float32)
+                ddt = tl.zeros([BT, BD], dtype=tl.float32)
+                du = tl.zeros([BT, BD], dtype=tl.float32)
+                dB_t = tl.zeros([BT, NP], dtype=tl.float32)
+                dC_t = tl.zeros([BT, NP], dtype=tl.float32)
+                new_carry = tl.zeros([BD, NP], dtype=tl.float32)
+                for n in tl.static_range(NP):
+                    if n < N:
+                        A_n = tl.load(A_ptr + offs_d * N + n, mask=md, other=0.0).to(tl.float32)
+                        B_n = tl.load(B_ptr + r64 * stride_B + n, mask=m, other=0.0).to(tl.float32)
+                        C_n = tl.load(C_ptr + r64 * stride_C + n, mask=m, other=0.0).to(tl.float32)
+                        h0 = tl.load(st_ptr + n, mask=md, other=0.0)
+                        a = tl.exp(dt * A_n[None, :])
+                        b = dtu * B_n[:, None]
+                        pa, hb = tl.associative_scan((a, b), 0, _lin_combine)
+                        h = hb + pa * h0[None, :]
+                        ypre += h * C_n[:, None]
+                        dC_n = tl.sum(g * h, axis=1)
+                        an = tl.where(mtn, tl.exp(dtn * A_n[None, :]), 1.0)
+                        x = g * C_n[:, None]
+                        pq, qq = tl.associative_scan((an, x), 0, _lin_combine, reverse=True)
+                        sel = (offs_n == n)[None, :]
+                        c_n = tl.sum(tl.where(sel, carry, 0.0), axis=1)
+                        q = tl.where(mt, qq + pq * c_n[None, :], 0.0)
+                        dla = q * (h - b)
+                        qB = q * B_n[:, None]
+                        ddt += dla * A_n[None, :] + qB * u
+                        du += qB * dt
+                        dA_n = tl.sum(dla * dt, axis=0)
+                        dB_n = tl.sum(q * dtu, axis=1)
+                        nc_n = tl.sum(tl.where((rr == 0)[:, None], a * q, 0.0), axis=0)
+                        dA_acc += tl.where(sel, dA_n[:, None], 0.0)
+                        new_carry += tl.where(sel, nc_n[:, None], 0.0)
+                        dB_t += tl.where(sel, dB_n[:, None], 0.0)
+                        dC_t += tl.where(sel, dC_n[:, None], 0.0)
+                carry = new_carry
+                if HAS_D:
+                    ypre += Dv[None, :] * u
+                    du += g * Dv[None, :]
+                    dD_acc += tl.sum(g * u, axis=0)
+                if HAS_Z:
+                    dz = dy * ypre * sz * (1.0 + zz * (1.0 - sz))
+                    tl.store(dz_ptr + r64[:, None] * stride_dz + offs_d[None, :], dz, mask=mt)
+                if SOFTPLUS:
+                    ddl = ddt * _sigmoid(dl)
+                else:
+                    ddl = ddt
+                ddl = tl.where(mt, ddl, 0.0)
+                db_acc += tl.sum(ddl, axis=0)
+                tl.store(du_ptr + r64[:, None] * stride_du + offs_d[None, :], du, mask=mt)
+                tl.store(ddl_ptr + r64[:, None] * stride_ddl + offs_d[None, :], ddl, mask=mt)
+                mtn2 = m[:, None] & mn[None, :]
+                tn_off = r64[:, None] * N + offs_n[None, :]
+                tl.atomic_add(dB_ptr + tn_off, dB_t, mask=mtn2, sem="relaxed")
+                tl.atomic_add(dC_ptr + tn_off, dC_t, mask=mtn2, sem="relaxed")
+        tl.atomic_add(dA_ptr + dn_off, dA_acc, mask=mdn, sem="relaxed")
+        if HAS_D:
+            tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=md, sem="relaxed")
+        if HAS_BIAS:
+            tl.atomic_add(dbias_ptr + offs_d, db_acc, mask=md, sem="relaxed")
