@@ -255,6 +255,8 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("rerankers").setLevel(level)
+    for noisy in ("bm25s", "ir_datasets", "numba"):  # libraries that set their own chatty levels
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

