@@ -31,7 +31,7 @@ def interpreting() -> bool:
 
 
 DEFAULT_CONFIG = ScanConfig()
-INTERPRET_CONFIG = ScanConfig(block_t=8, seg_len=32, bd_fwd=16, bd_bwd=16, warps_fwd=1, warps_bwd=1)
+INTERPRET_CONFIG = ScanConfig(block_t=8, seg_len=32, bd_fwd=64, bd_bwd=64, warps_fwd=1, warps_bwd=1)
 
 
 def _next_pow2(x: int) -> int:

@@ -1,0 +1,103 @@
+"""The varlen causal conv1d as a torch custom op (``rerankers::causal_conv1d_fwd`` / ``_bwd``) with
+autograd; launches the kernels of :mod:`.conv_triton` (no host synchronisation)."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from .scan_op import interpreting
+from .segments import build_token_starts, cdiv
+
+BT_GPU, BD_GPU = 64, 128
+BT_INTERP, BD_INTERP = 32, 64
+
+
+def _tiles() -> tuple[int, int]:
+    return (BT_INTERP, BD_INTERP) if interpreting() else (BT_GPU, BD_GPU)
+
+
+def _next_pow2(x: int) -> int:
+    return 1 << max(int(x) - 1, 0).bit_length()
+
+
+def _rowmajor(x: Tensor) -> Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+@torch.library.custom_op("rerankers::causal_conv1d_fwd", mutates_args=())
+def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
+                      silu: bool) -> tuple[Tensor, Tensor]:
+    """Returns y (T, D) in x's dtype and tstart (T,) int32 (kept for the backward)."""
+    from .conv_triton import _conv_fwd_kernel
+    x = _rowmajor(x)
+    weight = weight.contiguous()
+    T, Dm = x.shape
+    tstart = build_token_starts(cu_seqlens, T)
+    y = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
+    if T > 0:
+        BT, BD = _tiles()
+        _conv_fwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
+            x, weight, bias if bias is not None else weight, y, tstart, x.stride(0), y.stride(0), T, Dm,
+            W=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD, num_warps=4)
+    return y, tstart
+
+
+@causal_conv1d_fwd.register_fake
+def _(x, weight, bias, cu_seqlens, silu):
+    return torch.empty_like(x), x.new_empty((x.shape[0],), dtype=torch.int32)
+
+
+@torch.library.custom_op("rerankers::causal_conv1d_bwd", mutates_args=())
+def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], tstart: Tensor,
+                      silu: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Returns dx, dweight, dbias (empty where bias is None)."""
+    from .conv_triton import _conv_bwd_kernel
+    x, dy = _rowmajor(x), _rowmajor(dy)
+    weight = weight.contiguous()
+    T, Dm = x.shape
+    W = weight.shape[1]
+    dx = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
+    dw = torch.zeros((Dm, W), dtype=torch.float32, device=x.device)
+    db = torch.zeros((Dm,), dtype=torch.float32, device=x.device)
+    if T > 0:
+        BT, BD = _tiles()
+        _conv_bwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
+            x, weight, bias if bias is not None else weight, dy, tstart, dx, dw, db,
+            x.stride(0), dy.stride(0), dx.stride(0), T, Dm,
+            W=W, WP=max(_next_pow2(W), 2), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD,
+            num_warps=4)
+    return dx, dw.to(weight.dtype), db.to(bias.dtype) if bias is not None else x.new_empty((0,))
+
+
+@causal_conv1d_bwd.register_fake
+def _(dy, x, weight, bias, tstart, silu):
+    return (torch.empty_like(x), torch.empty_like(weight),
+            torch.empty_like(bias) if bias is not None else x.new_empty((0,)))
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, _, silu = inputs
+    ctx.save_for_backward(x, weight, bias, output[1])
+    ctx.silu = silu
+    ctx.has_bias = bias is not None
+
+
+def _backward(ctx, dy, _dts):
+    x, weight, bias, tstart = ctx.saved_tensors
+    dx, dw, db = causal_conv1d_bwd(dy, x, weight, bias, tstart, ctx.silu)
+    return dx, dw, db if ctx.has_bias else None, None, None
+
+
+causal_conv1d_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
+                         activation: Optional[str] = "silu") -> Tensor:
+    """Triton varlen causal conv1d (see :func:`rerankers.kernels.causal_conv1d_varlen`)."""
+    if not x.is_cuda and not interpreting():
+        raise RuntimeError("the Triton causal conv1d needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU); "
+                           "use backend='reference' on the CPU")
+    y, _ = causal_conv1d_fwd(x, weight, bias, cu_seqlens, activation is not None)
+    return y
