@@ -64,6 +64,9 @@ class BertBackbone(nn.Module):
     def config(self):
         return self.model.config
 
+    def get_input_embeddings(self) -> nn.Module:
+        return self.model.get_input_embeddings()
+
     @property
     def model_type(self) -> str:
         return str(self.model.config.model_type)

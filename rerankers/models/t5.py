@@ -55,6 +55,10 @@ class T5Backbone(nn.Module):
     def config(self):
         return self.model.config
 
+    def get_input_embeddings(self) -> nn.Module:
+        """The encoder's token embedding (its weight is shared with the decoder's and the LM head's)."""
+        return self.model.encoder.embed_tokens
+
     @property
     def pad_token_id(self) -> int:
         return int(self.model.config.pad_token_id or 0)

@@ -1,0 +1,118 @@
+"""BERT family: our packed/padded paths against transformers' own models on tiny random checkpoints."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from rerankers.data.batching import pack_encoded
+from rerankers.models.bert import BertBackbone
+from rerankers.models.cross_encoder import CrossEncoder
+from rerankers.models.errors import CheckpointMismatchError
+from rerankers.models.presets import UnknownBackboneError
+from rerankers.models.varlen_attention import per_sequence_attention, varlen_attention
+
+from tiny_checkpoints import save_tiny_bert
+
+QUERIES = ["what is a cat", "how many people live in berlin", "dogs"]
+DOCS = ["a cat is an animal that purrs loudly at night", "berlin is the capital city of germany", "dogs bark"]
+
+
+@pytest.mark.parametrize("kind", ["bert", "electra", "roberta"])
+def test_hidden_states_equal_transformers_model(kind, tmp_path):
+    from transformers import AutoModel
+    folder = save_tiny_bert(tmp_path / kind, kind, classification=False)
+    ours = BertBackbone.from_pretrained(folder).double().eval()
+    ref = AutoModel.from_pretrained(str(folder), attn_implementation="eager").double().eval()
+    ce_tok = CrossEncoder.from_pretrained(folder).tokenizer
+    enc = ce_tok(QUERIES, DOCS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        want = ref(**enc).last_hidden_state
+        tt = enc.get("token_type_ids")
+        padded = ours.forward_padded(enc["input_ids"], enc["attention_mask"], tt)
+        mask = enc["attention_mask"].bool()
+        lengths = mask.sum(1).tolist()
+        from rerankers.data.packing import pack_token_ids
+        batch = pack_token_ids([enc["input_ids"][i, :n].tolist() for i, n in enumerate(lengths)],
+                               None if tt is None else [tt[i, :n].tolist() for i, n in enumerate(lengths)])
+        packed = ours(batch)
+    torch.testing.assert_close(padded[mask], want[mask], rtol=0, atol=1e-10)
+    torch.testing.assert_close(packed, want[mask], rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("kind", ["bert", "electra", "roberta"])
+def test_sequence_classification_checkpoint_gives_its_logits(kind, tmp_path):
+    """The format of cross-encoder/ms-marco-MiniLM-L6-v2 (num_labels=1): same scores as transformers."""
+    from transformers import AutoModelForSequenceClassification
+    folder = save_tiny_bert(tmp_path / kind, kind, classification=True)
+    ref = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    ce = CrossEncoder.from_pretrained(folder).eval()
+    enc = ce.tokenizer(QUERIES, DOCS, padding=True, return_tensors="pt")
+    ours_enc = ce.encode(QUERIES, DOCS)
+    real = [enc["attention_mask"][i].bool() for i in range(3)]
+    assert ours_enc.input_ids == [enc["input_ids"][i][real[i]].tolist() for i in range(3)]
+    if kind != "roberta":  # segment ids as BERT's tokenizer makes them
+        assert ours_enc.token_type_ids == [enc["token_type_ids"][i][real[i]].tolist() for i in range(3)]
+    with torch.no_grad():
+        want = ref(**enc).logits[:, 0]
+        got = ce(pack_encoded(ours_enc, range(3)))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    assert want.std() > 1e-3
+
+
+def test_save_and_load_round_trip_is_exact(tmp_path):
+    ce = CrossEncoder.from_pretrained(save_tiny_bert(tmp_path / "hf", "bert")).eval()
+    ce.save_pretrained(tmp_path / "saved")
+    cfg = json.loads((tmp_path / "saved" / "reranker_config.json").read_text())
+    assert cfg["backbone_type"] == "bert" and cfg["template"]["name"] == "bert"
+    assert cfg["template"]["max_length"] == 96 and cfg["template"]["max_query_tokens"] == 64
+    again = CrossEncoder.from_pretrained(tmp_path / "saved").eval()
+    batch = pack_encoded(ce.encode(QUERIES, DOCS), range(3))
+    with torch.no_grad():
+        assert torch.equal(ce(batch), again(batch))
+
+
+def test_checkpoint_config_mismatch_names_keys(tmp_path):
+    from safetensors.torch import load_file, save_file
+    ce = CrossEncoder.from_pretrained(save_tiny_bert(tmp_path / "hf", "bert"))
+    ce.save_pretrained(tmp_path / "saved")
+    # 1) a backbone tensor is missing and an unknown one is present
+    wfile = tmp_path / "saved" / "backbone" / "model.safetensors"
+    state = load_file(str(wfile))
+    state.pop("encoder.layer.1.output.dense.weight")
+    state["encoder.layer.9.extra.weight"] = torch.zeros(2)
+    save_file(state, str(wfile), metadata={"format": "pt"})
+    with pytest.raises(CheckpointMismatchError) as e:
+        CrossEncoder.from_pretrained(tmp_path / "saved")
+    assert "encoder.layer.1.output.dense.weight" in str(e.value)
+    assert "encoder.layer.9.extra.weight" in str(e.value)
+    # 2) the config says another size than the weights
+    ce.save_pretrained(tmp_path / "saved2")
+    cfg_file = tmp_path / "saved2" / "reranker_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    cfg["head"]["activation"] = "none"  # the head then has no dense layer: head.dense.* unexpected
+    cfg_file.write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointMismatchError, match="head.dense.weight"):
+        CrossEncoder.from_pretrained(tmp_path / "saved2")
+
+
+def test_unknown_backbone_lists_known_ones():
+    with pytest.raises(UnknownBackboneError) as e:
+        CrossEncoder.from_pretrained("bert-gigantic")
+    msg = str(e.value)
+    for name in ("bert-base", "electra-base", "minilm-l6", "t5-base", "mamba-130m"):
+        assert name in msg
+
+
+def test_varlen_attention_cpu_fallback_matches_per_sequence_reference():
+    torch.manual_seed(0)
+    lens = [3, 7, 1, 5]
+    cu = torch.tensor([0, 3, 10, 11, 16], dtype=torch.int32)
+    q, k, v = (torch.randn(sum(lens), 2, 4, dtype=torch.float64) for _ in range(3))
+    out = varlen_attention(q, k, v, cu, max(lens))
+    torch.testing.assert_close(out, per_sequence_attention(q, k, v, cu))
+    # the second sequence alone, with plain softmax attention
+    qi, ki, vi = q[3:10], k[3:10], v[3:10]
+    att = torch.softmax(torch.einsum("qhd,khd->hqk", qi, ki) / 2.0, dim=-1)
+    torch.testing.assert_close(out[3:10], torch.einsum("hqk,khd->qhd", att, vi))
