@@ -1,0 +1,195 @@
+"""The `rerank` command line: eval / retrieve / demo, and one-line errors (exit 2, no traceback)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+import rerankers.eval.rerank_cmd as rerank_cmd
+from rerankers.cli import main
+from rerankers.data.trec import read_run
+
+CORPUS = {
+    "d1": "Ankara is the capital city of Turkey and the seat of its parliament.",
+    "d2": "Istanbul is the largest city of Turkey but not its capital.",
+    "d3": "The turkey is a large bird native to North America, often roasted.",
+    "d4": "Fleas are small wingless insects that feed on the blood of mammals.",
+    "d5": "A flea can live for up to a year when it has a host and warmth.",
+    "d6": "Concrete cures over weeks while cement hydration continues.",
+}
+QUERIES = {"q1": "capital of turkey", "q2": "how long does a flea live"}
+QRELS = "q1 0 d1 3\nq1 0 d2 1\nq1 0 d3 0\nq2 0 d5 3\nq2 0 d4 2\n"
+
+
+@pytest.fixture()
+def files(tmp_path):
+    (tmp_path / "collection.tsv").write_text("".join(f"{k}\t{v}\n" for k, v in CORPUS.items()))
+    (tmp_path / "queries.tsv").write_text("".join(f"{k}\t{v}\n" for k, v in QUERIES.items()))
+    (tmp_path / "qrels.txt").write_text(QRELS)
+    (tmp_path / "run.trec").write_text("q1 Q0 d2 1 3.0 r\nq1 Q0 d1 2 2.0 r\nq2 Q0 d4 1 5.0 r\nq2 Q0 d5 2 4.0 r\n")
+    return tmp_path
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("rerank: error: ") and "Traceback" not in err
+    return lines[-1]
+
+
+def test_eval_table(files, capsys):
+    assert main(["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"),
+                 "--metrics", "MRR@10", "nDCG@10,P@1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["run", "queries", "MRR@10", "nDCG@10", "P@1"]
+    # q1: d2 (grade 1) then d1 (3): at the default level 2 the first relevant is at rank 2; q2: rank 1
+    assert out[2].split()[:3] == ["run", "2", "0.7500"] and out[2].split()[4] == "0.5000"
+    assert "grade >= 2" in out[3]
+    assert main(["-q", "eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"),
+                 "--metrics", "MRR@10", "--rel-level", "1", "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"][0]["means"]["MRR@10"] == 1.0
+
+
+def test_retrieve_then_eval(files, capsys, tmp_path):
+    out = tmp_path / "out" / "bm25.trec"
+    assert main(["retrieve", "--corpus", str(files / "collection.tsv"), "--queries", str(files / "queries.tsv"),
+                 "--output", str(out), "--k", "3"]) == 0
+    run = read_run(out)
+    assert set(run) == {"q1", "q2"} and all(len(d) <= 3 for d in run.values())
+    assert max(run["q2"], key=run["q2"].get) in {"d4", "d5"}
+    assert "d6" not in run["q1"]  # no term in common: not retrieved
+    assert main(["eval", "--run", str(out), str(files / "run.trec"), "--qrels", str(files / "qrels.txt"),
+                 "--test", "fisher", "--save-report", str(tmp_path / "rep")]) == 0
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [r["name"] for r in report["runs"]] == ["bm25", "run"] and report["test"] == "fisher"
+    assert set(report["runs"][1]["p_values"]) == set(report["metrics"])
+
+
+def test_rerank_path_calls_the_model_hook(files, capsys, monkeypatch, tmp_path):
+    """--model: inputs resolved from --corpus/--queries, one call of rerank_with_model, reranked row second."""
+    calls = []
+
+    def fake_rerank(args, run, queries, docs):
+        calls.append((run, queries, docs))
+        # a perfect "model": score by the judged grade
+        grades = {"d1": 3, "d5": 3, "d4": 2, "d2": 1}
+        return {q: {d: float(grades.get(d, 0)) for d in ds} for q, ds in run.items()}, {"pairs/s": 123.0}
+
+    monkeypatch.setattr(rerank_cmd, "rerank_with_model", fake_rerank)
+    output = tmp_path / "reranked.trec"
+    assert main(["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"), "--model", "tiny",
+                 "--corpus", str(files / "collection.tsv"), "--queries", str(files / "queries.tsv"),
+                 "--depth", "2", "--output", str(output), "--metrics", "MRR@10"]) == 0
+    (run, queries, docs), = calls
+    assert run == {"q1": {"d2": 3.0, "d1": 2.0}, "q2": {"d4": 5.0, "d5": 4.0}}
+    assert queries == QUERIES and docs == {d: CORPUS[d] for d in ("d1", "d2", "d4", "d5")}
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[-1] == "pairs/s"
+    assert out[3].startswith("run >> tiny@2") and "1.0000" in out[3] and "123.0" in out[3]
+    assert read_run(output)["q1"] == {"d1": 3.0, "d2": 1.0}
+
+
+def test_rerank_inputs_from_candidates(tmp_path, capsys, monkeypatch):
+    cands = [{"query": QUERIES["q1"], "hits": [{"qid": "q1", "docid": d, "rank": i + 1, "score": 5.0 - i,
+                                                 "content": CORPUS[d]} for i, d in enumerate(["d2", "d1"])]}]
+    (tmp_path / "c.json").write_text(json.dumps(cands))
+    (tmp_path / "qrels.txt").write_text(QRELS)
+    seen = {}
+    monkeypatch.setattr(rerank_cmd, "rerank_with_model",
+                        lambda args, run, q, d: (seen.update(q=q, d=d) or {"q1": {"d1": 2.0, "d2": 1.0}}, None))
+    assert main(["eval", "--candidates", str(tmp_path / "c.json"), "--qrels", str(tmp_path / "qrels.txt"),
+                 "--model", "m", "--metrics", "MRR@10"]) == 0
+    assert seen == {"q": {"q1": QUERIES["q1"]}, "d": {"d1": CORPUS["d1"], "d2": CORPUS["d2"]}}
+    out = capsys.readouterr().out.splitlines()
+    assert out[2].split()[:3] == ["c", "1", "0.5000"] and out[3].split()[-1] == "1.0000"
+
+
+# ----------------------------------------------------------------------------------- bad input
+def test_malformed_run_line(files, capsys):
+    bad = files / "bad.trec"
+    bad.write_text("q1 Q0 d1 1 2.0 r\nq1 Q0 d2 2 r\n")
+    msg = _error(capsys, ["eval", "--run", str(bad), "--qrels", str(files / "qrels.txt")])
+    assert f"{bad}, line 2: expected 6 columns" in msg
+
+
+def test_non_integer_grade(files, capsys):
+    (files / "qrels.txt").write_text("q1 0 d1 3\nq1 0 d2 high\n")
+    msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt")])
+    assert f"{files / 'qrels.txt'}, line 2: relevance grade 'high' is not an integer" in msg
+
+
+def test_unknown_dataset(files, capsys):
+    msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", "dl33"])
+    assert "unknown dataset 'dl33'" in msg and "dl19" in msg and "msmarco-dev" in msg
+
+
+def test_run_qids_missing_from_qrels(files, capsys):
+    (files / "qrels.txt").write_text("x1 0 d1 1\n")
+    msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt")])
+    assert str(files / "run.trec") in msg and str(files / "qrels.txt") in msg and "none of the 2 queries" in msg
+
+
+def test_some_queries_unjudged_warns(files, capsys):
+    (files / "qrels.txt").write_text("q1 0 d1 1\n")
+    assert main(["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt")]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 2 queries have no judgments" in err and "as trec_eval does" in err
+
+
+def test_empty_file(files, capsys):
+    (files / "empty.trec").write_text("")
+    msg = _error(capsys, ["eval", "--run", str(files / "empty.trec"), "--qrels", str(files / "qrels.txt")])
+    assert msg == f"rerank: error: {files / 'empty.trec'}: file is empty"
+
+
+def test_candidates_missing_field(files, capsys):
+    (files / "c.json").write_text(json.dumps([{"query": "q", "hits": [{"qid": "q1", "docid": "d1"}]}]))
+    msg = _error(capsys, ["eval", "--candidates", str(files / "c.json"), "--qrels", str(files / "qrels.txt")])
+    assert f"{files / 'c.json'}: entry 0: hit 0: missing field 'content'" in msg
+
+
+def test_unknown_metric_and_usage(files, capsys):
+    msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"),
+                          "--metrics", "nDCG@ten"])
+    assert "unknown metric 'nDCG@ten'" in msg
+    assert "--qrels" in _error(capsys, ["eval", "--run", str(files / "run.trec")])
+    msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"),
+                          "--model", "m"])
+    assert "query texts" in msg
+
+
+def test_missing_texts_for_rerank(files, capsys):
+    (files / "collection.tsv").write_text("d1\tonly one passage\n")
+    msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"),
+                          "--model", "m", "--queries", str(files / "queries.tsv"),
+                          "--corpus", str(files / "collection.tsv")])
+    assert "3 documents of the run have no text in" in msg
+
+
+def test_pyserini_backend_names_the_extra(files, capsys):
+    if importlib.util.find_spec("pyserini") is not None:
+        pytest.skip("pyserini (an optional extra) is installed: the missing-extra message does not apply")
+    msg = _error(capsys, ["retrieve", "--corpus", str(files / "collection.tsv"), "--queries",
+                          str(files / "queries.tsv"), "--output", str(files / "o.trec"), "--backend", "pyserini"])
+    assert "pip install 'rerankers[pyserini]'" in msg
+
+
+# ----------------------------------------------------------------------------------------- demo
+def test_demo_on_a_given_folder(files, capsys, tmp_path):
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--data", str(files)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["run", "queries", "MRR@10"] and out[2].split()[:2] == ["BM25", "2"]
+    assert {"bm25.trec", "report.json", "report.md"} <= {p.name for p in (tmp_path / "demo").iterdir()}
+
+
+def test_demo_on_bundled_sample(capsys, tmp_path):
+    from rerankers.eval.demo import sample_data_dir
+
+    if not (sample_data_dir() / "collection.tsv").is_file():
+        pytest.skip("bundled sample collection not present")
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    bm25 = rows[2].split()
+    assert bm25[0] == "BM25" and int(bm25[1]) >= 10 and 0.3 < float(bm25[3].rstrip("^v")) <= 1.0
