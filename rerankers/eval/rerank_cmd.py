@@ -1,15 +1,26 @@
 """The reranking step of ``rerank eval --model ...``: score first-stage candidates with a model.
 
-Owned by the models work (issue 3) once it lands; until then reranking is not available. The CLI
-(:func:`rerankers.cli.cmd_eval`) resolves the inputs itself (:func:`rerankers.cli.load_rerank_inputs`)
-and calls :func:`rerank_with_model` exactly once.
+The CLI (:func:`rerankers.cli.cmd_eval`) resolves the inputs itself
+(:func:`rerankers.cli.load_rerank_inputs`), calls :func:`rerank_with_model` exactly once, and
+writes the returned run to ``--output`` (atomically, with the TREC writer).
 """
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import Mapping
 
 from rerankers.data.trec import Run
+from rerankers.models.errors import ModelLoadingError
+from rerankers.utils.errors import RerankersError
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_TOKENS = 16384
+
+
+class ModelLoadError(RerankersError):
+    """``--model`` could not be loaded (unknown name, bad checkpoint, config mismatch)."""
 
 
 def rerank_with_model(args: argparse.Namespace, run: Run, queries: Mapping[str, str],
@@ -19,15 +30,30 @@ def rerank_with_model(args: argparse.Namespace, run: Run, queries: Mapping[str, 
     Args:
         args: the parsed ``rerank eval`` arguments; the model-related ones are ``model`` (path or
             name), ``device`` (e.g. ``cpu``, ``cuda``; None = automatic), ``dtype`` (``float32``,
-            ``bfloat16``, ``float16``; None = model default), ``batch_tokens`` (token budget per
-            packed batch; None = default), ``depth`` (already applied to ``run``).
+            ``bfloat16``, ``float16``; None = bf16 autocast on the GPU, fp32 on the CPU),
+            ``batch_tokens`` (token budget per packed batch; None = 16384), ``depth``.
         run: first-stage candidates ``{qid: {docid: score}}``, already cut to the top ``depth``.
         queries: ``{qid: text}`` for every qid of ``run``.
         docs: ``{docid: text}`` for every docid of ``run``.
 
     Returns:
         ``(reranked_run, throughput)``: the model's scores ``{qid: {docid: score}}`` for the same
-        pairs, and a dict of throughput figures to show next to the metrics (e.g.
-        ``{"pairs/s": ..., "tokens/s": ...}``), or None.
+        pairs, and ``{"pairs/s": ..., "tokens/s": ...}`` (real, unpadded tokens; model time,
+        device-synchronised).
     """
-    raise NotImplementedError("reranking needs rerankers.models (issue 3)")
+    from rerankers.reranker import Reranker
+
+    batch_tokens = getattr(args, "batch_tokens", None) or DEFAULT_BATCH_TOKENS
+    depth = getattr(args, "depth", None) or max((len(d) for d in run.values()), default=1)
+    try:
+        reranker = Reranker.from_pretrained(args.model, device=getattr(args, "device", None),
+                                            dtype=getattr(args, "dtype", None), batch_tokens=batch_tokens)
+    except ModelLoadingError as e:  # not a RerankersError: make it a one-line CLI error
+        raise ModelLoadError(f"--model {args.model}: {e}") from None
+    except ImportError as e:
+        raise ModelLoadError(f"--model {args.model}: {e}") from None
+    reranked = reranker.rerank_run(run, queries, docs, depth=depth)
+    st = reranker.last_stats
+    logger.info("reranked %d pairs (%d tokens) in %.2fs: %.1f pairs/s, %.0f tokens/s (model only: %.1f pairs/s)",
+                st.pairs, st.tokens, st.seconds, st.pairs_per_s, st.tokens_per_s, st.model_pairs_per_s)
+    return reranked, {"pairs/s": round(st.model_pairs_per_s, 1), "tokens/s": round(st.model_tokens_per_s, 0)}
