@@ -102,13 +102,13 @@ class MambaMixer(nn.Module):
     def forward(self, hidden: Tensor, cu_seqlens: Tensor) -> Tensor:
         """hidden (T, H), cu_seqlens (S+1,) int32 -> (T, H)."""
         x, z = self.in_proj(hidden).chunk(2, dim=-1)                       # (T, Di) each
-        x = causal_conv1d_varlen(x.contiguous(), self.conv1d.weight[:, 0], self.conv1d.bias, cu_seqlens,
+        x = causal_conv1d_varlen(x, self.conv1d.weight[:, 0], self.conv1d.bias, cu_seqlens,
                                  activation="silu", backend=self.kernel_backend)
         dt_low, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         delta = F.linear(dt_low, self.dt_proj.weight)                     # (T, Di), bias added in the scan
         A = -torch.exp(self.A_log.float())                                 # (Di, N)
-        y = selective_scan_varlen(x, delta.contiguous(), A, B.contiguous(), C.contiguous(), self.D.float(),
-                                  z.contiguous(), self.dt_proj.bias.float(), cu_seqlens,
+        # x, z, B, C are row-strided views (unit stride in the last dim): the kernels take them as such.
+        y = selective_scan_varlen(x, delta, A, B, C, self.D.float(), z, self.dt_proj.bias.float(), cu_seqlens,
                                   delta_softplus=True, backend=self.kernel_backend)
         return self.out_proj(y)
 

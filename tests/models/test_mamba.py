@@ -249,3 +249,20 @@ def test_preset_resolves_through_the_offline_hub_cache(monkeypatch, tmp_path, hf
     model = MambaBackbone.from_pretrained("mamba-130m")
     reference = MambaBackbone.from_pretrained(hf_dir)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reference.state_dict().values()))
+
+
+def test_triton_backend_matches_reference(hf_dir):
+    """The backbone through the Triton kernels (interpreter on the CPU, or a GPU) == the reference path."""
+    import os
+    pytest.importorskip("triton")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        pytest.skip("no GPU and TRITON_INTERPRET is not set")
+    model = MambaBackbone.from_pretrained(hf_dir, device=device)
+    batch = pack_token_ids(_random_sequences([9, 1, 20], seed=4)).to(device)
+    with torch.no_grad():
+        model.kernel_backend = "reference"
+        expected = model(batch)
+        model.kernel_backend = "triton"
+        out = model(batch)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
