@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -255,8 +256,10 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("rerankers").setLevel(level)
-    for noisy in ("bm25s", "ir_datasets", "numba"):  # libraries that set their own chatty levels
+    for noisy in ("bm25s", "ir_datasets"):  # libraries that set their own chatty levels
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for internal in ("numba", "matplotlib"):  # compiler/plotting internals: never useful here
+        logging.getLogger(internal).setLevel(logging.WARNING)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -270,6 +273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rerank: error: {e}", file=sys.stderr)
     except NotImplementedError as e:
         print(f"rerank: error: not available yet: {e}", file=sys.stderr)
+    except BrokenPipeError:  # e.g. `rerank eval ... | head`: the reader left, nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except OSError as e:  # e.g. an output folder that cannot be written
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
         print(f"rerank: error: {where}{e.strerror or e}", file=sys.stderr)

@@ -193,3 +193,11 @@ def test_demo_on_bundled_sample(capsys, tmp_path):
     rows = capsys.readouterr().out.splitlines()
     bm25 = rows[2].split()
     assert bm25[0] == "BM25" and int(bm25[1]) >= 10 and 0.3 < float(bm25[3].rstrip("^v")) <= 1.0
+
+
+def test_unwritable_output(files, capsys):
+    blocker = files / "not_a_folder"
+    blocker.write_text("x")
+    msg = _error(capsys, ["retrieve", "--corpus", str(files / "collection.tsv"), "--queries",
+                          str(files / "queries.tsv"), "--output", str(blocker / "run.trec")])
+    assert str(blocker) in msg
