@@ -137,6 +137,10 @@ class Dataset:
     qrels: Qrels
     docs: Mapping
 
+    def __iter__(self):
+        """Unpacks as ``queries, qrels, docs = load_dataset("dl19")``."""
+        return iter((self.queries, self.qrels, self.docs))
+
 
 def _load(name: str):
     dataset_id = resolve_dataset_id(name)

@@ -23,7 +23,8 @@ from rerankers.cli import build_parser, load_rerank_inputs
 from rerankers.data.datasets import load_dataset, resolve_qrels, resolve_queries
 out = {}
 ds = load_dataset("dl19")
-out["dl19"] = {"id": ds.id, "queries": ds.queries, "qrels": ds.qrels, "doc": ds.docs["1"], "ndocs": len(ds.docs)}
+queries, qrels, docs = ds
+out["dl19"] = {"id": ds.id, "queries": queries, "qrels": qrels, "doc": docs["1"], "ndocs": len(docs)}
 out["dl20_queries"] = resolve_queries("dl20")[0]
 out["dev_qrels"] = resolve_qrels("msmarco-dev")[0]
 args = build_parser().parse_args(["eval", "--run", sys.argv[1], "--dataset", "dl19", "--model", "m", "--depth", "2"])
