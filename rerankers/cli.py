@@ -216,13 +216,19 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, metavar="DIR",
                    help="a folder with queries.tsv, collection.tsv, qrels.txt (default: the bundled sample)")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table", help="output format")
+    p.add_argument("--model", default=None, metavar="PATH_OR_NAME",
+                   help="a trained cross-encoder to rerank the BM25 candidates with (default: BM25 only)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
+                   help="model dtype (default: bf16 autocast on the GPU, fp32 on the CPU)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``rerank demo``: BM25 -> (rerank) -> evaluate on the bundled sample collection."""
     from rerankers.eval.demo import run_demo
 
-    report = run_demo(args.out, k=args.k, data_dir=args.data)
+    report = run_demo(args.out, k=args.k, data_dir=args.data, model=args.model, device=args.device,
+                      dtype=args.dtype)
     sys.stdout.write(report.render(args.format))
     return 0
 
