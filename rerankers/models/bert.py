@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
 from rerankers.models.errors import CheckpointMismatchError, ModelConfigError
+from rerankers.models import varlen_attention
 from rerankers.models.varlen_attention import register_with_transformers
 
 logger = logging.getLogger(__name__)
@@ -82,9 +83,14 @@ class BertBackbone(nn.Module):
         tt = None if batch.token_type_ids is None else batch.token_type_ids[None]
         if tt is None and self.config.type_vocab_size > 0:
             tt = torch.zeros_like(batch.input_ids)[None]
+        before = varlen_attention.packed_calls
         out = self.model(input_ids=batch.input_ids[None], token_type_ids=tt,
                          position_ids=(batch.position_ids + self._pos_offset)[None],
                          cu_seqlens=batch.cu_seqlens, max_seqlen=int(batch.max_seqlen))
+        if varlen_attention.packed_calls == before and self.config.num_hidden_layers > 0:
+            raise RuntimeError("the packed BERT path needs a transformers version whose models call the "
+                               "AttentionInterface with extra keyword arguments (transformers >= 5); this one "
+                               "bypassed it, which would attend across pairs")
         return out.last_hidden_state[0]
 
     def forward_padded(self, input_ids: Tensor, attention_mask: Tensor,

@@ -87,12 +87,18 @@ def _hf_attention_forward(module, query: Tensor, key: Tensor, value: Tensor, att
                                       dropout=dropout, is_causal=False)
     if query.shape[0] != 1:
         raise ValueError(f"packed attention expects batch size 1 (all sequences in one row), got {query.shape[0]}")
+    global packed_calls
+    packed_calls += 1
     q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (T, heads, d)
     out = varlen_attention(q, k, v, cu, int(kwargs["max_seqlen"]), scale=scaling, dropout_p=dropout)
     return out.unsqueeze(0), None
 
 
 _registered = False
+#: incremented by every packed call of the registered attention function; BertBackbone checks it
+#: so that a transformers version whose model bypasses the AttentionInterface fails loudly instead
+#: of attending across the pairs of a pack.
+packed_calls = 0
 
 
 def register_with_transformers() -> str:
