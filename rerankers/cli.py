@@ -91,25 +91,27 @@ def _missing(needed, have: Mapping, what: str, source: str) -> None:
 
 
 def load_rerank_inputs(args: argparse.Namespace) -> tuple[Run, dict[str, str], dict[str, str]]:
-    """Resolve the first-stage run (cut to ``--depth``), query texts and document texts.
+    """Resolve the first-stage run, query texts and the texts of its top ``--depth`` documents.
 
     Sources, in order of preference: queries from ``--queries`` (file or dataset name), else
     ``--candidates``, else ``--dataset``; documents from ``--corpus``, else ``--candidates``, else
     ``--dataset`` (ir_datasets document store). Only the texts the run needs are kept.
 
     Returns:
-        ``(run, queries, docs)``: ``run`` ``{qid: {docid: score}}`` with at most ``depth`` documents
-        per query; ``queries`` ``{qid: text}`` and ``docs`` ``{docid: text}`` covering every one of them.
+        ``(run, queries, docs)``: the whole first-stage ``run`` ``{qid: {docid: score}}`` (documents
+        beyond ``depth`` stay in it, ranked below the reranked ones, so deep metrics such as
+        R@1000 keep their meaning); ``queries`` ``{qid: text}`` for every query and ``docs``
+        ``{docid: text}`` for every document in a query's top ``depth``.
     """
     if args.depth is not None and args.depth <= 0:
         raise UsageError(f"--depth must be positive, got {args.depth}")
     run, _, _ = _first_stage(args)
-    run = truncate_run(run, args.depth)
+    head = truncate_run(run, args.depth)
     cand_queries = cand_docs = None
     if args.candidates:
         cand_queries, _, cand_docs = read_candidates(args.candidates)
     qids = sorted(run)
-    docids = sorted({d for docs in run.values() for d in docs})
+    docids = sorted({d for docs in head.values() for d in docs})
 
     if args.queries:
         all_queries, qsource = resolve_queries(args.queries)

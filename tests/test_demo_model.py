@@ -16,7 +16,7 @@ def test_demo_reranks_bm25_candidates_with_a_model(tmp_path, capsys):
     model = tmp_path / "tiny-bert"
     CrossEncoder.from_pretrained(save_tiny_bert(tmp_path / "hf", "bert")).save_pretrained(model)
     out = tmp_path / "demo"
-    rc = main(["demo", "--out", str(out), "--k", "20", "--model", str(model), "--device", "cpu"])
+    rc = main(["demo", "--out", str(out), "--k", "8", "--model", str(model), "--device", "cpu"])
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     bm25, reranked = read_run(out / "bm25.trec"), read_run(out / "reranked.trec")

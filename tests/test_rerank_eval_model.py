@@ -30,7 +30,15 @@ def test_rerank_eval_with_model_on_dl19_candidates(shared_data, tiny_model, tmp_
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     run = read_run(out)
-    assert len(run) == 43 and all(len(docs) == 10 for docs in run.values())
+    from rerankers.data.texts import read_candidates
+    from rerankers.data.trec import ranked
+
+    _, first_stage, _ = read_candidates(cands)
+    assert len(run) == 43 and all(len(docs) == 100 for docs in run.values())
+    for qid, docs in run.items():  # the top 10 reranked among themselves, the other 90 below in BM25 order
+        bm25_order = [d for d, _ in ranked(first_stage[qid])]
+        new_order = [d for d, _ in ranked(docs)]
+        assert set(new_order[:10]) == set(bm25_order[:10]) and new_order[10:] == bm25_order[10:]
     rows = [line for line in printed.out.splitlines() if "retrieve_results_dl19" in line]
     assert len(rows) == 2 and "tiny-bert@10" in rows[1]  # first stage, then reranked
     assert "pairs/s" in printed.out and "tokens/s" in printed.out

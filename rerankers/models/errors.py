@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Iterable, Optional, Sequence
 
+from rerankers.utils.errors import RerankersError
 
-class ModelLoadingError(Exception):
-    """Base class: a model could not be built or loaded."""
+
+class ModelLoadingError(RerankersError):
+    """Base class: a model could not be built or loaded (the CLI prints it as one line)."""
 
 
 class CheckpointNotFoundError(ModelLoadingError, FileNotFoundError):

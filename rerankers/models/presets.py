@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rerankers.models.errors import CheckpointNotFoundError, ModelConfigError
-from rerankers.utils.errors import RerankersError
 
 logger = logging.getLogger(__name__)
 
 
-class UnknownBackboneError(RerankersError, CheckpointNotFoundError, ValueError):
+class UnknownBackboneError(CheckpointNotFoundError, ValueError):
     """A backbone name that is neither a preset, a local folder nor a reachable hub id."""
 
 
