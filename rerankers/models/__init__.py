@@ -5,18 +5,26 @@
     BertBackbone        transformers BERT/ELECTRA/RoBERTa/MiniLM with varlen attention ([CLS] pooling)
     T5Backbone          monoT5 scorer (true/false logits at the first decoder step)
     PRESETS             named backbones (mamba-130m ... t5-base), see models/presets.py
+    MambaConfig, MAMBA_PRESETS            Mamba-1 config (both checkpoint formats), hub names
+    ModelLoadingError, CheckpointNotFoundError, ModelConfigError, CheckpointMismatchError
 
 Names are imported on first use (torch/transformers load lazily).
 """
-__all__ = ["CrossEncoder", "MambaBackbone", "BertBackbone", "T5Backbone", "PRESETS", "known_backbones"]
+__all__ = ["CrossEncoder", "MambaBackbone", "MambaConfig", "MAMBA_PRESETS", "BertBackbone", "T5Backbone",
+           "PRESETS", "known_backbones", "ModelLoadingError", "CheckpointNotFoundError", "ModelConfigError",
+           "CheckpointMismatchError"]
 
 _WHERE = {
     "CrossEncoder": "rerankers.models.cross_encoder",
     "MambaBackbone": "rerankers.models.mamba",
+    "MambaConfig": "rerankers.models.mamba_config",
+    "MAMBA_PRESETS": "rerankers.models.mamba_config",
     "BertBackbone": "rerankers.models.bert",
     "T5Backbone": "rerankers.models.t5",
     "PRESETS": "rerankers.models.presets",
     "known_backbones": "rerankers.models.presets",
+    **{name: "rerankers.models.errors" for name in ("ModelLoadingError", "CheckpointNotFoundError",
+                                                     "ModelConfigError", "CheckpointMismatchError")},
 }
 
 
