@@ -173,22 +173,29 @@ def _scan_bwd_local_kernel(dy_ptr, dl_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, gin_pt
         tl.store(gin_ptr + slot * Dm * N + dn_off, G, mask=mdn)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["one"])
 def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                      states_ptr, dtsum_ptr, gin_ptr, seginfo_ptr, cu_ptr,
                      du_ptr, ddl_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
                      stride_dy, stride_u, stride_dl, stride_B, stride_C, stride_z,
                      stride_du, stride_ddl, stride_dz,
-                     n_seg, Dm, N,
+                     n_seg, Dm, N, one,
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      SOFTPLUS: tl.constexpr, SEG: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
-                     NP: tl.constexpr, MAXJ: tl.constexpr):
+                     NP: tl.constexpr, MAXJ: tl.constexpr, TIME_IN_THREAD: tl.constexpr):
     pid = tl.program_id(0)
     pid_d = tl.program_id(1)
     valid, k, cbase, seq_start, seg_start, seg_end, nseg = _segment(seginfo_ptr, n_seg, cu_ptr, pid, SEG)
     if valid:
         offs_d = pid_d * BD + tl.arange(0, BD)
         md = offs_d < Dm
+        if TIME_IN_THREAD:
+            # `one` == 1 at run time but unknown to the compiler: the (BT, BD) tiles then get one
+            # channel per thread and all BT time steps in its registers (scans and time
+            # reductions stay inside a thread) instead of 16-byte vectors along the channels.
+            col = offs_d * one
+        else:
+            col = offs_d
         offs_n = tl.arange(0, NP)
         mn = offs_n < N
         mdn = md[:, None] & mn[None, :]
@@ -224,33 +231,27 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                 r64 = rows.to(tl.int64)
                 mt = m[:, None] & md[None, :]
                 mtn = m_next[:, None] & md[None, :]
-                u = tl.load(u_ptr + r64[:, None] * stride_u + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
-                dl = tl.load(dl_ptr + r64[:, None] * stride_dl + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
-                dln = tl.load(dl_ptr + (r64[:, None] + 1) * stride_dl + offs_d[None, :], mask=mtn,
+                dt = tl.load(dl_ptr + r64[:, None] * stride_dl + col[None, :], mask=mt, other=0.0).to(tl.float32)
+                dtn = tl.load(dl_ptr + (r64[:, None] + 1) * stride_dl + col[None, :], mask=mtn,
                               other=0.0).to(tl.float32)
-                dy = tl.load(dy_ptr + r64[:, None] * stride_dy + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
                 if HAS_BIAS:
-                    dl = dl + bias[None, :]
-                    dln = dln + bias[None, :]
+                    dt = dt + bias[None, :]
+                    dtn = dtn + bias[None, :]
                 if SOFTPLUS:
-                    dt = _softplus(dl)
-                    dtn = _softplus(dln)
-                else:
-                    dt = dl
-                    dtn = dln
+                    dt = _softplus(dt)
+                    dtn = _softplus(dtn)
                 dt = tl.where(mt, dt, 0.0)
+                g = tl.load(dy_ptr + r64[:, None] * stride_dy + col[None, :], mask=mt, other=0.0).to(tl.float32)
                 if HAS_Z:
-                    zz = tl.load(z_ptr + r64[:, None] * stride_z + offs_d[None, :], mask=mt, other=0.0).to(tl.float32)
-                    sz = _sigmoid(zz)
-                    g = dy * zz * sz
-                else:
-                    g = dy
+                    zz = tl.load(z_ptr + r64[:, None] * stride_z + col[None, :], mask=mt, other=0.0).to(tl.float32)
+                    g = g * zz * _sigmoid(zz)
+                u = tl.load(u_ptr + r64[:, None] * stride_u + col[None, :], mask=mt, other=0.0).to(tl.float32)
                 dtu = dt * u
                 slot_c = (cbase + k * (SEG // BT) + c).to(tl.int64)
                 st_ptr = states_ptr + slot_c * Dm * N + offs_d * N
                 ypre = tl.zeros([BT, BD], dtype=tl.float32)
-                ddt = tl.zeros([BT, BD], dtype=tl.float32)
-                du = tl.zeros([BT, BD], dtype=tl.float32)
+                ddt_a = tl.zeros([BT, BD], dtype=tl.float32)
+                qB = tl.zeros([BT, BD], dtype=tl.float32)
                 dB_t = tl.zeros([BT, NP], dtype=tl.float32)
                 dC_t = tl.zeros([BT, NP], dtype=tl.float32)
                 new_carry = tl.zeros([BD, NP], dtype=tl.float32)
@@ -267,15 +268,13 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                         ypre += h * C_n[:, None]
                         dC_n = tl.sum(g * h, axis=1)
                         an = tl.where(mtn, tl.exp(dtn * A_n[None, :]), 1.0)
-                        x = g * C_n[:, None]
-                        pq, qq = tl.associative_scan((an, x), 0, _lin_combine, reverse=True)
+                        pq, qq = tl.associative_scan((an, g * C_n[:, None]), 0, _lin_combine, reverse=True)
                         sel = (offs_n == n)[None, :]
                         c_n = tl.sum(tl.where(sel, carry, 0.0), axis=1)
                         q = tl.where(mt, qq + pq * c_n[None, :], 0.0)
                         dla = q * (h - b)
-                        qB = q * B_n[:, None]
-                        ddt += dla * A_n[None, :] + qB * u
-                        du += qB * dt
+                        ddt_a += dla * A_n[None, :]
+                        qB += q * B_n[:, None]
                         dA_n = tl.sum(dla * dt, axis=0)
                         dB_n = tl.sum(q * dtu, axis=1)
                         nc_n = tl.sum(tl.where((rr == 0)[:, None], a * q, 0.0), axis=0)
@@ -284,21 +283,26 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                         dB_t += tl.where(sel, dB_n[:, None], 0.0)
                         dC_t += tl.where(sel, dC_n[:, None], 0.0)
                 carry = new_carry
+                ddt = ddt_a + qB * u
+                du = qB * dt
                 if HAS_D:
                     ypre += Dv[None, :] * u
                     du += g * Dv[None, :]
                     dD_acc += tl.sum(g * u, axis=0)
+                tl.store(du_ptr + r64[:, None] * stride_du + col[None, :], du, mask=mt)
                 if HAS_Z:
+                    dy = tl.load(dy_ptr + r64[:, None] * stride_dy + col[None, :], mask=mt, other=0.0).to(tl.float32)
+                    sz = _sigmoid(zz)
                     dz = dy * ypre * sz * (1.0 + zz * (1.0 - sz))
-                    tl.store(dz_ptr + r64[:, None] * stride_dz + offs_d[None, :], dz, mask=mt)
+                    tl.store(dz_ptr + r64[:, None] * stride_dz + col[None, :], dz, mask=mt)
                 if SOFTPLUS:
-                    ddl = ddt * _sigmoid(dl)
-                else:
-                    ddl = ddt
-                ddl = tl.where(mt, ddl, 0.0)
+                    dl = tl.load(dl_ptr + r64[:, None] * stride_dl + col[None, :], mask=mt, other=0.0).to(tl.float32)
+                    if HAS_BIAS:
+                        dl = dl + bias[None, :]
+                    ddt = ddt * _sigmoid(dl)
+                ddl = tl.where(mt, ddt, 0.0)
                 db_acc += tl.sum(ddl, axis=0)
-                tl.store(du_ptr + r64[:, None] * stride_du + offs_d[None, :], du, mask=mt)
-                tl.store(ddl_ptr + r64[:, None] * stride_ddl + offs_d[None, :], ddl, mask=mt)
+                tl.store(ddl_ptr + r64[:, None] * stride_ddl + col[None, :], ddl, mask=mt)
                 mtn2 = m[:, None] & mn[None, :]
                 tn_off = r64[:, None] * N + offs_n[None, :]
                 tl.atomic_add(dB_ptr + tn_off, dB_t, mask=mtn2, sem="relaxed")

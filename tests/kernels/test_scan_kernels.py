@@ -1,0 +1,225 @@
+"""Varlen selective scan: Triton kernels (under TRITON_INTERPRET=1 on the CPU) against the references.
+
+Oracle: an independent direct fp64 loop over time written here (mamba_ssm ``selective_scan_ref``
+semantics for one sequence), then the pure-PyTorch varlen reference, then the Triton kernels.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rerankers.kernels import KernelBackendError, selective_scan_ref_varlen, selective_scan_varlen
+from rerankers.kernels.scan_op import ScanConfig, selective_scan_triton
+
+# small tiles so that tiny shapes cross chunk (BT=8), segment (32 tokens) and channel-block edges
+CFG = ScanConfig(block_t=8, seg_len=32, bd_fwd=16, bd_bwd=16, warps_fwd=1, warps_bwd=1, time_in_thread=True)
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def make(T: int, Dm: int, N: int, seed: int, dtype=torch.float32, grad: bool = True) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    xs = [r(T, Dm), 0.5 * r(T, Dm), -torch.exp(torch.rand(Dm, N, generator=g, dtype=torch.float64) * math.log(8)),
+          r(T, N), r(T, N), r(Dm), r(T, Dm), 0.5 * r(Dm) - 1.0]
+    return [x.to(dtype).requires_grad_(grad) for x in xs]
+
+
+def cu_of(lengths) -> torch.Tensor:
+    return torch.tensor([0] + list(torch.tensor(lengths).cumsum(0)), dtype=torch.int32)
+
+
+def direct_loop(u, delta, A, B, C, D, z, delta_bias, softplus=True):
+    """One sequence, fp64, mamba_ssm selective_scan_ref semantics, written as plainly as possible."""
+    T, Dm = u.shape
+    N = A.shape[1]
+    y = torch.zeros(T, Dm, dtype=torch.float64)
+    for d in range(Dm):
+        h = [0.0] * N
+        for t in range(T):
+            dt = float(delta[t, d]) + (float(delta_bias[d]) if delta_bias is not None else 0.0)
+            if softplus:
+                dt = math.log1p(math.exp(dt)) if dt <= 20 else dt
+            acc = 0.0
+            for n in range(N):
+                h[n] = math.exp(dt * float(A[d, n])) * h[n] + dt * float(B[t, n]) * float(u[t, d])
+                acc += h[n] * float(C[t, n])
+            if D is not None:
+                acc += float(D[d]) * float(u[t, d])
+            if z is not None:
+                zz = float(z[t, d])
+                acc *= zz / (1.0 + math.exp(-zz))
+            y[t, d] = acc
+    return y
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def test_reference_matches_direct_loop_one_sequence():
+    xs = make(11, 3, 4, seed=0, dtype=torch.float64, grad=False)
+    cu = cu_of([11])
+    for opt in [dict(), dict(z=None), dict(D=None, delta_bias=None)]:
+        args = dict(zip(NAMES, xs)) | opt
+        y = selective_scan_ref_varlen(**args, cu_seqlens=cu)
+        assert rel(y, direct_loop(**args)) < 1e-12
+    y = selective_scan_ref_varlen(*xs, cu, delta_softplus=False)
+    assert rel(y, direct_loop(*xs, softplus=False)) < 1e-12
+
+
+def test_triton_matches_direct_loop_one_sequence():
+    xs = make(19, 5, 4, seed=1)
+    y = selective_scan_varlen(*xs, cu_of([19]), backend="triton")
+    assert rel(y, direct_loop(*[x.double() for x in xs])) < 1e-5
+
+
+# lengths around the chunk (8) and segment (32) edges, several chunks and segments, random splits
+LENGTHS = {
+    "edges": [1, 7, 8, 9, 31, 32, 33],
+    "several_segments": [70, 3, 41],
+    "random": None,
+}
+
+
+@pytest.mark.parametrize("case", list(LENGTHS))
+def test_triton_equals_reference_output_and_every_gradient(case):
+    lengths = LENGTHS[case]
+    if lengths is None:
+        g = torch.Generator().manual_seed(7)
+        cuts = sorted(torch.randperm(127, generator=g)[:6].add(1).tolist())
+        lengths = [b - a for a, b in zip([0] + cuts, cuts + [128])]
+    T, Dm, N = sum(lengths), 24, 4
+    cu = cu_of(lengths)
+    xs = make(T, Dm, N, seed=hash(case) % 1000)
+    y = selective_scan_triton(*xs, cu, config=CFG)
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    yr = selective_scan_ref_varlen(*xr, cu)
+    assert rel(y, yr) <= 1e-5
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
+    grads = torch.autograd.grad(y, xs, gy)
+    grads_r = torch.autograd.grad(yr, xr, gy.double())
+    for name, a, b in zip(NAMES, grads, grads_r):
+        assert a.dtype == xs[NAMES.index(name)].dtype
+        assert rel(a, b) <= 1e-5, f"d{name}: {rel(a, b):.2e}"
+
+
+def test_packed_equals_concatenated_sequences_and_no_leak():
+    lengths = [9, 1, 40, 17]
+    T, Dm, N = sum(lengths), 16, 4
+    cu = cu_of(lengths)
+    xs = make(T, Dm, N, seed=11)
+    y = selective_scan_triton(*xs, cu, config=CFG)
+    # each sequence alone through the same kernel
+    for i, (a, b) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
+        part = [x[a:b] if x.shape[0] == T and x.dim() == 2 and name in ("u", "delta", "B", "C", "z") else x
+                for name, x in zip(NAMES, xs)]
+        yi = selective_scan_triton(*part, cu_of([b - a]), config=CFG)
+        assert rel(y[a:b], yi) <= 1e-6
+    # a loss on sequence 2 only: exactly zero gradient on every other sequence's tokens
+    a, b = cu[2].item(), cu[3].item()
+    grads = torch.autograd.grad(y[a:b].square().sum(), xs, allow_unused=True)
+    for name, gr in zip(NAMES, grads):
+        if name in ("u", "delta", "B", "C", "z"):
+            outside = torch.cat([gr[:a], gr[b:]])
+            assert torch.count_nonzero(outside) == 0, name
+            assert torch.count_nonzero(gr[a:b]) > 0, name
+
+
+@pytest.mark.parametrize("opts", [dict(z=None), dict(D=None, delta_bias=None), dict(delta_softplus=False)])
+def test_optional_inputs(opts):
+    lengths = [12, 21]
+    T, Dm, N = sum(lengths), 8, 4
+    cu = cu_of(lengths)
+    xs = dict(zip(NAMES, make(T, Dm, N, seed=5)))
+    if opts.get("delta_softplus") is False:
+        xs["delta"] = xs["delta"].detach().abs().add(0.05).requires_grad_()
+        xs["delta_bias"] = xs["delta_bias"].detach().abs().mul(0.1).requires_grad_()  # keep delta > 0
+    args = xs | opts
+    y = selective_scan_triton(**args, cu_seqlens=cu, config=CFG)
+    yr = selective_scan_ref_varlen(**args, cu_seqlens=cu)
+    assert rel(y, yr) <= 1e-5
+    leaves = [v for k, v in args.items() if isinstance(v, torch.Tensor)]
+    g1 = torch.autograd.grad(y.sum(), leaves)
+    g2 = torch.autograd.grad(yr.sum(), leaves)
+    for a, b in zip(g1, g2):
+        assert rel(a, b) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_inputs_fp32_state(dtype):
+    lengths = [30, 5]
+    T, Dm, N = sum(lengths), 16, 4
+    cu = cu_of(lengths)
+    xs = make(T, Dm, N, seed=9)
+    lp = [x.detach().to(dtype).requires_grad_() if x.dim() == 2 and x.shape[0] == T else x for x in xs]
+    y = selective_scan_triton(*lp, cu, config=CFG)
+    assert y.dtype == dtype
+    yr = selective_scan_ref_varlen(*[x.detach().float() for x in lp], cu)
+    assert rel(y, yr) < 1e-2
+    grads = torch.autograd.grad(y.float().sum(), lp)
+    assert all(torch.isfinite(g_.float()).all() for g_ in grads)
+    assert grads[0].dtype == dtype and grads[2].dtype == torch.float32
+
+
+def test_empty_sequences_and_dispatch_errors():
+    lengths = [3, 0, 5]
+    cu = cu_of(lengths)
+    xs = make(8, 4, 2, seed=2)
+    y = selective_scan_triton(*xs, cu, config=CFG)
+    assert rel(y, selective_scan_ref_varlen(*xs, cu)) <= 1e-5
+    # CPU tensors and no backend: the reference
+    assert rel(selective_scan_varlen(*xs, cu), selective_scan_ref_varlen(*xs, cu)) == 0.0
+    with pytest.raises(KernelBackendError, match="backend"):
+        selective_scan_varlen(*xs, cu, backend="cuda-magic")
+    with pytest.raises(ValueError, match="B must have shape"):
+        selective_scan_varlen(xs[0], xs[1], xs[2], xs[3][:, :1], xs[4], xs[5], xs[6], xs[7], cu)
+
+
+def test_mamba_ssm_backend_names_the_extra():
+    pytest.importorskip("torch")
+    try:
+        import mamba_ssm  # noqa: F401
+        pytest.skip("mamba-ssm is installed here")
+    except ImportError:
+        pass
+    xs = make(8, 4, 2, seed=2)
+    with pytest.raises(ImportError, match="mamba-ssm"):
+        selective_scan_varlen(*xs, cu_of([8]), backend="mamba_ssm")
+
+
+def test_torch_compile_traces_the_custom_op():
+    lengths = [6, 13]
+    cu = cu_of(lengths)
+    xs = make(sum(lengths), 8, 4, seed=4)
+
+    def f(*args):
+        return selective_scan_varlen(*args, cu, backend="triton").square().sum()
+    cf = torch.compile(f, backend="aot_eager", fullgraph=True)
+    l1, l0 = cf(*xs), f(*xs)
+    assert torch.allclose(l1, l0)
+    for a, b in zip(torch.autograd.grad(l1, xs), torch.autograd.grad(l0, xs)):
+        assert torch.allclose(a, b)
+
+
+def test_custom_op_opcheck():
+    lengths = [5, 12]
+    cu = cu_of(lengths)
+    xs = [x.detach() for x in make(sum(lengths), 8, 4, seed=6)]
+    args = (*xs, cu, True, CFG.block_t, CFG.seg_len, CFG.bd_fwd, CFG.warps_fwd, CFG.bd_bwd, CFG.warps_bwd, True)
+    torch.library.opcheck(torch.ops.rerankers.selective_scan_fwd.default, args,
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_softplus_overflow_branch_matches():
+    # delta + bias > 20 takes softplus's linear branch
+    xs = make(10, 4, 2, seed=8)
+    xs[1] = (xs[1].detach() + 25.0).requires_grad_()
+    xs[2] = (xs[2].detach() * 0.01).requires_grad_()
+    cu = cu_of([10])
+    y = selective_scan_triton(*xs, cu, config=CFG)
+    assert rel(y, selective_scan_ref_varlen(*[x.double() for x in xs], cu)) <= 1e-5
+    assert not F.softplus(torch.tensor(25.0)).isnan()
