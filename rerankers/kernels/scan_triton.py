@@ -176,13 +176,14 @@ def _scan_bwd_local_kernel(dy_ptr, dl_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, gin_pt
 @triton.jit(do_not_specialize=["one"])
 def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                      states_ptr, dtsum_ptr, gin_ptr, seginfo_ptr, cu_ptr,
-                     du_ptr, ddl_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,
+                     du_ptr, ddl_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, scr_ptr,
                      stride_dy, stride_u, stride_dl, stride_B, stride_C, stride_z,
                      stride_du, stride_ddl, stride_dz,
                      n_seg, Dm, N, one,
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      SOFTPLUS: tl.constexpr, SEG: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
-                     NP: tl.constexpr, MAXJ: tl.constexpr, TIME_IN_THREAD: tl.constexpr):
+                     NP: tl.constexpr, MAXJ: tl.constexpr, TIME_IN_THREAD: tl.constexpr,
+                     SCRATCH: tl.constexpr):
     pid = tl.program_id(0)
     pid_d = tl.program_id(1)
     valid, k, cbase, seq_start, seg_start, seg_end, nseg = _segment(seginfo_ptr, n_seg, cu_ptr, pid, SEG)
@@ -221,6 +222,17 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
         dD_acc = tl.zeros([BD], dtype=tl.float32)
         db_acc = tl.zeros([BD], dtype=tl.float32)
         rr = tl.arange(0, BT)
+        ld = tl.arange(0, BD)
+        if SCRATCH:
+            # per-program scratch (3, BD, NP) fp32: two carry buffers (read one, write the other per
+            # chunk) and the dA accumulator, so that the per-state loop touches (BD,) vectors in
+            # whatever layout it computes them, with no (BD, NP) register tiles to update.
+            scr = scr_ptr + (pid * tl.num_programs(1) + pid_d).to(tl.int64) * (3 * BD * NP)
+            sc_off = ld[:, None] * NP + offs_n[None, :]
+            tl.store(scr + sc_off, carry)  # both buffers: the first chunk run may be odd
+            tl.store(scr + BD * NP + sc_off, carry)
+            tl.store(scr + 2 * BD * NP + sc_off, dA_acc)
+            tl.debug_barrier()
         for cc in range(SEG // BT):
             c = SEG // BT - 1 - cc
             t0 = seg_start + c * BT
@@ -270,7 +282,10 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                         an = tl.where(mtn, tl.exp(dtn * A_n[None, :]), 1.0)
                         pq, qq = tl.associative_scan((an, g * C_n[:, None]), 0, _lin_combine, reverse=True)
                         sel = (offs_n == n)[None, :]
-                        c_n = tl.sum(tl.where(sel, carry, 0.0), axis=1)
+                        if SCRATCH:
+                            c_n = tl.load(scr + (cc % 2) * (BD * NP) + ld * NP + n)
+                        else:
+                            c_n = tl.sum(tl.where(sel, carry, 0.0), axis=1)
                         q = tl.where(mt, qq + pq * c_n[None, :], 0.0)
                         dla = q * (h - b)
                         ddt_a += dla * A_n[None, :]
@@ -278,11 +293,21 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                         dA_n = tl.sum(dla * dt, axis=0)
                         dB_n = tl.sum(q * dtu, axis=1)
                         nc_n = tl.sum(tl.where((rr == 0)[:, None], a * q, 0.0), axis=0)
-                        dA_acc += tl.where(sel, dA_n[:, None], 0.0)
-                        new_carry += tl.where(sel, nc_n[:, None], 0.0)
-                        dB_t += tl.where(sel, dB_n[:, None], 0.0)
-                        dC_t += tl.where(sel, dC_n[:, None], 0.0)
-                carry = new_carry
+                        if SCRATCH:
+                            tl.store(scr + ((cc + 1) % 2) * (BD * NP) + ld * NP + n, nc_n)
+                            pa_ptr = scr + 2 * BD * NP + ld * NP + n
+                            tl.store(pa_ptr, tl.load(pa_ptr) + dA_n)
+                            tl.atomic_add(dB_ptr + r64 * N + n, dB_n, mask=m, sem="relaxed")
+                            tl.atomic_add(dC_ptr + r64 * N + n, dC_n, mask=m, sem="relaxed")
+                        else:
+                            dA_acc += tl.where(sel, dA_n[:, None], 0.0)
+                            new_carry += tl.where(sel, nc_n[:, None], 0.0)
+                            dB_t += tl.where(sel, dB_n[:, None], 0.0)
+                            dC_t += tl.where(sel, dC_n[:, None], 0.0)
+                if SCRATCH:
+                    tl.debug_barrier()
+                else:
+                    carry = new_carry
                 ddt = ddt_a + qB * u
                 du = qB * dt
                 if HAS_D:
@@ -303,10 +328,14 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                 ddl = tl.where(mt, ddt, 0.0)
                 db_acc += tl.sum(ddl, axis=0)
                 tl.store(ddl_ptr + r64[:, None] * stride_ddl + col[None, :], ddl, mask=mt)
-                mtn2 = m[:, None] & mn[None, :]
-                tn_off = r64[:, None] * N + offs_n[None, :]
-                tl.atomic_add(dB_ptr + tn_off, dB_t, mask=mtn2, sem="relaxed")
-                tl.atomic_add(dC_ptr + tn_off, dC_t, mask=mtn2, sem="relaxed")
+                if not SCRATCH:
+                    mtn2 = m[:, None] & mn[None, :]
+                    tn_off = r64[:, None] * N + offs_n[None, :]
+                    tl.atomic_add(dB_ptr + tn_off, dB_t, mask=mtn2, sem="relaxed")
+                    tl.atomic_add(dC_ptr + tn_off, dC_t, mask=mtn2, sem="relaxed")
+        if SCRATCH:
+            tl.debug_barrier()
+            dA_acc = tl.load(scr + 2 * BD * NP + sc_off)
         tl.atomic_add(dA_ptr + dn_off, dA_acc, mask=mdn, sem="relaxed")
         if HAS_D:
             tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=md, sem="relaxed")
