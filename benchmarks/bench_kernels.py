@@ -205,11 +205,13 @@ def time_scan(tag: str, lengths: list[int], D: int, real_tokens: int | None = No
     fwd, fb = scan_timer(lengths, D, cfg=cfg)
     tf, tfb = bench(fwd, rep=rep), bench(fb, rep=rep)
     real = real_tokens or T
+    from rerankers.kernels.scan_op import KERNEL_STATS
     row = dict(tag=tag, D=D, T=T, S=len(lengths), max_len=max(lengths), real_tokens=real, fwd_ms=tf, fwdbwd_ms=tfb,
-               real_tok_per_s_fwdbwd=real / tfb * 1e3)
+               real_tok_per_s_fwdbwd=real / tfb * 1e3, kernel_stats=dict(KERNEL_STATS))
     RESULTS["timings"].append(row)
     log(f"scan {tag:30s} D={D} T={T:7d} S={len(lengths):5d} fwd {tf:8.3f} ms  fwd+bwd {tfb:8.3f} ms  "
-        f"{row['real_tok_per_s_fwdbwd'] / 1e6:6.2f}M real tok/s")
+        f"{row['real_tok_per_s_fwdbwd'] / 1e6:6.2f}M real tok/s  regs/spills " +
+        " ".join(f"{k}:{v['n_regs']}/{v['n_spills']}" for k, v in KERNEL_STATS.items()))
     torch.cuda.empty_cache()
     return row
 
@@ -317,12 +319,18 @@ def main() -> int:
     log(f"card {props.name} ({props.multi_processor_count} SMs), torch {torch.__version__}, triton {triton.__version__}")
     gen = torch.Generator().manual_seed(0)
     all_ok = True
+    os.makedirs(args.out, exist_ok=True)
+
+    def save():
+        with open(os.path.join(args.out, "bench_kernels.json"), "w") as f:
+            json.dump(RESULTS, f, indent=1)
     global CFG
     if "configs" in parts:
         pack32 = msmarco_lengths(gen, 32768)
         best = None
-        for c in [(16, 256, 128, 32, 4, 4, False), (16, 256, 128, 128, 4, 4, True), (8, 256, 128, 128, 4, 4, True),
-                  (16, 256, 128, 32, 4, 1, True), (8, 256, 128, 64, 4, 2, True)]:
+        for c in [(8, 256, 128, 128, 4, 4, True, False), (8, 256, 128, 128, 4, 4, True, True),
+                  (8, 256, 64, 64, 2, 2, True, True), (16, 256, 256, 128, 8, 4, True, True),
+                  (8, 256, 128, 32, 4, 1, True, True), (16, 256, 128, 64, 4, 2, True, True)]:
             cfg = ScanConfig(*c)
             try:
                 r = time_scan(f"cfg {c}", pack32, 1536, cfg=cfg)
@@ -336,6 +344,7 @@ def main() -> int:
             with open(args.cfg_json, "w") as f:
                 json.dump(CFG.__dict__, f)
             log(f"best config {CFG} ({best[1]:.3f} ms fwd+bwd at 32K)")
+        save()
     elif os.path.exists(args.cfg_json):
         with open(args.cfg_json) as f:
             CFG = ScanConfig(**json.load(f))
@@ -351,6 +360,7 @@ def main() -> int:
         all_ok &= check_conv(msmarco_lengths(gen, 8192), 1536)
         all_ok &= check_compile()
         log(f"ALL CHECKS {'PASS' if all_ok else 'FAIL'}")
+        save()
     if "sweep" in parts:
         anchors = [("B64xL128", [128] * 64, 1536), ("B8xL2048", [2048] * 8, 1536), ("B1xL16384", [16384], 2048)]
         for tag, lens, D in anchors:
@@ -362,17 +372,13 @@ def main() -> int:
         time_scan("64-ish pairs packed", pairs, 1536)
         time_scan("same pairs padded to 256", [256] * len(pairs), 1536, real_tokens=sum(pairs))
         time_scan("4x16384", [16384] * 4, 1536)
-    if "conv" in parts:
-        for tag, lens, D in [("msmarco-pack 8K", msmarco_lengths(gen, 8192), 1536),
-                             ("msmarco-pack 32K", msmarco_lengths(gen, 32768), 1536),
-                             ("msmarco-pack 32K D2048", msmarco_lengths(gen, 32768), 2048),
-                             ("B1xL16384", [16384], 2048)]:
-            fb = time_scan(tag + " (scan, for conv ratio)", lens, D)["fwdbwd_ms"]
-            time_conv(tag, lens, D, fb)
-    if "ref" in parts:
-        time_reference(msmarco_lengths(gen, 8192), 1536)
+        save()
     if "mamba" in parts and args.mamba_ext:
         sys.path.insert(0, args.mamba_ext)
+        for _ in range(60):  # a background build may still be finishing
+            if os.path.exists(os.path.join(args.mamba_ext, "selective_scan_cuda.so")):
+                break
+            time.sleep(2)
         try:
             time_mamba("B64xL128", 64, 128, 1536, 8192)
             time_mamba("B8xL2048", 8, 2048, 1536, 16384)
@@ -382,9 +388,33 @@ def main() -> int:
             time_scan("same pairs packed (for mamba)", pairs, 1536)
         except Exception as e:
             log(f"mamba-ssm baseline unavailable: {type(e).__name__}: {str(e)[:300]}")
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "bench_kernels.json"), "w") as f:
-        json.dump(RESULTS, f, indent=1)
+        save()
+    if "conv" in parts:
+        from rerankers.kernels import conv_op
+        lens32 = msmarco_lengths(gen, 32768)
+        fb32 = time_scan("msmarco-pack 32K (scan, for conv tiles)", lens32, 1536)["fwdbwd_ms"]
+        best_ct = None
+        for ct in [(64, 128, 4), (32, 128, 4), (32, 64, 4), (16, 128, 4), (32, 256, 8)]:
+            conv_op.GPU_TILES = ct
+            r = time_conv(f"tiles {ct} msmarco 32K", lens32, 1536, fb32)
+            if best_ct is None or r["fwdbwd_ms"] < best_ct[1]:
+                best_ct = (ct, r["fwdbwd_ms"])
+        conv_op.GPU_TILES = best_ct[0]
+        log(f"conv tiles {best_ct[0]}")
+        RESULTS["env"]["conv_tiles"] = best_ct[0]
+        for tag, lens, D in [("msmarco-pack 8K", msmarco_lengths(gen, 8192), 1536),
+                             ("msmarco-pack 32K", msmarco_lengths(gen, 32768), 1536),
+                             ("msmarco-pack 32K D2048", msmarco_lengths(gen, 32768), 2048),
+                             ("B1xL16384", [16384], 2048)]:
+            fb = time_scan(tag + " (scan, for conv ratio)", lens, D)["fwdbwd_ms"]
+            time_conv(tag, lens, D, fb)
+    if "profile" in parts:
+        fwd, fb = scan_timer(msmarco_lengths(gen, 32768), 1536, cfg=CFG)
+        fb(0)
+        torch.cuda.synchronize()
+    if "ref" in parts:
+        time_reference(msmarco_lengths(gen, 8192), 1536)
+    save()
     return 0 if all_ok else 1
 
 

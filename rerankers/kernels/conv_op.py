@@ -10,12 +10,13 @@ from torch import Tensor
 from .scan_op import interpreting
 from .segments import build_token_starts, cdiv
 
-BT_GPU, BD_GPU = 64, 128
-BT_INTERP, BD_INTERP = 32, 64
+# (rows, channels, warps) per program; module-level so the benchmark can sweep them
+GPU_TILES = (32, 128, 4)
+INTERP_TILES = (32, 64, 1)
 
 
-def _tiles() -> tuple[int, int]:
-    return (BT_INTERP, BD_INTERP) if interpreting() else (BT_GPU, BD_GPU)
+def _tiles() -> tuple[int, int, int]:
+    return INTERP_TILES if interpreting() else GPU_TILES
 
 
 def _next_pow2(x: int) -> int:
@@ -37,10 +38,10 @@ def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seql
     tstart = build_token_starts(cu_seqlens, T)
     y = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
     if T > 0:
-        BT, BD = _tiles()
+        BT, BD, warps = _tiles()
         _conv_fwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
             x, weight, bias if bias is not None else weight, y, tstart, x.stride(0), y.stride(0), T, Dm,
-            W=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD, num_warps=4)
+            W=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD, num_warps=warps)
     return y, tstart
 
 
@@ -62,12 +63,12 @@ def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tens
     dw = torch.zeros((Dm, W), dtype=torch.float32, device=x.device)
     db = torch.zeros((Dm,), dtype=torch.float32, device=x.device)
     if T > 0:
-        BT, BD = _tiles()
+        BT, BD, warps = _tiles()
         _conv_bwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
             x, weight, bias if bias is not None else weight, dy, tstart, dx, dw, db,
             x.stride(0), dy.stride(0), dx.stride(0), T, Dm,
             W=W, WP=max(_next_pow2(W), 2), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD,
-            num_warps=4)
+            num_warps=warps)
     return dx, dw.to(weight.dtype), db.to(bias.dtype) if bias is not None else x.new_empty((0,))
 
 

@@ -32,8 +32,19 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-DEFAULT_CONFIG = ScanConfig()
+DEFAULT_CONFIG = ScanConfig(block_t=8, seg_len=256, bd_fwd=128, bd_bwd=128, warps_fwd=4, warps_bwd=4,
+                            time_in_thread=True)  # best measured on an H100 (see BENCHMARKS.md)
 INTERPRET_CONFIG = ScanConfig(block_t=8, seg_len=32, bd_fwd=64, bd_bwd=64, warps_fwd=1, warps_bwd=1)
+
+
+KERNEL_STATS: dict = {}  # last launch per kernel: registers / spills (benchmark notes)
+
+
+def _record(name: str, compiled) -> None:
+    try:
+        KERNEL_STATS[name] = dict(n_regs=int(compiled.n_regs), n_spills=int(compiled.n_spills))
+    except (AttributeError, TypeError, ValueError):  # interpreter / other Triton versions
+        pass
 
 
 def _next_pow2(x: int) -> int:
@@ -76,13 +87,14 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     grid = (n_seg, cdiv(Dm, bd_fwd))
     maxj = max(2, _next_pow2(n_slots))
     for local in (True, False):
-        _scan_fwd_kernel[grid](
+        k = _scan_fwd_kernel[grid](
             u, delta, A, B, C, Dp, zp, bp, y, states, send, dtsum, seginfo, cu,
             u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0), y.stride(0),
             n_seg, Dm, N,
             HAS_D=D is not None, HAS_Z=z is not None, HAS_BIAS=delta_bias is not None,
             SOFTPLUS=delta_softplus, LOCAL_ONLY=local, SEG=seg_len, BT=block_t, BD=bd_fwd,
             NP=_next_pow2(N), MAXJ=maxj, num_warps=warps_fwd)
+        _record("fwd_local" if local else "fwd", k)
     return y, states, dtsum, seginfo
 
 
@@ -129,19 +141,19 @@ def selective_scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tenso
         dzp = dz if z is not None else du
         bp = delta_bias if delta_bias is not None else u
         grid = (n_seg, cdiv(Dm, bd_bwd))
-        np_ = _next_pow2(N)
-        scr = torch.empty((n_seg * grid[1] * 3 * bd_bwd * np_ if scratch else 1,), **f32)
+        scr = torch.empty((n_seg * grid[1] * 3 * bd_bwd * _next_pow2(N) if scratch else 1,), **f32)
         flags = dict(HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
                      SEG=seg_len, BT=block_t, BD=bd_bwd, NP=_next_pow2(N))
         _scan_bwd_local_kernel[grid](dy, delta, A, C, zp, bp, gin, seginfo, cu,
                                      dy.stride(0), delta.stride(0), C.stride(0), zp.stride(0), n_seg, Dm, N,
                                      num_warps=warps_bwd, **flags)
-        _scan_bwd_kernel[grid](dy, u, delta, A, B, C, Dp, zp, bp, states, dtsum, gin, seginfo, cu,
+        k = _scan_bwd_kernel[grid](dy, u, delta, A, B, C, Dp, zp, bp, states, dtsum, gin, seginfo, cu,
                                du, ddelta, dzp, dB, dC, dA, dD, dbias, scr,
                                dy.stride(0), u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0),
                                du.stride(0), ddelta.stride(0), dzp.stride(0), n_seg, Dm, N, 1,
-                               HAS_D=D is not None, MAXJ=max(2, _next_pow2(n_slots)), TIME_IN_THREAD=time_in_thread, SCRATCH=scratch,
-                               num_warps=warps_bwd, **flags)
+                               HAS_D=D is not None, MAXJ=max(2, _next_pow2(n_slots)),
+                               TIME_IN_THREAD=time_in_thread, SCRATCH=scratch, num_warps=warps_bwd, **flags)
+        _record("bwd", k)
     else:
         du.zero_(), ddelta.zero_(), dz.zero_()
     dDo = dD.to(D.dtype) if D is not None else u.new_empty((0,))
