@@ -28,7 +28,6 @@ import torch
 
 from rerankers.data.packing import PackedBatch, cu_seqlens_from_lengths, position_ids_from_cu_seqlens
 
-logger = logging.getLogger("bench_models")
 
 MAMBA_SHAPES = {"mamba-130m": (768, 24), "mamba-370m": (1024, 48), "mamba-790m": (1536, 48),
                 "mamba-tiny": (64, 2)}  # tiny: CPU smoke runs of this script only
@@ -222,10 +221,7 @@ def bench(name: str, mode: str, n_pairs: int, device: str, gen: torch.Generator,
         rows.append(Row(name, mode, step, n_pairs, int(real), int(padded), sec * 1e3, real / sec,
                         n_pairs / sec,
                         torch.cuda.max_memory_allocated() / 2 ** 30 if torch.cuda.is_available() else float("nan")))
-        logger.info("%s", rows[-1])
-    del model, head, batches
-    _empty_cache()
-    return rows
+    return rows  # the caller empties the cache once the model and batches are released
 
 
 def main() -> None:
@@ -253,19 +249,30 @@ def main() -> None:
     if not all(c["ok"] for c in checks):
         raise SystemExit("correctness check failed: not timing")
 
+    # Each row is printed and saved as soon as it is measured: a later failure loses nothing.
     rows: list[Row] = []
+    skipped: list[str] = []
+    print(f"\n| system | mode | step | pairs | real tok | padded tok | ms | real tok/s | pairs/s | peak GiB |  ({card})")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
     for s in args.systems:
         for mode in args.modes:
             for n in args.pairs:
-                rows += bench(s, mode, n, device, gen, args.warmup, args.steps)
-    with open(os.path.join(args.out, "bench_models.json"), "w") as f:
-        json.dump({"card": card, "torch": torch.__version__, "checks": checks,
-                   "rows": [asdict(r) for r in rows]}, f, indent=1)
-    print(f"\n| system | mode | step | pairs | real tok | padded tok | ms | real tok/s | pairs/s | peak GiB |  ({card})")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r.system} | {r.mode} | {r.step} | {r.pairs} | {r.real_tokens} | {r.padded_tokens} | {r.ms:.2f} "
-              f"| {r.real_tokens_per_s:,.0f} | {r.pairs_per_s:,.0f} | {r.peak_gib:.2f} |")
+                try:
+                    new = bench(s, mode, n, device, gen, args.warmup, args.steps)
+                    _empty_cache()
+                except torch.OutOfMemoryError:
+                    _empty_cache()
+                    skipped.append(f"{s}/{mode}/{n}: out of memory")
+                    print(f"| {s} | {mode} | - | {n} | out of memory |", flush=True)
+                    continue
+                rows += new
+                for r in new:
+                    print(f"| {r.system} | {r.mode} | {r.step} | {r.pairs} | {r.real_tokens} | {r.padded_tokens} "
+                          f"| {r.ms:.2f} | {r.real_tokens_per_s:,.0f} | {r.pairs_per_s:,.0f} | {r.peak_gib:.2f} |",
+                          flush=True)
+                with open(os.path.join(args.out, "bench_models.json"), "w") as f:
+                    json.dump({"card": card, "torch": torch.__version__, "checks": checks, "skipped": skipped,
+                               "rows": [asdict(r) for r in rows]}, f, indent=1)
 
 
 if __name__ == "__main__":
