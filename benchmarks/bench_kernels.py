@@ -328,9 +328,11 @@ def main() -> int:
     if "configs" in parts:
         pack32 = msmarco_lengths(gen, 32768)
         best = None
-        for c in [(8, 256, 128, 128, 4, 4, True, False), (8, 256, 128, 128, 4, 4, True, True),
-                  (8, 256, 64, 64, 2, 2, True, True), (16, 256, 256, 128, 8, 4, True, True),
-                  (8, 256, 128, 32, 4, 1, True, True), (16, 256, 128, 64, 4, 2, True, True)]:
+        # (block_t, seg_len, bd_fwd, bd_bwd, warps_fwd, warps_bwd, time_in_thread, scratch, bwd_seq)
+        for c in [(8, 256, 128, 128, 4, 4, True, False, False), (8, 256, 128, 128, 4, 4, True, True, False),
+                  (8, 256, 64, 64, 2, 2, True, True, False),
+                  (8, 256, 128, 64, 4, 2, False, False, True), (8, 256, 128, 128, 4, 4, False, False, True),
+                  (16, 256, 128, 64, 4, 4, False, False, True), (8, 256, 128, 32, 4, 1, False, False, True)]:
             cfg = ScanConfig(*c)
             try:
                 r = time_scan(f"cfg {c}", pack32, 1536, cfg=cfg)

@@ -26,6 +26,7 @@ class ScanConfig:
     warps_bwd: int = 4
     time_in_thread: bool = False
     scratch: bool = False
+    bwd_seq: bool = False
 
 
 def interpreting() -> bool:
@@ -62,8 +63,8 @@ def _rowmajor(x: Optional[Tensor]) -> Optional[Tensor]:
 def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
                        delta_softplus: bool, block_t: int, seg_len: int, bd_fwd: int, warps_fwd: int,
-                       bd_bwd: int, warps_bwd: int, time_in_thread: bool, scratch: bool
-                       ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                       bd_bwd: int, warps_bwd: int, time_in_thread: bool, scratch: bool,
+                       bwd_seq: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(bd_bwd, warps_bwd are kept for the backward.) Returns y (T, D), chunk-start states (n_chunk, D, N) fp32, per-segment delta sums
     (n_slots, D) fp32, seginfo (3, n_seg) int32."""
     from .scan_triton import _scan_fwd_kernel
@@ -100,7 +101,7 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 
 @selective_scan_fwd.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, block_t, seg_len, bd_fwd, warps_fwd,
-      bd_bwd, warps_bwd, time_in_thread, scratch):
+      bd_bwd, warps_bwd, time_in_thread, scratch, bwd_seq):
     T, Dm = u.shape
     N = A.shape[1]
     S = cu_seqlens.shape[0] - 1
@@ -114,10 +115,10 @@ def selective_scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tenso
                        D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
                        cu_seqlens: Tensor, states: Tensor, dtsum: Tensor, seginfo: Tensor,
                        delta_softplus: bool, block_t: int, seg_len: int, bd_bwd: int, warps_bwd: int,
-                       time_in_thread: bool, scratch: bool
+                       time_in_thread: bool, scratch: bool, bwd_seq: bool
                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns du, ddelta, dA, dB, dC, dD, dz, ddelta_bias (empty tensors for absent inputs)."""
-    from .scan_triton import _scan_bwd_kernel, _scan_bwd_local_kernel
+    from .scan_triton import _scan_bwd_kernel, _scan_bwd_local_kernel, _scan_bwd_seq_kernel
     dy, u, delta, B, C, z = (_rowmajor(t) for t in (dy, u, delta, B, C, z))
     A = A.contiguous()
     T, Dm = u.shape
@@ -141,18 +142,28 @@ def selective_scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tenso
         dzp = dz if z is not None else du
         bp = delta_bias if delta_bias is not None else u
         grid = (n_seg, cdiv(Dm, bd_bwd))
-        scr = torch.empty((n_seg * grid[1] * 3 * bd_bwd * _next_pow2(N) if scratch else 1,), **f32)
         flags = dict(HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
                      SEG=seg_len, BT=block_t, BD=bd_bwd, NP=_next_pow2(N))
         _scan_bwd_local_kernel[grid](dy, delta, A, C, zp, bp, gin, seginfo, cu,
                                      dy.stride(0), delta.stride(0), C.stride(0), zp.stride(0), n_seg, Dm, N,
                                      num_warps=warps_bwd, **flags)
-        k = _scan_bwd_kernel[grid](dy, u, delta, A, B, C, Dp, zp, bp, states, dtsum, gin, seginfo, cu,
-                               du, ddelta, dzp, dB, dC, dA, dD, dbias, scr,
-                               dy.stride(0), u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0),
-                               du.stride(0), ddelta.stride(0), dzp.stride(0), n_seg, Dm, N, 1,
-                               HAS_D=D is not None, MAXJ=max(2, _next_pow2(n_slots)),
-                               TIME_IN_THREAD=time_in_thread, SCRATCH=scratch, num_warps=warps_bwd, **flags)
+        if bwd_seq:
+            hs = torch.empty((n_seg * grid[1] * block_t * bd_bwd * _next_pow2(N),), **f32)
+            k = _scan_bwd_seq_kernel[grid](
+                dy, u, delta, A, B, C, Dp, zp, bp, states, dtsum, gin, seginfo, cu,
+                du, ddelta, dzp, dB, dC, dA, dD, dbias, hs,
+                dy.stride(0), u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0),
+                du.stride(0), ddelta.stride(0), dzp.stride(0), n_seg, Dm, N,
+                HAS_D=D is not None, MAXJ=max(2, _next_pow2(n_slots)), num_warps=warps_bwd, **flags)
+        else:
+            scr = torch.empty((n_seg * grid[1] * 3 * bd_bwd * _next_pow2(N) if scratch else 1,), **f32)
+            k = _scan_bwd_kernel[grid](
+                dy, u, delta, A, B, C, Dp, zp, bp, states, dtsum, gin, seginfo, cu,
+                du, ddelta, dzp, dB, dC, dA, dD, dbias, scr,
+                dy.stride(0), u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0),
+                du.stride(0), ddelta.stride(0), dzp.stride(0), n_seg, Dm, N, 1,
+                HAS_D=D is not None, MAXJ=max(2, _next_pow2(n_slots)),
+                TIME_IN_THREAD=time_in_thread, SCRATCH=scratch, num_warps=warps_bwd, **flags)
         _record("bwd", k)
     else:
         du.zero_(), ddelta.zero_(), dz.zero_()
@@ -163,7 +174,7 @@ def selective_scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tenso
 
 @selective_scan_bwd.register_fake
 def _(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, dtsum, seginfo, delta_softplus,
-      block_t, seg_len, bd_bwd, warps_bwd, time_in_thread, scratch):
+      block_t, seg_len, bd_bwd, warps_bwd, time_in_thread, scratch, bwd_seq):
     e = u.new_empty((0,))
     return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), torch.empty_like(D) if D is not None else e,
@@ -173,10 +184,10 @@ def _(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, dtsum, seginf
 
 def _setup_context(ctx, inputs, output):
     (u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, block_t, seg_len, _, _,
-     bd_bwd, warps_bwd, time_in_thread, scratch) = inputs
+     bd_bwd, warps_bwd, time_in_thread, scratch, bwd_seq) = inputs
     _, states, dtsum, seginfo = output
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, dtsum, seginfo)
-    ctx.cfg = (delta_softplus, block_t, seg_len, bd_bwd, warps_bwd, time_in_thread, scratch)
+    ctx.cfg = (delta_softplus, block_t, seg_len, bd_bwd, warps_bwd, time_in_thread, scratch, bwd_seq)
     ctx.has = (D is not None, z is not None, delta_bias is not None)
 
 
@@ -186,7 +197,7 @@ def _backward(ctx, dy, _ds, _dt, _si):
         dy.contiguous(), u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, dtsum, seginfo, *ctx.cfg)
     has_D, has_z, has_bias = ctx.has
     return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None,
-            dbias if has_bias else None, None, None, None, None, None, None, None, None, None, None)
+            dbias if has_bias else None, None, None, None, None, None, None, None, None, None, None, None)
 
 
 selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -204,5 +215,6 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
         raise ValueError(f"seg_len {cfg.seg_len} must be a multiple of block_t {cfg.block_t}")
     y, _, _, _ = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus,
                                     cfg.block_t, cfg.seg_len, cfg.bd_fwd, cfg.warps_fwd,
-                                    cfg.bd_bwd, cfg.warps_bwd, cfg.time_in_thread, cfg.scratch)
+                                    cfg.bd_bwd, cfg.warps_bwd, cfg.time_in_thread, cfg.scratch,
+                                    cfg.bwd_seq)
     return y

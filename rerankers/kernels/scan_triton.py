@@ -341,3 +341,127 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
             tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=md, sem="relaxed")
         if HAS_BIAS:
             tl.atomic_add(dbias_ptr + offs_d, db_acc, mask=md, sem="relaxed")
+
+
+@triton.jit
+def _scan_bwd_seq_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
+                         states_ptr, dtsum_ptr, gin_ptr, seginfo_ptr, cu_ptr,
+                         du_ptr, ddl_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr, hs_ptr,
+                         stride_dy, stride_u, stride_dl, stride_B, stride_C, stride_z,
+                         stride_du, stride_ddl, stride_dz,
+                         n_seg, Dm, N,
+                         HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                         SOFTPLUS: tl.constexpr, SEG: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                         NP: tl.constexpr, MAXJ: tl.constexpr):
+    """Sequential variant of the backward: per chunk, recompute the BT states forward into a
+    per-program scratch (BT, BD, N) fp32, then walk the chunk backwards one step at a time with the
+    state gradient (BD, N) in registers (no scans)."""
+    pid = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    valid, k, cbase, seq_start, seg_start, seg_end, nseg = _segment(seginfo_ptr, n_seg, cu_ptr, pid, SEG)
+    if valid:
+        offs_d = pid_d * BD + tl.arange(0, BD)
+        md = offs_d < Dm
+        offs_n = tl.arange(0, NP)
+        mn = offs_n < N
+        mdn = md[:, None] & mn[None, :]
+        dn_off = offs_d[:, None] * N + offs_n[None, :]
+        A = tl.load(A_ptr + dn_off, mask=mdn, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+        if HAS_D:
+            Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+        carry = tl.zeros([BD, NP], dtype=tl.float32)
+        for jj in range(MAXJ):
+            j = nseg - 1 - jj
+            if j > k:
+                slot = (seq_start + j * SEG) // SEG
+                gin = tl.load(gin_ptr + slot * Dm * N + dn_off, mask=mdn, other=0.0)
+                if j < nseg - 1:
+                    dts = tl.load(dtsum_ptr + slot * Dm + offs_d, mask=md, other=0.0)
+                    carry = gin + tl.exp(dts[:, None] * A) * carry
+                else:
+                    carry = gin
+        hs = hs_ptr + (pid * tl.num_programs(1) + pid_d).to(tl.int64) * (BT * BD * NP)
+        loc = tl.arange(0, BD)[:, None] * NP + offs_n[None, :]
+        dA_acc = tl.zeros([BD, NP], dtype=tl.float32)
+        dD_acc = tl.zeros([BD], dtype=tl.float32)
+        db_acc = tl.zeros([BD], dtype=tl.float32)
+        for cc in range(SEG // BT):
+            c = SEG // BT - 1 - cc
+            t0 = seg_start + c * BT
+            if t0 < seg_end:
+                slot_c = (cbase + k * (SEG // BT) + c).to(tl.int64)
+                h = tl.load(states_ptr + slot_c * Dm * N + dn_off, mask=mdn, other=0.0)
+                for i in tl.static_range(BT):
+                    t = t0 + i
+                    m = t < seg_end
+                    t64 = t.to(tl.int64)
+                    u = tl.load(u_ptr + t64 * stride_u + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                    dt = tl.load(dl_ptr + t64 * stride_dl + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                    Bt = tl.load(B_ptr + t64 * stride_B + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                    if HAS_BIAS:
+                        dt = dt + bias
+                    if SOFTPLUS:
+                        dt = _softplus(dt)
+                    dt = tl.where(m, dt, 0.0)
+                    h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
+                    tl.store(hs + i * (BD * NP) + loc, h)
+                tl.debug_barrier()
+                for jr in tl.static_range(BT):
+                    i = BT - 1 - jr
+                    t = t0 + i
+                    m = t < seg_end
+                    t64 = t.to(tl.int64)
+                    u = tl.load(u_ptr + t64 * stride_u + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                    dl = tl.load(dl_ptr + t64 * stride_dl + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                    dy = tl.load(dy_ptr + t64 * stride_dy + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                    Bt = tl.load(B_ptr + t64 * stride_B + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                    Ct = tl.load(C_ptr + t64 * stride_C + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                    if HAS_BIAS:
+                        dl = dl + bias
+                    if SOFTPLUS:
+                        dt = _softplus(dl)
+                    else:
+                        dt = dl
+                    dt = tl.where(m, dt, 0.0)
+                    if HAS_Z:
+                        zz = tl.load(z_ptr + t64 * stride_z + offs_d, mask=md & m, other=0.0).to(tl.float32)
+                        sz = _sigmoid(zz)
+                        g = dy * zz * sz
+                    else:
+                        g = dy
+                    h = tl.load(hs + i * (BD * NP) + loc)
+                    a = tl.exp(dt[:, None] * A)
+                    dtu = dt * u
+                    q = g[:, None] * Ct[None, :] + carry
+                    dla = q * (h - dtu[:, None] * Bt[None, :])
+                    dA_acc += dla * dt[:, None]
+                    qBs = tl.sum(q * Bt[None, :], axis=1)
+                    ddt = tl.sum(dla * A, axis=1) + qBs * u
+                    du = qBs * dt
+                    ypre = tl.sum(h * Ct[None, :], axis=1)
+                    if HAS_D:
+                        du += g * Dv
+                        ypre += Dv * u
+                        dD_acc += g * u
+                    dB_row = tl.sum(q * dtu[:, None], axis=0)
+                    dC_row = tl.sum(g[:, None] * h, axis=0)
+                    tl.atomic_add(dB_ptr + t64 * N + offs_n, dB_row, mask=mn & m, sem="relaxed")
+                    tl.atomic_add(dC_ptr + t64 * N + offs_n, dC_row, mask=mn & m, sem="relaxed")
+                    carry = a * q
+                    if HAS_Z:
+                        dz = dy * ypre * sz * (1.0 + zz * (1.0 - sz))
+                        tl.store(dz_ptr + t64 * stride_dz + offs_d, dz, mask=md & m)
+                    if SOFTPLUS:
+                        ddt = ddt * _sigmoid(dl)
+                    ddt = tl.where(m, ddt, 0.0)
+                    db_acc += ddt
+                    tl.store(du_ptr + t64 * stride_du + offs_d, du, mask=md & m)
+                    tl.store(ddl_ptr + t64 * stride_ddl + offs_d, ddt, mask=md & m)
+                tl.debug_barrier()
+        tl.atomic_add(dA_ptr + dn_off, dA_acc, mask=mdn, sem="relaxed")
+        if HAS_D:
+            tl.atomic_add(dD_ptr + offs_d, dD_acc, mask=md, sem="relaxed")
+        if HAS_BIAS:
+            tl.atomic_add(dbias_ptr + offs_d, db_acc, mask=md, sem="relaxed")

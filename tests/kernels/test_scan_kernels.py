@@ -18,6 +18,8 @@ from rerankers.kernels.scan_op import ScanConfig, selective_scan_triton
 CFG = ScanConfig(block_t=8, seg_len=32, bd_fwd=16, bd_bwd=16, warps_fwd=1, warps_bwd=1, time_in_thread=True, scratch=True)
 # the other backward variant: (BD, N) register tiles instead of the per-program scratch
 CFG_TILES = ScanConfig(block_t=8, seg_len=32, bd_fwd=16, bd_bwd=16, warps_fwd=1, warps_bwd=1)
+# the sequential backward (states recomputed into a per-program scratch, no scans)
+CFG_SEQ = ScanConfig(block_t=8, seg_len=32, bd_fwd=16, bd_bwd=16, warps_fwd=1, warps_bwd=1, bwd_seq=True)
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -87,7 +89,7 @@ LENGTHS = {
 }
 
 
-@pytest.mark.parametrize("case,cfg", [(c, CFG) for c in LENGTHS] + [("random", CFG_TILES)])
+@pytest.mark.parametrize("case,cfg", [(c, CFG) for c in LENGTHS] + [("random", CFG_TILES), ("several_segments", CFG_SEQ), ("edges", CFG_SEQ)])
 def test_triton_equals_reference_output_and_every_gradient(case, cfg):
     lengths = LENGTHS[case]
     if lengths is None:
@@ -211,7 +213,7 @@ def test_custom_op_opcheck():
     lengths = [5, 12]
     cu = cu_of(lengths)
     xs = [x.detach() for x in make(sum(lengths), 8, 4, seed=6)]
-    args = (*xs, cu, True, CFG.block_t, CFG.seg_len, CFG.bd_fwd, CFG.warps_fwd, CFG.bd_bwd, CFG.warps_bwd, True, True)
+    args = (*xs, cu, True, CFG.block_t, CFG.seg_len, CFG.bd_fwd, CFG.warps_fwd, CFG.bd_bwd, CFG.warps_bwd, True, True, False)
     torch.library.opcheck(torch.ops.rerankers.selective_scan_fwd.default, args,
                           test_utils=("test_schema", "test_faketensor"))
 
