@@ -16,8 +16,15 @@ from .segments import build_seginfo, cdiv, n_chunk_max, n_seg_max, n_seg_slots
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """Tile sizes. block_t: chunk (state stored per chunk, backward tile rows); seg_len: tokens per
-    program (multiple of block_t); bd_fwd / bd_bwd: channels per program; warps per program."""
+    """Tile sizes and backward variant.
+
+    block_t: chunk length (the forward stores the state at every chunk start; backward unit);
+    seg_len: tokens per program (multiple of block_t; longer sequences are split and carried);
+    bd_fwd / bd_bwd: channels per program; warps_fwd / warps_bwd: warps per program.
+    Backward variants: bwd_seq (sequential steps, states recomputed into a per-program scratch:
+    fastest measured), else the chunked-scan kernel, with time_in_thread (one channel per thread)
+    and scratch (carries / dA in a per-program scratch instead of register tiles) as options.
+    """
     block_t: int = 32
     seg_len: int = 256
     bd_fwd: int = 64
@@ -33,8 +40,8 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-DEFAULT_CONFIG = ScanConfig(block_t=8, seg_len=256, bd_fwd=128, bd_bwd=128, warps_fwd=4, warps_bwd=4,
-                            time_in_thread=True)  # best measured on an H100 (see BENCHMARKS.md)
+# best measured on an H100 (benchmarks/KERNEL_NOTES.md): sequential backward, 8-step chunks
+DEFAULT_CONFIG = ScanConfig(block_t=8, seg_len=256, bd_fwd=128, bd_bwd=128, warps_fwd=4, warps_bwd=4, bwd_seq=True)
 INTERPRET_CONFIG = ScanConfig(block_t=8, seg_len=32, bd_fwd=64, bd_bwd=64, warps_fwd=1, warps_bwd=1)
 
 
