@@ -25,7 +25,11 @@ import torch
 import triton
 from triton.testing import do_bench
 
-from rerankers.kernels import causal_conv1d_ref_varlen, causal_conv1d_varlen, selective_scan_ref_varlen
+from rerankers.kernels import (
+    causal_conv1d_ref_varlen,
+    causal_conv1d_varlen,
+    selective_scan_ref_varlen,
+)
 from rerankers.kernels.scan_op import DEFAULT_CONFIG, ScanConfig, selective_scan_triton
 
 DEV = "cuda"
@@ -59,7 +63,7 @@ def cu_of(lengths: list[int]) -> torch.Tensor:
 
 def scan_inputs(T: int, D: int, N: int, dtype=torch.bfloat16, seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator(device=DEV).manual_seed(seed)
-    r = lambda *s: torch.randn(*s, device=DEV, generator=g)  # noqa: E731
+    r = lambda *s: torch.randn(*s, device=DEV, generator=g)
     u, delta, z = r(T, D).to(dtype), (0.5 * r(T, D)).to(dtype), r(T, D).to(dtype)
     B, C = r(T, N).to(dtype), r(T, N).to(dtype)
     A = -torch.exp(torch.rand(D, N, device=DEV, generator=g) * math.log(16.0))
@@ -261,7 +265,7 @@ def time_mamba(tag: str, batch: int, L: int, D: int, real_tokens: int, N: int = 
     sets = []
     for s in range(3):
         u, delta, A, B, C, Dp, z, bias = scan_inputs(batch * L, D, N, seed=20 + s)
-        cl = lambda x: x.view(batch, L, -1).transpose(1, 2).contiguous()  # noqa: E731
+        cl = lambda x: x.view(batch, L, -1).transpose(1, 2).contiguous()
         Bm = cl(B).unsqueeze(1)
         Cm = cl(C).unsqueeze(1)
         sets.append((cl(u), cl(delta), A, Bm, Cm, Dp, cl(z), bias, torch.randn(batch, D, L, device=DEV).to(torch.bfloat16)))

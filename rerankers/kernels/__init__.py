@@ -3,8 +3,19 @@
 Triton kernels + autograd (torch custom ops) on CUDA, pure-PyTorch references on the CPU, and an
 optional mamba-ssm comparison path. See :func:`selective_scan_varlen`, :func:`causal_conv1d_varlen`.
 """
-from .api import BACKENDS, KernelBackendError, causal_conv1d_varlen, selective_scan_varlen
+from .api import (
+           BACKENDS,
+           KernelBackendError,
+           causal_conv1d_varlen,
+           selective_scan_varlen,
+)
 from .reference import causal_conv1d_ref_varlen, selective_scan_ref_varlen
 
-__all__ = ["BACKENDS", "KernelBackendError", "causal_conv1d_varlen", "selective_scan_varlen",
-           "causal_conv1d_ref_varlen", "selective_scan_ref_varlen"]
+__all__ = [
+           "BACKENDS",
+           "KernelBackendError",
+           "causal_conv1d_ref_varlen",
+           "causal_conv1d_varlen",
+           "selective_scan_ref_varlen",
+           "selective_scan_varlen",
+]

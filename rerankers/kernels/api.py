@@ -58,6 +58,7 @@ def selective_scan_varlen(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
     floating input. See :mod:`rerankers.kernels.reference` for the exact semantics.
     """
     _check_scan_shapes(u, delta, A, B, C, D, z, delta_bias, cu_seqlens)
+    cu_seqlens = cu_seqlens.to(device=u.device)
     b = _resolve(backend, u.is_cuda)
     if b == "reference":
         return selective_scan_ref_varlen(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus)
@@ -85,6 +86,7 @@ def causal_conv1d_varlen(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_s
         raise ValueError(f"bias must be ({x.shape[1]},), got {tuple(bias.shape)}")
     if activation not in (None, "silu", "swish"):
         raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
+    cu_seqlens = cu_seqlens.to(device=x.device)
     b = _resolve(backend, x.is_cuda)
     if b == "reference":
         return causal_conv1d_ref_varlen(x, weight, bias, cu_seqlens, activation)

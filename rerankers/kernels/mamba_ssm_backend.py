@@ -34,7 +34,7 @@ def selective_scan_mamba_ssm(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: 
     S = cu_seqlens.numel() - 1
     seq_id, pos = _seq_positions(cu_seqlens, T)
     L = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
-    p = lambda x: None if x is None else _pad_cl(x, seq_id, pos, S, L)  # noqa: E731
+    p = lambda x: None if x is None else _pad_cl(x, seq_id, pos, S, L)
     y = mod.selective_scan_fn(p(u), p(delta), A, p(B).unsqueeze(1), p(C).unsqueeze(1), D, p(z),
                               delta_bias, delta_softplus)
     return y.transpose(1, 2)[seq_id, pos]
@@ -51,4 +51,4 @@ def causal_conv1d_mamba_ssm(x: Tensor, weight: Tensor, bias: Optional[Tensor], c
     return y.transpose(1, 2)[seq_id, pos]
 
 
-__all__ = ["selective_scan_mamba_ssm", "causal_conv1d_mamba_ssm"]
+__all__ = ["causal_conv1d_mamba_ssm", "selective_scan_mamba_ssm"]

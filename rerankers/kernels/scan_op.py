@@ -42,7 +42,7 @@ def interpreting() -> bool:
 
 # best measured on an H100 (benchmarks/KERNEL_NOTES.md): sequential backward, 8-step chunks
 DEFAULT_CONFIG = ScanConfig(block_t=8, seg_len=256, bd_fwd=128, bd_bwd=128, warps_fwd=4, warps_bwd=4, bwd_seq=True)
-INTERPRET_CONFIG = ScanConfig(block_t=8, seg_len=32, bd_fwd=64, bd_bwd=64, warps_fwd=1, warps_bwd=1)
+INTERPRET_CONFIG = ScanConfig(block_t=8, seg_len=32, bd_fwd=64, bd_bwd=64, warps_fwd=1, warps_bwd=1, bwd_seq=True)
 
 
 KERNEL_STATS: dict = {}  # last launch per kernel: registers / spills (benchmark notes)
@@ -125,7 +125,8 @@ def selective_scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tenso
                        time_in_thread: bool, scratch: bool, bwd_seq: bool
                        ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns du, ddelta, dA, dB, dC, dD, dz, ddelta_bias (empty tensors for absent inputs)."""
-    from .scan_triton import _scan_bwd_kernel, _scan_bwd_local_kernel, _scan_bwd_seq_kernel
+    from .scan_bwd_triton import _scan_bwd_kernel, _scan_bwd_seq_kernel
+    from .scan_triton import _scan_bwd_local_kernel
     dy, u, delta, B, C, z = (_rowmajor(t) for t in (dy, u, delta, B, C, z))
     A = A.contiguous()
     T, Dm = u.shape

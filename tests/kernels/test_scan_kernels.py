@@ -11,7 +11,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from rerankers.kernels import KernelBackendError, selective_scan_ref_varlen, selective_scan_varlen
+from rerankers.kernels import (
+    KernelBackendError,
+    selective_scan_ref_varlen,
+    selective_scan_varlen,
+)
 from rerankers.kernels.scan_op import ScanConfig, selective_scan_triton
 
 # small tiles so that tiny shapes cross chunk (BT=8), segment (32 tokens) and channel-block edges
@@ -25,7 +29,7 @@ NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 def make(T: int, Dm: int, N: int, seed: int, dtype=torch.float32, grad: bool = True) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)  # noqa: E731
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
     xs = [r(T, Dm), 0.5 * r(T, Dm), -torch.exp(torch.rand(Dm, N, generator=g, dtype=torch.float64) * math.log(8)),
           r(T, N), r(T, N), r(Dm), r(T, Dm), 0.5 * r(Dm) - 1.0]
     return [x.to(dtype).requires_grad_(grad) for x in xs]
@@ -186,7 +190,7 @@ def test_empty_sequences_and_dispatch_errors():
 def test_mamba_ssm_backend_names_the_extra():
     pytest.importorskip("torch")
     try:
-        import mamba_ssm  # noqa: F401
+        import mamba_ssm
         pytest.skip("mamba-ssm is installed here")
     except ImportError:
         pass
