@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench-kernels clean
+.PHONY: install demo test bench-kernels bench-models clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,9 +26,12 @@ demo: install
 test: install
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q
 
-# GPU only (device tool): correctness first, then timings; see BENCHMARKS.md
+# GPU only (run with the GPU machine's python): correctness first, then timings; see BENCHMARKS.md
 bench-kernels:
-	python benchmarks/bench_kernels.py
+	PYTHONPATH=. python benchmarks/bench_kernels.py
+
+bench-models:
+	PYTHONPATH=. python benchmarks/bench_models.py
 
 clean:
 	rm -rf $(VENV) demo_out *.egg-info
