@@ -72,9 +72,9 @@ def test_load_through_ir_datasets(irds_home, tmp_path):
     assert out["dl20_queries"] == {"200": "capital of turkey"}
     assert out["dev_qrels"] == {"300": {"2": 1}}
     rr_run, rr_queries, rr_docs = out["rerank_inputs"]
-    assert rr_run == {"100": {"0": 3.0, "2": 2.0}}  # cut to --depth 2
+    assert rr_run == {"100": {"0": 3.0, "2": 2.0, "1": 1.0}}  # the whole run: beyond --depth stays below
     assert rr_queries == {"100": "how long do fleas live"}
-    assert rr_docs == {"0": "passage zero about fleas", "2": "passage two"}
+    assert rr_docs == {"0": "passage zero about fleas", "2": "passage two"}  # texts of the top 2 only
 
 
 def test_names_and_errors(tmp_path):
