@@ -74,12 +74,18 @@ class CrossEncoder(nn.Module):
         return getattr(self.backbone, "pooling", "cls")
 
     def forward(self, batch: PackedBatch) -> Tensor:
-        """PackedBatch (S sequences, T tokens) -> scores (S,) (fp32 for T5, the model's dtype else)."""
+        """PackedBatch (S sequences, T tokens) -> scores (S,) (fp32 for T5, the head's dtype else)."""
         if self.backbone_type == "t5":
             return true_false_score(self.backbone(batch))
         hidden = self.backbone(batch)  # (T, H)
         index = batch.first_token_index if self.pooling == "cls" else batch.last_token_index
-        return self.head(hidden.index_select(0, index.to(hidden.device)))
+        return self._head(hidden.index_select(0, index.to(hidden.device)))
+
+    def _head(self, pooled: Tensor) -> Tensor:
+        """(S, H) -> (S,) in the head's own dtype even under autocast: bf16 scores keep only 8
+        significant bits (steps of 1/16 around 10), which would tie documents in a ranking."""
+        with torch.autocast(pooled.device.type, enabled=False):
+            return self.head(pooled.to(self.head.out_proj.weight.dtype))
 
     def forward_padded(self, batch: PackedBatch) -> Tensor:
         """The padded oracle path for the same batch: scores (S,)."""
@@ -92,7 +98,7 @@ class CrossEncoder(nn.Module):
             hidden = self.backbone.forward_padded(ids, mask)
         rows = torch.arange(ids.shape[0], device=ids.device)
         cols = torch.zeros_like(rows) if self.pooling == "cls" else batch.seqlens.to(ids.device) - 1
-        return self.head(hidden[rows, cols])
+        return self._head(hidden[rows, cols])
 
     def encode(self, queries: Sequence[str], docs: Sequence[str], ids: Optional[Sequence[Any]] = None,
                warn: bool = True) -> EncodedPairs:

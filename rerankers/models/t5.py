@@ -73,9 +73,18 @@ class T5Backbone(nn.Module):
         start = self.model.config.decoder_start_token_id
         start = self.pad_token_id if start is None else int(start)
         dec = torch.full((input_ids.shape[0], 1), start, dtype=torch.long, device=input_ids.device)
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=dec, use_cache=False)
-        logits = out.logits[:, 0, :]
-        return torch.stack([logits[:, self.true_token_id], logits[:, self.false_token_id]], dim=-1)
+        seen: list[Tensor] = []  # the LM head's input: the decoder state, scaled as this T5 version does
+        hook = self.model.lm_head.register_forward_hook(lambda _m, inp, _out: seen.append(inp[0]))
+        try:
+            self.model(input_ids=input_ids, attention_mask=attention_mask, decoder_input_ids=dec, use_cache=False)
+        finally:
+            hook.remove()
+        # the two logits in at least fp32 even under autocast: bf16 logits (8 significant bits) would
+        # quantise log p(true) into steps of ~0.1 and tie documents in a ranking
+        rows = self.model.lm_head.weight[[self.true_token_id, self.false_token_id]]  # (2, d)
+        dtype = torch.promote_types(rows.dtype, torch.float32)
+        with torch.autocast(input_ids.device.type, enabled=False):
+            return seen[0][:, 0].to(dtype) @ rows.to(dtype).T
 
     @classmethod
     def from_config(cls, config, true_token_id: int, false_token_id: int) -> "T5Backbone":
