@@ -30,6 +30,11 @@ class EmptyInputError(RerankersError, ValueError):
     """A query or document is empty (or only whitespace); names the pair's index or id."""
 
 
+class TemplateError(RerankersError, ValueError):
+    """A template that cannot work: unknown name, lengths that leave no room, a tokenizer without
+    the special tokens it needs, queries and documents that do not pair up."""
+
+
 @dataclass
 class TemplateConfig:
     """How pairs become token ids. Saved in a cross-encoder's config.
@@ -49,9 +54,9 @@ class TemplateConfig:
 
     def __post_init__(self) -> None:
         if self.name not in TEMPLATE_NAMES:
-            raise ValueError(f"unknown template {self.name!r}; known: {', '.join(TEMPLATE_NAMES)}")
+            raise TemplateError(f"unknown template {self.name!r}; known: {', '.join(TEMPLATE_NAMES)}")
         if self.max_query_tokens < 1 or self.max_length < self.max_query_tokens + 8:
-            raise ValueError(f"template: max_length={self.max_length} must exceed max_query_tokens="
+            raise TemplateError(f"template: max_length={self.max_length} must exceed max_query_tokens="
                              f"{self.max_query_tokens} by at least 8 tokens (specials, template words, "
                              "and some document)")
 
@@ -87,7 +92,7 @@ def _special(tokenizer, attr: str, fallback_attr: Optional[str] = None) -> int:
     if tid is None and fallback_attr is not None:
         tid = getattr(tokenizer, fallback_attr, None)
     if tid is None:
-        raise ValueError(f"tokenizer {type(tokenizer).__name__} has no {attr}"
+        raise TemplateError(f"tokenizer {type(tokenizer).__name__} has no {attr}"
                          + (f" or {fallback_attr}" if fallback_attr else "") + ": it does not fit this template")
     return int(tid)
 
@@ -102,7 +107,7 @@ def check_not_empty(queries: Sequence[str], docs: Sequence[str],
                     ids: Optional[Sequence[Any]] = None) -> None:
     """Raise EmptyInputError naming the first empty query or document (by id where given, else index)."""
     if len(queries) != len(docs):
-        raise ValueError(f"{len(queries)} queries but {len(docs)} documents: pairs must align")
+        raise TemplateError(f"{len(queries)} queries but {len(docs)} documents: pairs must align")
     for i, (q, d) in enumerate(zip(queries, docs)):
         who = f"pair {i}" + (f" (id {ids[i]!r})" if ids is not None else "")
         if not isinstance(q, str) or not q.strip():
@@ -136,7 +141,7 @@ def _fit(q: list[int], d: list[int], fixed: int, config: TemplateConfig) -> tupl
     q = q[: config.max_query_tokens]
     room = config.max_length - fixed - len(q)
     if room < 1:
-        raise ValueError(f"template {config.name}: no room for the document (max_length={config.max_length}, "
+        raise TemplateError(f"template {config.name}: no room for the document (max_length={config.max_length}, "
                          f"{fixed} template tokens, {len(q)} query tokens)")
     return q, d[:room], len(d) > room
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
-from rerankers.data.templates import EncodedPairs, TemplateConfig, encode_pairs
+from rerankers.data.templates import EncodedPairs, TemplateConfig, TemplateError, encode_pairs
 from rerankers.models.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError
 from rerankers.models.heads import ScoreHead, true_false_score
 from rerankers.models.presets import Preset, detect_kind, fetch_folder, resolve
@@ -61,6 +61,9 @@ class CrossEncoder(nn.Module):
             raise ModelConfigError(f"unknown backbone_type {backbone_type!r} (bert, t5, mamba)")
         if (head is None) != (backbone_type == "t5"):
             raise ModelConfigError("a T5 cross-encoder has no head; the others need one")
+        if template.name != backbone_type:
+            raise ModelConfigError(f"a {backbone_type} backbone needs the {backbone_type!r} template, "
+                                   f"got {template.name!r}")
         self.backbone = backbone
         self.head = head
         self.tokenizer = tokenizer
@@ -147,10 +150,10 @@ class CrossEncoder(nn.Module):
             from rerankers.models.t5 import T5Backbone, true_false_ids
             t, f = true_false_ids(tokenizer)
             backbone = T5Backbone.from_pretrained(folder, t, f)
-            tcfg = TemplateConfig(**{"name": "t5", **overrides})
+            tcfg = _make_template({"name": "t5", **overrides})
             return cls(backbone, None, tokenizer, tcfg, "t5", base)
         backbone = _mamba_class().from_pretrained(folder)
-        tcfg = TemplateConfig(**{"name": "mamba", **overrides})
+        tcfg = _make_template({"name": "mamba", **overrides})
         head = ScoreHead(backbone.hidden_size, head_activation or "none")
         return cls(backbone, head, tokenizer, tcfg, "mamba", base)
 
@@ -165,17 +168,8 @@ class CrossEncoder(nn.Module):
     @classmethod
     def _load_saved(cls, path: Path) -> "CrossEncoder":
         cfg_file = path / CONFIG_NAME
-        try:
-            cfg = json.loads(cfg_file.read_text())
-        except (OSError, ValueError) as e:
-            raise ModelConfigError(f"{cfg_file}: unreadable JSON: {e}") from None
-        if cfg.get("format") != FORMAT:
-            raise ModelConfigError(f"{cfg_file}: not a {FORMAT} config (format={cfg.get('format')!r})")
-        for key in ("backbone_type", "template"):
-            if key not in cfg:
-                raise ModelConfigError(f"{cfg_file}: missing field {key!r}")
+        cfg, tcfg = _read_config(cfg_file)
         kind = cfg["backbone_type"]
-        tcfg = TemplateConfig.from_dict(cfg["template"])
         tokenizer = _load_tokenizer(path, None)
         bdir = path / BACKBONE_DIR
         if not bdir.is_dir():
@@ -183,13 +177,14 @@ class CrossEncoder(nn.Module):
         if kind == "bert":
             from rerankers.models.bert import BertBackbone
             backbone = BertBackbone.from_pretrained(bdir, strict=True)
+            if tcfg.max_length > _position_limit(backbone.config):
+                raise ModelConfigError(f"{cfg_file}: template max_length={tcfg.max_length} exceeds the model's "
+                                       f"{_position_limit(backbone.config)} positions")
         elif kind == "t5":
             from rerankers.models.t5 import T5Backbone
             backbone = T5Backbone.from_pretrained(bdir, cfg["true_token_id"], cfg["false_token_id"], strict=True)
-        elif kind == "mamba":
-            backbone = _mamba_class().from_pretrained(bdir)
         else:
-            raise ModelConfigError(f"{cfg_file}: unknown backbone_type {kind!r} (bert, t5, mamba)")
+            backbone = _mamba_class().from_pretrained(bdir)
         head = None
         if kind != "t5":
             hcfg = cfg.get("head") or {}
@@ -232,20 +227,59 @@ class CrossEncoder(nn.Module):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _read_config(cfg_file: Path) -> tuple[dict[str, Any], TemplateConfig]:
+    """A saved folder's config (checked) and its template; ModelConfigError names the file and field."""
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelConfigError(f"{cfg_file}: unreadable JSON: {e}") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
+        found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
+        raise ModelConfigError(f"{cfg_file}: not a {FORMAT} config (format={found!r})")
+    kind = cfg.get("backbone_type")
+    for key in ("backbone_type", "template") + (("true_token_id", "false_token_id") if kind == "t5" else ()):
+        if key not in cfg:
+            raise ModelConfigError(f"{cfg_file}: missing field {key!r}")
+    if kind not in ("bert", "t5", "mamba"):
+        raise ModelConfigError(f"{cfg_file}: unknown backbone_type {kind!r} (bert, t5, mamba)")
+    if not isinstance(cfg["template"], dict) or not isinstance(cfg.get("head") or {}, dict):
+        raise ModelConfigError(f"{cfg_file}: 'template' and 'head' must be JSON objects")
+    try:
+        tcfg = TemplateConfig.from_dict(cfg["template"])
+    except (TemplateError, TypeError) as e:
+        raise ModelConfigError(f"{cfg_file}: template: {e}") from None
+    if tcfg.name != kind:
+        raise ModelConfigError(f"{cfg_file}: template {tcfg.name!r} does not fit backbone_type {kind!r}")
+    return cfg, tcfg
+
+
 def _dropout(config) -> float:
     p = getattr(config, "classifier_dropout", None)
     return float(p if p is not None else getattr(config, "hidden_dropout_prob", 0.1))
 
 
+def _position_limit(config) -> int:
+    """The longest sequence a BERT-family model can take (RoBERTa numbers positions from pad + 1)."""
+    roberta = config.model_type in ("roberta", "xlm-roberta")
+    return int(config.max_position_embeddings) - (int(config.pad_token_id) + 1 if roberta else 0)
+
+
 def _bert_template(config, overrides: dict[str, Any]) -> TemplateConfig:
     roberta = config.model_type in ("roberta", "xlm-roberta")
-    limit = int(config.max_position_embeddings) - (int(config.pad_token_id) + 1 if roberta else 0)
+    limit = _position_limit(config)
     d = {"name": "bert", "max_length": min(512, limit), "max_query_tokens": 64,
          "pair_separators": 2 if roberta else 1, "use_token_types": (not roberta) and config.type_vocab_size > 1}
     d.update(overrides)
     if d["max_length"] > limit:
         raise ModelConfigError(f"template max_length={d['max_length']} exceeds the model's {limit} positions")
-    return TemplateConfig(**d)
+    return _make_template(d)
+
+
+def _make_template(d: dict[str, Any]) -> TemplateConfig:
+    try:
+        return TemplateConfig(**d)
+    except (TemplateError, TypeError) as e:  # TypeError: an unknown field
+        raise ModelConfigError(f"template {d}: {e}") from None
 
 
 def _load_tokenizer(folder: Path, preset: Optional[Preset]):

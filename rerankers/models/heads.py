@@ -12,6 +12,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from rerankers.models.errors import ModelConfigError
+
 ACTIVATIONS = ("none", "tanh", "gelu")
 
 
@@ -21,7 +23,7 @@ class ScoreHead(nn.Module):
     def __init__(self, hidden_size: int, activation: str = "none", dropout: float = 0.0):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown head activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+            raise ModelConfigError(f"unknown head activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
         self.activation = activation
         self.dense: Optional[nn.Linear] = nn.Linear(hidden_size, hidden_size) if activation != "none" else None
         self.dropout = nn.Dropout(dropout)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from rerankers.data.batching import pack_encoded
+from rerankers.data.templates import TemplateConfig
 from rerankers.models.cross_encoder import CrossEncoder
 from rerankers.models.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError
 
@@ -71,3 +72,51 @@ def test_multi_label_classifier_is_refused(tmp_path):
     tok.save_pretrained(str(tmp_path / "m"))
     with pytest.raises(ModelConfigError, match="3 outputs"):
         CrossEncoder.from_pretrained(tmp_path / "m")
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda c: [c], r"not a rerankers-cross-encoder config \(format='list'\)"),
+    (lambda c: {**c, "template": "mamba"}, "'template' and 'head' must be JSON objects"),
+    (lambda c: {**c, "template": {**c["template"], "name": "gpt"}}, "template: unknown template 'gpt'"),
+    (lambda c: {**c, "template": {**c["template"], "name": "mamba"}}, "template 'mamba' does not fit backbone_type 'bert'"),
+    (lambda c: {**c, "template": {**c["template"], "max_length": "long"}}, "template: "),
+    (lambda c: {**c, "template": {**c["template"], "max_length": 4096}}, "max_length=4096 exceeds the model's 96 positions"),
+    (lambda c: {**c, "head": {"activation": "relu"}}, "unknown head activation 'relu'"),
+], ids=["list", "template-string", "template-unknown", "template-of-mamba", "max-length-string", "max-length-too-long",
+        "head-activation"])
+def test_bad_saved_config_fields_are_model_config_errors(edit, match, tmp_path):
+    ce = CrossEncoder.from_pretrained(save_tiny_bert(tmp_path / "hf", "bert"))
+    ce.save_pretrained(tmp_path / "saved")
+    cfg_file = tmp_path / "saved" / "reranker_config.json"
+    cfg_file.write_text(json.dumps(edit(json.loads(cfg_file.read_text()))))
+    with pytest.raises(ModelConfigError, match=match):
+        CrossEncoder.from_pretrained(tmp_path / "saved")
+
+
+def test_t5_config_without_token_ids_and_bad_template_overrides(tmp_path):
+    from tiny_checkpoints import save_tiny_t5
+    ce = CrossEncoder.from_pretrained(save_tiny_t5(tmp_path / "t5"))
+    ce.save_pretrained(tmp_path / "saved")
+    cfg_file = tmp_path / "saved" / "reranker_config.json"
+    cfg = json.loads(cfg_file.read_text())
+    del cfg["true_token_id"]
+    cfg_file.write_text(json.dumps(cfg))
+    with pytest.raises(ModelConfigError, match="missing field 'true_token_id'"):
+        CrossEncoder.from_pretrained(tmp_path / "saved")
+    with pytest.raises(ModelConfigError, match="must exceed max_query_tokens"):
+        CrossEncoder.from_backbone(tmp_path / "t5", template={"max_length": 10})
+    with pytest.raises(ModelConfigError, match="unexpected keyword argument 'maxlen'"):
+        CrossEncoder.from_backbone(tmp_path / "t5", template={"maxlen": 10})
+    with pytest.raises(ModelConfigError, match="a t5 backbone needs the 't5' template, got 'bert'"):
+        CrossEncoder(ce.backbone, None, ce.tokenizer, TemplateConfig("bert"), "t5")
+
+
+def test_template_errors_are_rerankers_errors():
+    from rerankers.data.templates import TemplateError, encode_pairs
+    from rerankers.utils.errors import RerankersError
+    from tiny_checkpoints import word_tokenizer
+    assert issubclass(TemplateError, RerankersError)
+    with pytest.raises(TemplateError, match="1 queries but 2 documents"):
+        encode_pairs(word_tokenizer("bert"), ["a"], ["b", "c"], TemplateConfig("bert"))
+    with pytest.raises(TemplateError, match="has no eos_token_id"):  # BERT's tokenizer has no EOS
+        encode_pairs(word_tokenizer("bert"), ["a"], ["b"], TemplateConfig("mamba"))
