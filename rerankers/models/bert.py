@@ -14,7 +14,6 @@ folders (``config.json`` + ``model.safetensors``); loading is strict about the e
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -23,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
+from rerankers.models.checkpoint_files import read_state_dict
 from rerankers.models.errors import CheckpointMismatchError, ModelConfigError
 from rerankers.models import varlen_attention
 from rerankers.models.varlen_attention import register_with_transformers
@@ -129,7 +129,7 @@ class BertBackbone(nn.Module):
         path = Path(path)
         config = AutoConfig.from_pretrained(str(path))
         backbone = cls.from_config(config)
-        state = load_state_dict_file(path)
+        state = read_state_dict(path)
         enc_state = _strip_encoder_prefix(state, backbone.model)
         missing, unexpected, mismatched = _compare(backbone.model.state_dict(), enc_state)
         if missing or mismatched or (strict and unexpected):
@@ -146,25 +146,6 @@ def _check_family(config) -> None:
     if config.model_type not in BERT_FAMILY:
         raise ModelConfigError(f"model_type {config.model_type!r} is not in the BERT family "
                                f"({', '.join(BERT_FAMILY)})")
-
-
-def load_state_dict_file(path: Path) -> dict[str, Tensor]:
-    """Read a folder's weights: model.safetensors (or its index shards), else pytorch_model.bin."""
-    from safetensors.torch import load_file
-    single = path / "model.safetensors"
-    if single.is_file():
-        return load_file(str(single))
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        state: dict[str, Tensor] = {}
-        for f in files:
-            state.update(load_file(str(path / f)))
-        return state
-    binf = path / "pytorch_model.bin"
-    if binf.is_file():
-        return torch.load(str(binf), map_location="cpu", weights_only=True)
-    raise FileNotFoundError(f"{path}: no model.safetensors, model.safetensors.index.json or pytorch_model.bin")
 
 
 def _strip_encoder_prefix(state: dict[str, Tensor], model: nn.Module) -> dict[str, Tensor]:
@@ -205,7 +186,7 @@ def read_classification_head(path: str | Path) -> Optional[dict]:
     archs = config.architectures or []
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         return None
-    state = load_state_dict_file(path)
+    state = read_state_dict(path)
     pre = config.model_type.replace("-", "_") if config.model_type != "xlm-roberta" else "roberta"
     if "classifier.out_proj.weight" in state:  # ELECTRA / RoBERTa head
         head = {"dense.weight": state["classifier.dense.weight"], "dense.bias": state["classifier.dense.bias"],
@@ -227,7 +208,7 @@ def read_classification_head(path: str | Path) -> Optional[dict]:
 
 def pretrained_pooler(path: str | Path) -> Optional[dict[str, Tensor]]:
     """BERT's pretrained pooler (dense) from a base checkpoint, to initialise a fresh head; else None."""
-    state = load_state_dict_file(Path(path))
+    state = read_state_dict(Path(path))
     for pre in ("", "bert.", "roberta.", "electra."):
         if f"{pre}pooler.dense.weight" in state:
             return {"dense.weight": state[f"{pre}pooler.dense.weight"], "dense.bias": state[f"{pre}pooler.dense.bias"]}

@@ -1,4 +1,5 @@
-"""Finding, reading, strictly matching and writing Mamba-1 checkpoints (both formats).
+"""Finding, strictly matching and writing Mamba-1 checkpoints (both formats; reading the files:
+:mod:`rerankers.models.checkpoint_files`).
 
 Checkpoint keys (``N`` = layer index)::
 
@@ -26,15 +27,11 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from rerankers.models.errors import CheckpointMismatchError, CheckpointNotFoundError, ModelLoadingError
+from rerankers.models.checkpoint_files import (SAFETENSORS_NAME, find_weight_file, hub_offline,  # noqa: F401
+                                               read_state_dict)
+from rerankers.models.errors import CheckpointMismatchError, CheckpointNotFoundError
 
 logger = logging.getLogger(__name__)
-
-SAFETENSORS_NAME = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
-BIN_NAME = "pytorch_model.bin"
-BIN_INDEX = "pytorch_model.bin.index.json"
-_WEIGHT_FILES = (SAFETENSORS_NAME, SAFETENSORS_INDEX, BIN_NAME, BIN_INDEX)
 
 BACKBONE_PREFIX = "backbone."
 LM_HEAD_KEY = "lm_head.weight"
@@ -44,16 +41,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # -------------------------------------------------------------------------------------------------
 # resolving a name or path to a local directory
 # -------------------------------------------------------------------------------------------------
-def _hub_offline() -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    try:
-        from huggingface_hub import constants
-        return bool(constants.HF_HUB_OFFLINE)
-    except Exception:  # pragma: no cover - huggingface_hub missing or changed
-        return False
-
-
 def resolve_checkpoint_dir(name_or_path: Union[str, os.PathLike], presets: dict[str, str]) -> Path:
     """A local directory holding config.json + weights, from a path, a preset name or a hub id.
 
@@ -77,7 +64,7 @@ def resolve_checkpoint_dir(name_or_path: Union[str, os.PathLike], presets: dict[
         raise CheckpointNotFoundError(
             f"{name!r} is not a local directory, and huggingface_hub is not installed to fetch {repo_id!r} "
             "(pip install huggingface_hub)") from None
-    offline = _hub_offline()
+    offline = hub_offline()
     last_error: Optional[Exception] = None
     # safetensors first; only where a repository has none, the pickled weights.
     for patterns in (["config.json", "model*.safetensors*"], ["config.json", "pytorch_model*.bin*"]):
@@ -92,53 +79,6 @@ def resolve_checkpoint_dir(name_or_path: Union[str, os.PathLike], presets: dict[
     detail = f": {type(last_error).__name__}: {last_error}" if last_error is not None else ""
     raise CheckpointNotFoundError(
         f"{name!r} is not a local directory, and {repo_id!r} is not available {where}{detail}")
-
-
-# -------------------------------------------------------------------------------------------------
-# reading tensors
-# -------------------------------------------------------------------------------------------------
-def find_weight_file(directory: Path, required: bool = True) -> Optional[Path]:
-    """The weights file (or shard index) in ``directory``, safetensors preferred."""
-    for name in _WEIGHT_FILES:
-        if (directory / name).is_file():
-            return directory / name
-    if required:
-        raise CheckpointNotFoundError(f"{directory}: no weights found (expected one of {', '.join(_WEIGHT_FILES)})")
-    return None
-
-
-def _read_one(path: Path) -> dict[str, Tensor]:
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            return load_file(str(path), device="cpu")
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except ModelLoadingError:
-        raise
-    except Exception as e:
-        raise ModelLoadingError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ModelLoadingError(f"{path}: expected a mapping of names to tensors")
-    return obj
-
-
-def read_state_dict(directory: Path) -> dict[str, Tensor]:
-    """All tensors of the checkpoint in ``directory`` (single file or shards), on the CPU."""
-    weights = find_weight_file(directory)
-    if not weights.name.endswith(".index.json"):
-        return _read_one(weights)
-    try:
-        weight_map = json.loads(weights.read_text(encoding="utf-8"))["weight_map"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelLoadingError(f"{weights}: not a valid shard index ({e})") from None
-    state: dict[str, Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
-        if not (directory / shard).is_file():
-            raise CheckpointNotFoundError(f"{weights}: shard {shard} is missing from {directory}")
-        state.update(_read_one(directory / shard))
-    return state
 
 
 # -------------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
-from rerankers.models.bert import _compare, load_state_dict_file
+from rerankers.models.bert import _compare
+from rerankers.models.checkpoint_files import read_state_dict
 from rerankers.models.errors import CheckpointMismatchError, ModelConfigError
 
 logger = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class T5Backbone(nn.Module):
         if config.model_type not in ("t5", "mt5"):
             raise ModelConfigError(f"{path}: model_type {config.model_type!r} is not T5")
         backbone = cls.from_config(config, true_token_id, false_token_id)
-        state = load_state_dict_file(path)
+        state = read_state_dict(path)
         own = backbone.model.state_dict()
         missing, unexpected, mismatched = _compare(own, state)
         aliases = tied_aliases(backbone.model)

@@ -97,6 +97,21 @@ def test_checkpoint_config_mismatch_names_keys(tmp_path):
         CrossEncoder.from_pretrained(tmp_path / "saved2")
 
 
+
+@pytest.mark.parametrize("kind", ["bert", "t5"])
+def test_missing_or_unreadable_weights_are_loading_errors(kind, tmp_path):
+    from tiny_checkpoints import BUILDERS
+    from rerankers.models.errors import CheckpointNotFoundError, ModelLoadingError
+    folder = BUILDERS[kind](tmp_path / kind)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadingError, match=r"model.safetensors: cannot read the weights"):
+        CrossEncoder.from_pretrained(folder)
+    weights.unlink()
+    with pytest.raises(CheckpointNotFoundError, match="no weights found"):
+        CrossEncoder.from_pretrained(folder)
+
+
 def test_unknown_backbone_lists_known_ones():
     with pytest.raises(UnknownBackboneError) as e:
         CrossEncoder.from_pretrained("bert-gigantic")

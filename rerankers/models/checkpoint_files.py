@@ -1,0 +1,80 @@
+"""Checkpoint files shared by every backbone: finding and reading a folder's weights, and whether
+the Hugging Face hub may be reached.
+
+A folder holds ``model.safetensors``, ``model.safetensors.index.json`` (shards), ``pytorch_model.bin``
+or ``pytorch_model.bin.index.json``; safetensors are preferred. Missing or unreadable files raise
+:class:`CheckpointNotFoundError` / :class:`ModelLoadingError` naming the file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from rerankers.models.errors import CheckpointNotFoundError, ModelLoadingError
+
+SAFETENSORS_NAME = "model.safetensors"
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+BIN_NAME = "pytorch_model.bin"
+BIN_INDEX = "pytorch_model.bin.index.json"
+_WEIGHT_FILES = (SAFETENSORS_NAME, SAFETENSORS_INDEX, BIN_NAME, BIN_INDEX)
+
+
+def hub_offline() -> bool:
+    """True where HF_HUB_OFFLINE is set (environment or huggingface_hub's constants)."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    try:
+        from huggingface_hub import constants
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover - huggingface_hub missing or changed
+        return False
+
+
+def find_weight_file(directory: Path, required: bool = True) -> Optional[Path]:
+    """The weights file (or shard index) in ``directory``, safetensors preferred."""
+    for name in _WEIGHT_FILES:
+        if (directory / name).is_file():
+            return directory / name
+    if required:
+        raise CheckpointNotFoundError(f"{directory}: no weights found (expected one of {', '.join(_WEIGHT_FILES)})")
+    return None
+
+
+def _read_one(path: Path) -> dict[str, Tensor]:
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path), device="cpu")
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except ModelLoadingError:
+        raise
+    except Exception as e:
+        raise ModelLoadingError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise ModelLoadingError(f"{path}: expected a mapping of names to tensors")
+    return obj
+
+
+def read_state_dict(directory: Path) -> dict[str, Tensor]:
+    """All tensors of the checkpoint in ``directory`` (single file or shards), on the CPU."""
+    weights = find_weight_file(directory)
+    if not weights.name.endswith(".index.json"):
+        return _read_one(weights)
+    try:
+        weight_map = json.loads(weights.read_text(encoding="utf-8"))["weight_map"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ModelLoadingError(f"{weights}: not a valid shard index ({e})") from None
+    state: dict[str, Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        if not (directory / shard).is_file():
+            raise CheckpointNotFoundError(f"{weights}: shard {shard} is missing from {directory}")
+        state.update(_read_one(directory / shard))
+    return state
+
