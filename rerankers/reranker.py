@@ -116,15 +116,19 @@ class Reranker:
                  batch_tokens: int = 16384, max_pairs: Optional[int] = None, chunk_pairs: int = 32768):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as e:
+            raise RerankersError(f"device {device!r}: {e}") from None
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RerankersError(f"device {device!r} asked for, but CUDA is not available")
         dt = parse_dtype(dtype)
         if dt is None:
             dt = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.autocast_dtype = dt if dt in (torch.bfloat16, torch.float16) else None
-        if batch_tokens < 1:
-            raise RerankersError(f"batch_tokens must be positive, got {batch_tokens}")
+        for name, value in (("batch_tokens", batch_tokens), ("max_pairs", max_pairs), ("chunk_pairs", chunk_pairs)):
+            if value is not None and value < 1:
+                raise RerankersError(f"{name} must be positive, got {value}")
         self.model = model.to(self.device).eval()
         self.batch_tokens = int(batch_tokens)
         self.max_pairs = max_pairs
@@ -190,6 +194,8 @@ class Reranker:
         ``doc_ids`` default to the documents' input positions (0, 1, ...).
         """
         docs = list(docs)
+        if top_k is not None and top_k < 0:
+            raise RerankersError(f"rerank: top_k must be >= 0, got {top_k}")
         if doc_ids is None:
             doc_ids = list(range(len(docs)))
         elif len(doc_ids) != len(docs):

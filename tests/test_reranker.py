@@ -93,3 +93,16 @@ def test_overlong_documents_are_truncated_and_counted(reranker, caplog):
     msgs = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("2 of 3 documents were truncated" in m for m in msgs)
     assert scores[0] == pytest.approx(scores[2], abs=1e-6)  # both cut to the same first 96 tokens
+
+
+def test_bad_arguments_are_rerankers_errors(reranker):
+    from rerankers.utils.errors import RerankersError
+    with pytest.raises(RerankersError, match="device 'gpu0'"):
+        Reranker(reranker.model, device="gpu0")
+    for kw in ({"batch_tokens": 0}, {"max_pairs": 0}, {"chunk_pairs": 0}):
+        with pytest.raises(RerankersError, match=f"{next(iter(kw))} must be positive"):
+            Reranker(reranker.model, device="cpu", **kw)
+    with pytest.raises(RerankersError, match="top_k must be >= 0, got -1"):
+        reranker.rerank(QUERY, DOCS, top_k=-1)
+    with pytest.raises(RerankersError, match="1 queries but 2 documents"):
+        reranker.score_pairs([QUERY], DOCS[:2])
