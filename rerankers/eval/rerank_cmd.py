@@ -48,9 +48,7 @@ def rerank_with_model(args: argparse.Namespace, run: Run, queries: Mapping[str, 
     try:
         reranker = Reranker.from_pretrained(args.model, device=getattr(args, "device", None),
                                             dtype=getattr(args, "dtype", None), batch_tokens=batch_tokens)
-    except ModelLoadingError as e:  # not a RerankersError: make it a one-line CLI error
-        raise ModelLoadError(f"--model {args.model}: {e}") from None
-    except ImportError as e:
+    except (ModelLoadingError, ImportError) as e:  # ImportError: a preset's optional package is missing
         raise ModelLoadError(f"--model {args.model}: {e}") from None
     reranked = reranker.rerank_run(run, queries, docs, depth=depth)
     st = reranker.last_stats

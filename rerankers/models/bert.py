@@ -104,10 +104,6 @@ class BertBackbone(nn.Module):
                          position_ids=pos)
         return out.last_hidden_state
 
-    def pool(self, hidden: Tensor, batch: PackedBatch) -> Tensor:
-        """(T, H) -> (S, H): the [CLS] token of each sequence."""
-        return hidden.index_select(0, batch.first_token_index.to(hidden.device))
-
     # ---- building / saving ---------------------------------------------------------------------
     @classmethod
     def from_config(cls, config) -> "BertBackbone":

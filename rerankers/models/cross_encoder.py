@@ -217,7 +217,6 @@ class CrossEncoder(nn.Module):
                           str(tmp / HEAD_NAME))
             self.tokenizer.save_pretrained(str(tmp))
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2) + "\n")
-            (out / BACKBONE_DIR).mkdir(exist_ok=True)
             for f in sorted(tmp.rglob("*")):
                 if f.is_file():
                     dest = out / f.relative_to(tmp)

@@ -219,11 +219,6 @@ class MambaBackbone(nn.Module):
 
     # checkpoints ------------------------------------------------------------------------------
     @classmethod
-    def from_config_dict(cls, config: dict) -> "MambaBackbone":
-        """A freshly initialised backbone from either format's config.json contents."""
-        return cls(MambaConfig.from_dict(config))
-
-    @classmethod
     def from_pretrained(cls, name_or_path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None,
                         device: Union[str, torch.device, None] = None) -> "MambaBackbone":
         """Load a local directory, a preset (``MAMBA_PRESETS``) or a hub id, in either format.

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -210,18 +210,6 @@ class MambaConfig:
                 "rms_norm": self.rms_norm, "residual_in_fp32": self.residual_in_fp32,
                 "fused_add_norm": True, "pad_vocab_size_multiple": self.pad_vocab_size_multiple,
                 "tie_embeddings": self.tie_embeddings}
-
-    def to_dict(self) -> dict[str, Any]:
-        """Our own field names (for embedding in a cross-encoder's config)."""
-        return asdict(self)
-
-    @classmethod
-    def from_own_dict(cls, d: dict[str, Any]) -> "MambaConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ModelConfigError(f"unknown MambaConfig field(s): {sorted(unknown)}")
-        return cls(**d)
 
 
 def read_config_file(path: Union[str, Path]) -> tuple[MambaConfig, str]:
