@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
-from rerankers.models.checkpoint_files import read_state_dict
+from rerankers.models.checkpoint_files import compare_keys, read_state_dict
 from rerankers.models.errors import CheckpointMismatchError, ModelConfigError
 from rerankers.models import varlen_attention
 from rerankers.models.varlen_attention import register_with_transformers
@@ -127,7 +127,7 @@ class BertBackbone(nn.Module):
         backbone = cls.from_config(config)
         state = read_state_dict(path)
         enc_state = _strip_encoder_prefix(state, backbone.model)
-        missing, unexpected, mismatched = _compare(backbone.model.state_dict(), enc_state)
+        missing, unexpected, mismatched = compare_keys(backbone.model.state_dict(), enc_state)
         if missing or mismatched or (strict and unexpected):
             raise CheckpointMismatchError(missing, unexpected if strict else (), mismatched, source=str(path))
         backbone.model.load_state_dict({k: v for k, v in enc_state.items() if k not in unexpected}, strict=False)
@@ -157,14 +157,6 @@ def _strip_encoder_prefix(state: dict[str, Tensor], model: nn.Module) -> dict[st
         fixed[k2] = v
     # non-persistent buffers (position_ids) may be present in old checkpoints
     return {k: v for k, v in fixed.items() if k in own or not k.endswith("position_ids")}
-
-
-def _compare(own: dict[str, Tensor], state: dict[str, Tensor]):
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
-                  if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    return missing, unexpected, mismatched
 
 
 def read_classification_head(path: str | Path) -> Optional[dict]:

@@ -45,7 +45,8 @@ def find_weight_file(directory: Path, required: bool = True) -> Optional[Path]:
     return None
 
 
-def _read_one(path: Path) -> dict[str, Tensor]:
+def read_tensor_file(path: Path) -> dict[str, Tensor]:
+    """The tensors of one .safetensors / .bin file, on the CPU; ModelLoadingError naming an unreadable file."""
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -66,7 +67,7 @@ def read_state_dict(directory: Path) -> dict[str, Tensor]:
     """All tensors of the checkpoint in ``directory`` (single file or shards), on the CPU."""
     weights = find_weight_file(directory)
     if not weights.name.endswith(".index.json"):
-        return _read_one(weights)
+        return read_tensor_file(weights)
     try:
         weight_map = json.loads(weights.read_text(encoding="utf-8"))["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as e:
@@ -75,6 +76,17 @@ def read_state_dict(directory: Path) -> dict[str, Tensor]:
     for shard in sorted(set(weight_map.values())):
         if not (directory / shard).is_file():
             raise CheckpointNotFoundError(f"{weights}: shard {shard} is missing from {directory}")
-        state.update(_read_one(directory / shard))
+        state.update(read_tensor_file(directory / shard))
     return state
 
+
+
+def compare_keys(own: dict[str, Tensor], state: dict[str, Tensor], prefix: str = ""
+                 ) -> tuple[list[str], list[str], list[tuple[str, tuple, tuple]]]:
+    """(missing, unexpected, (key, checkpoint shape, model shape) mismatched) between a model's
+    ``own`` state dict and a checkpoint's ``state``; keys reported with ``prefix`` in front."""
+    missing = [prefix + k for k in own if k not in state]
+    unexpected = [prefix + k for k in state if k not in own]
+    mismatched = [(prefix + k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
+                  if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    return missing, unexpected, mismatched

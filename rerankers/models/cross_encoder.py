@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
 from rerankers.data.templates import EncodedPairs, TemplateConfig, TemplateError, encode_pairs
+from rerankers.models.checkpoint_files import compare_keys, read_tensor_file
 from rerankers.models.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError
 from rerankers.models.heads import ScoreHead, true_false_score
 from rerankers.models.presets import Preset, detect_kind, fetch_folder, resolve
@@ -296,15 +297,10 @@ def _load_tokenizer(folder: Path, preset: Optional[Preset]):
 
 
 def _load_head_strict(head: ScoreHead, file: Path) -> None:
-    from safetensors.torch import load_file
     if not file.is_file():
         raise ModelLoadingError(f"{file}: the head's weights are missing")
-    state = load_file(str(file))
-    own = head.state_dict()
-    missing = [f"head.{k}" for k in own if k not in state]
-    unexpected = [f"head.{k}" for k in state if k not in own]
-    mismatched = [(f"head.{k}", tuple(state[k].shape), tuple(own[k].shape)) for k in own
-                  if k in state and state[k].shape != own[k].shape]
+    state = read_tensor_file(file)
+    missing, unexpected, mismatched = compare_keys(head.state_dict(), state, prefix="head.")
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(missing, unexpected, mismatched, source=str(file))
     head.load_state_dict(state)

@@ -14,8 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
-from rerankers.models.bert import _compare
-from rerankers.models.checkpoint_files import read_state_dict
+from rerankers.models.checkpoint_files import compare_keys, read_state_dict
 from rerankers.models.errors import CheckpointMismatchError, ModelConfigError
 
 logger = logging.getLogger(__name__)
@@ -105,7 +104,7 @@ class T5Backbone(nn.Module):
         backbone = cls.from_config(config, true_token_id, false_token_id)
         state = read_state_dict(path)
         own = backbone.model.state_dict()
-        missing, unexpected, mismatched = _compare(own, state)
+        missing, unexpected, mismatched = compare_keys(own, state)
         aliases = tied_aliases(backbone.model)
         missing = [k for k in missing if not any(a in state for a in aliases[k])]
         if missing or mismatched or (strict and unexpected):

@@ -45,6 +45,9 @@ def test_missing_head_tensor_is_named(tmp_path):
     save_file(state, str(f))
     with pytest.raises(CheckpointMismatchError, match=r"1 missing key\(s\): head.out_proj.bias"):
         CrossEncoder.from_pretrained(tmp_path / "saved")
+    f.write_bytes(b"not a safetensors file")
+    with pytest.raises(ModelLoadingError, match=r"head.safetensors: cannot read the weights"):
+        CrossEncoder.from_pretrained(tmp_path / "saved")
 
 
 def test_bad_config_files(tmp_path):
