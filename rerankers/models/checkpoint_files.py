@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Optional
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Optional
 
 from rerankers.models.errors import CheckpointNotFoundError, ModelLoadingError
 
@@ -22,6 +19,9 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_NAME = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 _WEIGHT_FILES = (SAFETENSORS_NAME, SAFETENSORS_INDEX, BIN_NAME, BIN_INDEX)
+
+if TYPE_CHECKING:  # torch loads on first read, so that resolving names (presets) stays light
+    from torch import Tensor
 
 
 def hub_offline() -> bool:
@@ -47,6 +47,7 @@ def find_weight_file(directory: Path, required: bool = True) -> Optional[Path]:
 
 def read_tensor_file(path: Path) -> dict[str, Tensor]:
     """The tensors of one .safetensors / .bin file, on the CPU; ModelLoadingError naming an unreadable file."""
+    import torch
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -58,7 +59,7 @@ def read_tensor_file(path: Path) -> dict[str, Tensor]:
         raise ModelLoadingError(f"{path}: cannot read the weights ({type(e).__name__}: {e})") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ModelLoadingError(f"{path}: expected a mapping of names to tensors")
     return obj
 

