@@ -65,8 +65,12 @@ class TemplateConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TemplateConfig":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
+        """Strict: an unknown key (a typo such as ``max_lenght``) is a TemplateError, never ignored."""
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise TemplateError(f"unknown template key(s) {', '.join(map(repr, unknown))}; "
+                                f"known: {', '.join(cls.__dataclass_fields__)}")
+        return cls(**d)
 
 
 @dataclass

@@ -85,8 +85,9 @@ def test_multi_label_classifier_is_refused(tmp_path):
     (lambda c: {**c, "template": {**c["template"], "max_length": "long"}}, "template: "),
     (lambda c: {**c, "template": {**c["template"], "max_length": 4096}}, "max_length=4096 exceeds the model's 96 positions"),
     (lambda c: {**c, "head": {"activation": "relu"}}, "unknown head activation 'relu'"),
+    (lambda c: {**c, "template": {**c["template"], "max_lenght": 64}}, "unknown template key\\(s\\) 'max_lenght'"),
 ], ids=["list", "template-string", "template-unknown", "template-of-mamba", "max-length-string", "max-length-too-long",
-        "head-activation"])
+        "head-activation", "template-key-typo"])
 def test_bad_saved_config_fields_are_model_config_errors(edit, match, tmp_path):
     ce = CrossEncoder.from_pretrained(save_tiny_bert(tmp_path / "hf", "bert"))
     ce.save_pretrained(tmp_path / "saved")
