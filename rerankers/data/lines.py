@@ -25,6 +25,8 @@ def iter_lines(path: str | os.PathLike, skip_blank: bool = True) -> Iterator[tup
     """Yield ``(line_number, line)`` pairs (1-based; the line without its end-of-line characters).
 
     ``.gz`` files are decompressed on the fly. Blank lines are skipped unless ``skip_blank`` is False.
+    Lines end at ``\n`` only (a ``\r\n`` ending is stripped; a lone ``\r`` inside a line is text, not
+    a line break), and a UTF-8 byte order mark at the start of the file is dropped.
     Raises DataFormatError for a missing or empty file, undecodable UTF-8, or a file with only blank
     lines.
     """
@@ -33,7 +35,7 @@ def iter_lines(path: str | os.PathLike, skip_blank: bool = True) -> Iterator[tup
     seen = False
     lineno = 0
     try:
-        with opener(p, "rt", encoding="utf-8", newline="") as f:
+        with opener(p, "rt", encoding="utf-8-sig", newline="\n") as f:
             for lineno, line in enumerate(f, start=1):
                 line = line.rstrip("\r\n")
                 if skip_blank and not line.strip():

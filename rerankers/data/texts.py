@@ -122,7 +122,7 @@ def _candidate_entries(p: Path) -> Iterator[tuple[str, int | None, dict]]:
             yield "", lineno, obj
         return
     try:
-        with open(p, encoding="utf-8") as f:
+        with open(p, encoding="utf-8-sig") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise DataFormatError(p, e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None

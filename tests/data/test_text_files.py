@@ -101,6 +101,8 @@ def test_candidates_json_syntax_and_shape(tmp_path):
     js.write_text("[]")
     with pytest.raises(DataFormatError, match="candidates list is empty"):
         read_candidates(js)
+    js.write_bytes(b'\xef\xbb\xbf[{"query": "x", "hits": [{"qid": 1, "docid": "d", "content": "t", "score": 1}]}]')
+    assert read_candidates(js)[1] == {"1": {"d": 1.0}}  # a byte order mark is not a JSON error
 
 
 def test_real_candidates(shared_data):

@@ -92,3 +92,18 @@ def test_real_trec_dl_files(shared_data):
     assert len(run) == 43 and all(len(d) == 100 for d in run.values())
     assert len(qrels) == 43 and sum(map(len, qrels.values())) == 9260
     assert {g for d in qrels.values() for g in d.values()} == {0, 1, 2, 3}
+
+
+def test_bom_crlf_and_lone_cr(tmp_path):
+    """A UTF-8 BOM is not part of the first qid; CRLF endings are stripped; a lone CR is not a line break."""
+    run = tmp_path / "bom.trec"
+    run.write_bytes(b"\xef\xbb\xbf1 Q0 d1 1 2.5 t\r\n1 Q0 d2 2 1.5 t\r\n\r\n")
+    assert read_run(run) == {"1": {"d1": 2.5, "d2": 1.5}}
+    qrels = tmp_path / "bom.qrels"
+    qrels.write_bytes(b"\xef\xbb\xbf1 0 d1 2\r\n")
+    assert read_qrels(qrels) == {"1": {"d1": 2}}
+    from rerankers.data.texts import read_corpus
+
+    corpus = tmp_path / "collection.tsv"
+    corpus.write_bytes(b"p1\tone\rtwo\np2\tthree\r\n")
+    assert read_corpus(corpus) == {"p1": "one\rtwo", "p2": "three"}
