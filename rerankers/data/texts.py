@@ -16,6 +16,7 @@ duplicate ids.
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Collection, Dict, Iterator
@@ -139,6 +140,17 @@ def _candidate_entries(p: Path) -> Iterator[tuple[str, int | None, dict]]:
         yield f"entry {i}: ", None, entry
 
 
+def _hit_number(p: Path, lineno: int | None, where: str, hit: dict, field: str) -> float:
+    """``hit[field]`` as a finite float, else DataFormatError naming the file, line/entry and hit."""
+    try:
+        value = float(hit[field])
+    except (TypeError, ValueError):
+        raise DataFormatError(p, lineno, f"{where}{field} {hit[field]!r} is not a number") from None
+    if not math.isfinite(value):
+        raise DataFormatError(p, lineno, f"{where}{field} {hit[field]!r} is not a finite number")
+    return value
+
+
 def read_candidates(path: str | os.PathLike) -> tuple[Texts, Run, Texts]:
     """Read first-stage candidates with texts (rank_llm's JSON list, or JSONL of the same entries).
 
@@ -182,12 +194,9 @@ def read_candidates(path: str | os.PathLike) -> tuple[Texts, Run, Texts]:
             if not isinstance(content, str) or not content.strip():
                 raise DataFormatError(p, lineno, f"{where}document {docid!r} has an empty 'content'")
             if hit.get("score") is not None:
-                try:
-                    score = float(hit["score"])
-                except (TypeError, ValueError):
-                    raise DataFormatError(p, lineno, f"{where}score {hit['score']!r} is not a number") from None
+                score = _hit_number(p, lineno, where, hit, "score")
             elif hit.get("rank") is not None:
-                score = -float(hit["rank"])
+                score = -_hit_number(p, lineno, where, hit, "rank")
             else:
                 raise DataFormatError(p, lineno, f"{where}missing field 'score' (or 'rank')")
             if docid in ranking:

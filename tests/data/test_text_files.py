@@ -72,6 +72,9 @@ def test_candidates_json_and_jsonl(tmp_path):
     (lambda e: e[0].pop("query"), "entry 0: missing field 'query'"),
     (lambda e: e[0]["hits"][1].update(qid=5), "entry 0: hit 1: qid '5' differs"),
     (lambda e: e[0]["hits"][1].update(score="x"), "entry 0: hit 1: score 'x' is not a number"),
+    (lambda e: e[0]["hits"][1].update(score=float("nan")), "entry 0: hit 1: score nan is not a finite number"),
+    (lambda e: e[1]["hits"][0].pop("score") and e[1]["hits"][0].update(rank="first"),
+     "entry 1: hit 0: rank 'first' is not a number"),
     (lambda e: e[1]["hits"][0].update(qid=1) or e[1]["hits"][1].update(qid=1), "entry 1: query '1' appears in two"),
 ])
 def test_bad_candidates(tmp_path, mutate, words):
