@@ -114,11 +114,40 @@ def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] | None = None, rel_l
     ranx_run = {q: (_trec_order_scores(run[q]) if q in run and run[q] else {_EMPTY_DOC: 0.0}) for q in qids}
     ranx_qrels = {q: {d: int(g) for d, g in qrels[q].items()} for q in qids}
 
-    scores = _ranx_per_query(ranx_qrels, ranx_run, [s.ranx_name(rel_level) for s in specs])
+    from_ranx = [s.ranx_name(rel_level) for s in specs if s.ranx != "bpref"]
+    scores = _ranx_per_query(ranx_qrels, ranx_run, from_ranx) if from_ranx else {}
+    for s in specs:
+        if s.ranx == "bpref":
+            scores[s.ranx_name(rel_level)] = np.array([_bpref(ranx_run[q], ranx_qrels[q], rel_level) for q in qids])
     per_query = {s.display: {q: float(v) for q, v in zip(qids, scores[s.ranx_name(rel_level)])} for s in specs}
     means = {s.display: float(np.mean(scores[s.ranx_name(rel_level)])) for s in specs}
     return EvalResult(means=means, per_query=per_query, qids=qids, rel_level=rel_level,
                       dropped_qids=dropped, missing_qids=missing)
+
+
+def _bpref(ranking: Mapping[str, float], judgments: Mapping[str, int], rel_level: int) -> float:
+    """trec_eval's bpref of one query (``ranking``: docid -> rank score, higher first).
+
+    Computed here rather than by ranx: ranx 0.3 returns 0 for a query without judged non-relevant
+    documents and, where a query has no relevant document, at times 0 for every query of the batch
+    (divisions by zero inside numba).
+    As in trec_eval, grades >= ``rel_level`` are relevant, 0 <= grade < ``rel_level`` judged
+    non-relevant, and negative grades (trec_eval's non-pool/unjudged markers) count as unjudged.
+    """
+    num_rel = sum(1 for g in judgments.values() if g >= rel_level)
+    num_nonrel = sum(1 for g in judgments.values() if 0 <= g < rel_level)
+    if num_rel == 0:
+        return 0.0
+    total, nonrel_above = 0.0, 0
+    for docid in sorted(ranking, key=ranking.__getitem__, reverse=True):
+        grade = judgments.get(docid)
+        if grade is None or grade < 0:
+            continue
+        if grade >= rel_level:
+            total += 1.0 - (min(nonrel_above, num_rel) / min(num_rel, num_nonrel) if nonrel_above else 0.0)
+        else:
+            nonrel_above += 1
+    return total / num_rel
 
 
 def _ranx_per_query(qrels: dict, run: dict, names: list[str]) -> dict[str, np.ndarray]:

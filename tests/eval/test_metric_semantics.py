@@ -78,3 +78,13 @@ def test_significance():
     assert set(pv) == {"m"} and pv["m"] < 0.05
     with pytest.raises(EvaluationError):
         compare_to_baseline({"m": {"1": 0.1}}, {"m": {"1": 0.2}}, test="wilcoxon")
+
+
+def test_bpref_with_queries_lacking_relevant_or_nonrelevant_documents():
+    """trec_eval's bpref per query, even where another query of the batch has no relevant (b) or no
+    judged non-relevant (c) document (ranx returned 0 for every query then); grade -1 is unjudged."""
+    qrels = {"a": {"r1": 1, "n1": 0, "r2": 1, "u": -1}, "b": {"n": 0}, "c": {"r": 1}}
+    run = {"a": {"r1": 4.0, "u": 3.5, "n1": 3.0, "x": 2.0, "r2": 1.0}, "b": {"n": 1.0}, "c": {"r": 1.0}}
+    r = evaluate(run, qrels, ["bpref"], rel_level=1)
+    # a: r1 above every non-relevant (1); r2 below n1: 1 - min(1, R=2) / min(R=2, N=1) = 0
+    assert r.per_query["bpref"] == {"a": 0.5, "b": 0.0, "c": 1.0}
