@@ -8,6 +8,16 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+def _final_mode(path: Path) -> int:
+    """The permissions of the file being replaced, else those of a new file (0666 minus the umask)."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open ``path`` for writing so that readers never see a half-written file.
@@ -15,6 +25,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
     The data goes to a temporary file in the same directory (same file system), which is flushed,
     fsynced and renamed over ``path`` only when the ``with`` block ends without an exception; on an
     exception the temporary file is removed and ``path`` keeps its old content (or stays absent).
+    The file gets the permissions of the one it replaces, or those ``open`` would give a new file.
     Parent directories are created.
 
     Args:
@@ -32,6 +43,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", encoding: str | None 
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _final_mode(path))  # mkstemp's 0600 would make outputs private to their writer
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

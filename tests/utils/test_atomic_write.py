@@ -24,3 +24,20 @@ def test_binary_mode(tmp_path):
     with pytest.raises(ValueError):
         with atomic_write(tmp_path / "x", "a"):
             pass
+
+
+def test_permissions_as_open_would_give(tmp_path):
+    """Not mkstemp's private 0600: a new file follows the umask, a replaced file keeps its mode."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "new.txt") as f:
+            f.write("x")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "new.txt", 0o664)
+        with atomic_write(tmp_path / "new.txt") as f:
+            f.write("y")
+        assert (tmp_path / "new.txt").stat().st_mode & 0o777 == 0o664
+    finally:
+        os.umask(umask)
