@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Dict, Iterable, Mapping
+from typing import Dict, Mapping
 
 from rerankers.data.errors import DataFormatError
 from rerankers.data.lines import iter_lines
@@ -95,14 +95,6 @@ def read_run(path: str | os.PathLike) -> Run:
     return run
 
 
-def read_run_tag(path: str | os.PathLike) -> str | None:
-    """The tag (6th column) of the first line of a TREC run file, or None for a 3-column run."""
-    for _, line in iter_lines(path):
-        fields = line.split()
-        return fields[5] if len(fields) == 6 else None
-    return None
-
-
 def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, tag: str = "rerankers",
               depth: int | None = None) -> None:
     """Write ``run`` as a TREC run file, atomically.
@@ -154,10 +146,3 @@ def write_qrels(qrels: Mapping[str, Mapping[str, int]], path: str | os.PathLike)
             for docid in sorted(qrels[qid]):
                 f.write(f"{qid} 0 {docid} {int(qrels[qid][docid])}\n")
 
-
-def run_from_pairs(rows: Iterable[tuple[str, str, float]]) -> Run:
-    """Build a Run from ``(qid, docid, score)`` triples (a later duplicate overwrites an earlier one)."""
-    run: Run = {}
-    for qid, docid, score in rows:
-        run.setdefault(str(qid), {})[str(docid)] = float(score)
-    return run

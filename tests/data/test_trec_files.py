@@ -4,7 +4,7 @@ import gzip
 import pytest
 
 from rerankers.data.errors import DataFormatError
-from rerankers.data.trec import ranked, read_qrels, read_run, read_run_tag, truncate_run, write_qrels, write_run
+from rerankers.data.trec import ranked, read_qrels, read_run, truncate_run, write_qrels, write_run
 
 
 def test_write_run_sorts_breaks_ties_and_round_trips(tmp_path):
@@ -16,7 +16,7 @@ def test_write_run_sorts_breaks_ties_and_round_trips(tmp_path):
     # q2: score descending, the tie 2.0 broken by docid descending (trec_eval's order)
     assert [ln.split()[2:4] for ln in lines[2:]] == [["c", "1"], ["b", "2"], ["a", "3"]]
     assert read_run(path) == run  # exact floats back
-    assert read_run_tag(path) == "test"
+    assert {ln.split()[5] for ln in lines} == {"test"}
     write_run(run, path, depth=1)
     assert read_run(path) == {"q1": {"x": 0.1 + 0.2}, "q2": {"c": 2.0}}
     assert truncate_run(run, 2)["q2"] == {"c": 2.0, "b": 2.0}
