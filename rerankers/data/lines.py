@@ -33,17 +33,17 @@ def iter_lines(path: str | os.PathLike, skip_blank: bool = True) -> Iterator[tup
     p = check_readable(path)
     opener = gzip.open if p.suffix == ".gz" else open
     seen = False
-    lineno = 0
     try:
-        with opener(p, "rt", encoding="utf-8-sig", newline="\n") as f:
-            for lineno, line in enumerate(f, start=1):
-                line = line.rstrip("\r\n")
+        with opener(p, "rb") as f:  # bytes, decoded line by line: a decoding error names its own line
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as e:
+                    raise DataFormatError(p, lineno, f"not valid UTF-8 text ({e.reason})") from None
                 if skip_blank and not line.strip():
                     continue
                 seen = True
                 yield lineno, line
-    except UnicodeDecodeError as e:
-        raise DataFormatError(p, lineno + 1, f"not valid UTF-8 text ({e.reason})") from None
     except (OSError, EOFError) as e:
         if isinstance(e, FileNotFoundError):
             raise

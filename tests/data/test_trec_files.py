@@ -107,3 +107,13 @@ def test_bom_crlf_and_lone_cr(tmp_path):
     corpus = tmp_path / "collection.tsv"
     corpus.write_bytes(b"p1\tone\rtwo\np2\tthree\r\n")
     assert read_corpus(corpus) == {"p1": "one\rtwo", "p2": "three"}
+
+
+def test_invalid_utf8_names_its_own_line(tmp_path):
+    """Decoding is per line, so the error names the bad line even deep inside a large file."""
+    lines = [f"1 Q0 d{i} {i + 1} 1.0 t\n".encode() for i in range(5000)]
+    lines[3000] = b"1 Q0 d\xff 3001 1.0 t\n"
+    path = tmp_path / "bad.trec"
+    path.write_bytes(b"".join(lines))
+    with pytest.raises(DataFormatError, match=r"bad\.trec, line 3001: not valid UTF-8"):
+        read_run(path)
