@@ -108,12 +108,18 @@ def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, t
         path: output file (parent folders are created).
         tag: the run tag (6th column); must not contain whitespace.
         depth: keep only the top ``depth`` documents per query.
+
+    Raises DataFormatError (and leaves ``path`` untouched) for a qid or docid that is empty or
+    contains whitespace: its line would not read back as the same run.
     """
     if not tag or any(c.isspace() for c in tag):
         raise ValueError(f"run tag must be a non-empty word without spaces, got {tag!r}")
     with atomic_write(path) as f:
         for qid in sorted(run):
             for rank, (docid, score) in enumerate(ranked(run[qid], depth), start=1):
+                if str(qid).split() != [str(qid)] or str(docid).split() != [str(docid)]:  # would not read back
+                    raise DataFormatError(path, None, f"cannot write document {docid!r} of query {qid!r}: "
+                                                      "ids in a TREC run must be words without whitespace")
                 f.write(f"{qid} Q0 {docid} {rank} {float(score)!r} {tag}\n")
 
 

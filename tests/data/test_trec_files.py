@@ -23,6 +23,10 @@ def test_write_run_sorts_breaks_ties_and_round_trips(tmp_path):
     assert ranked({"a": 1.0, "b": 1.0}) == [("b", 1.0), ("a", 1.0)]
     with pytest.raises(ValueError):
         write_run(run, path, tag="two words")
+    for bad in ({"q1": {"doc 1": 1.0}}, {"q 1": {"d": 1.0}}, {"q1": {"": 1.0}}):
+        with pytest.raises(DataFormatError, match="without whitespace"):
+            write_run(bad, path)  # "doc 1" would read back as docid "doc", score 1 (the rank)
+    assert read_run(path) == {"q1": {"x": 0.1 + 0.2}, "q2": {"c": 2.0}}  # the old file is kept
 
 
 def test_read_run_formats(tmp_path):
