@@ -202,11 +202,14 @@ def cmd_retrieve(args: argparse.Namespace) -> int:
     """``rerank retrieve``: BM25 over a corpus, written as a TREC run."""
     from rerankers.retrieval import BM25Config, bm25_retrieve
 
+    tag = args.tag or f"bm25-{args.backend}"
+    if tag.split() != [tag]:  # checked before retrieval, which may take long
+        raise UsageError(f"--tag {tag!r}: a run tag must be one word without whitespace")
     corpus = read_corpus(args.corpus)
     queries, _ = resolve_queries(args.queries)
     config = BM25Config(k1=args.k1, b=args.b, backend=args.backend)
     run = bm25_retrieve(corpus, queries, k=args.k, config=config)
-    write_run(run, args.output, tag=args.tag or f"bm25-{args.backend}")
+    write_run(run, args.output, tag=tag)
     logger.info("wrote %d queries x <= %d documents to %s", len(run), args.k, args.output)
     return 0
 

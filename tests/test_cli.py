@@ -176,6 +176,12 @@ def test_pyserini_backend_names_the_extra(files, capsys):
     assert "pip install 'rerankers[pyserini]'" in msg
 
 
+def test_retrieve_bad_tag(files, capsys):
+    msg = _error(capsys, ["retrieve", "--corpus", str(files / "collection.tsv"), "--queries",
+                          str(files / "queries.tsv"), "--output", str(files / "o.trec"), "--tag", "my run"])
+    assert "--tag 'my run'" in msg and not (files / "o.trec").exists()
+
+
 # ----------------------------------------------------------------------------------------- demo
 def test_demo_on_a_given_folder(files, capsys, tmp_path):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--data", str(files)]) == 0
