@@ -74,16 +74,6 @@ def _run_names(paths: Sequence[str]) -> list[str]:
     return names
 
 
-def _first_stage(args: argparse.Namespace) -> tuple[Run, str, str]:
-    """The run to rerank: ``(run, name, source)`` from the first ``--run`` or from ``--candidates``."""
-    if args.run:
-        return read_run(args.run[0]), _run_names(args.run)[0], args.run[0]
-    if args.candidates:
-        _, run, _ = read_candidates(args.candidates)
-        return run, Path(args.candidates).stem, args.candidates
-    raise UsageError("--model needs a first-stage run: --run FILE or --candidates FILE")
-
-
 def _missing(needed, have: Mapping, what: str, source: str) -> None:
     absent = [x for x in needed if x not in have]
     if absent:
@@ -105,11 +95,16 @@ def load_rerank_inputs(args: argparse.Namespace) -> tuple[Run, dict[str, str], d
     """
     if args.depth is not None and args.depth <= 0:
         raise UsageError(f"--depth must be positive, got {args.depth}")
-    run, _, _ = _first_stage(args)
-    head = truncate_run(run, args.depth)
     cand_queries = cand_docs = None
     if args.candidates:
-        cand_queries, _, cand_docs = read_candidates(args.candidates)
+        cand_queries, cand_run, cand_docs = read_candidates(args.candidates)
+    if args.run:
+        run = read_run(args.run[0])
+    elif args.candidates:
+        run = cand_run
+    else:
+        raise UsageError("--model needs a first-stage run: --run FILE or --candidates FILE")
+    head = truncate_run(run, args.depth)
     qids = sorted(run)
     docids = sorted({d for docs in head.values() for d in docs})
 
@@ -163,7 +158,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         base_name, base_source = (entries[0][0], entries[0][1]) if entries else (Path(args.candidates).stem,
                                                                                   args.candidates)
         if not entries:
-            entries.append((base_name, base_source, read_candidates(args.candidates)[1], {}))
+            entries.append((base_name, base_source, run, {}))
         reranked, throughput = rerank_with_model(args, run, queries, docs)
         if args.output:
             write_run(reranked, args.output, tag=Path(str(args.model)).name.replace(" ", "_") or "rerankers")
