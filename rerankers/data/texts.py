@@ -15,6 +15,7 @@ duplicate ids.
 """
 from __future__ import annotations
 
+import gzip
 import json
 import math
 import os
@@ -122,13 +123,16 @@ def _candidate_entries(p: Path) -> Iterator[tuple[str, int | None, dict]]:
         for lineno, obj in _iter_jsonl(p):
             yield "", lineno, obj
         return
+    opener = gzip.open if p.suffix == ".gz" else open
     try:
-        with open(p, encoding="utf-8-sig") as f:
+        with opener(p, "rt", encoding="utf-8-sig") as f:
             data = json.load(f)
     except json.JSONDecodeError as e:
         raise DataFormatError(p, e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from None
     except UnicodeDecodeError as e:
         raise DataFormatError(p, None, f"not valid UTF-8 text ({e.reason})") from None
+    except (gzip.BadGzipFile, EOFError) as e:
+        raise DataFormatError(p, None, f"cannot read file: {e}") from None
     if not isinstance(data, list):
         raise DataFormatError(p, None, "expected a JSON list of {\"query\", \"hits\"} entries, "
                                        f"found a JSON {type(data).__name__}")

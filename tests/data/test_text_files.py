@@ -1,4 +1,5 @@
 """Queries, corpora and candidates with texts: formats and errors naming file and line/entry."""
+import gzip
 import json
 
 import pytest
@@ -106,6 +107,9 @@ def test_candidates_json_syntax_and_shape(tmp_path):
         read_candidates(js)
     js.write_bytes(b'\xef\xbb\xbf[{"query": "x", "hits": [{"qid": 1, "docid": "d", "content": "t", "score": 1}]}]')
     assert read_candidates(js)[1] == {"1": {"d": 1.0}}  # a byte order mark is not a JSON error
+    gz = tmp_path / "c.json.gz"  # a compressed JSON list, as .gz is accepted everywhere else
+    gz.write_bytes(gzip.compress(b'[{"query": "x", "hits": [{"qid": 1, "docid": "d", "content": "t", "rank": 1}]}]'))
+    assert read_candidates(gz)[1] == {"1": {"d": -1.0}}
 
 
 def test_real_candidates(shared_data):
