@@ -57,7 +57,7 @@ _register(("f1", "set_f"), "f1", "F1", True)
 _register(("hits", "num_rel_ret"), "hits", "Hits", True)
 _register(("ndcg_burges",), "ndcg_burges", "nDCG_Burges", False)
 
-_NEEDS_K = {"precision", "hit_rate"}  # ranx would silently use the whole ranking; trec_eval has no uncut P
+_NEEDS_K = {"precision", "recall", "hit_rate"}  # ranx would silently use the whole ranking; trec_eval has no uncut P/R
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def parse_metric(name: str) -> MetricSpec:
     ranx, display, binary = _BASES[base]
     if k is not None and int(k) <= 0:
         raise UnknownMetricError(f"metric {raw!r}: the cut-off must be a positive integer")
-    if k is None and (ranx in _NEEDS_K or base in ("p", "r", "recall", "map_cut", "ndcg_cut", "p_")):
+    if k is None and (ranx in _NEEDS_K or base in ("map_cut", "ndcg_cut")):
         raise UnknownMetricError(f"metric {raw!r} needs a cut-off, e.g. {display}@10")
     if ranx == "r-precision" and k is not None:
         raise UnknownMetricError(f"metric {raw!r}: Rprec takes no cut-off")
