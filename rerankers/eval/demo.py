@@ -6,6 +6,7 @@ needs no download. Outputs in ``DIR``: ``bm25.trec``, ``reranked.trec`` (with ``
 """
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 from importlib import resources
@@ -43,13 +44,11 @@ def demo_rerank_step(run: Run, queries: Mapping[str, str], docs: Mapping[str, st
     """
     if model is None:
         return None
-    from rerankers.reranker import Reranker
+    from rerankers.eval.rerank_cmd import rerank_with_model  # the same step as `rerank eval --model`
 
-    reranker = Reranker.from_pretrained(model, device=device, dtype=dtype)
-    reranked = reranker.rerank_run(run, queries, docs, depth=max(map(len, run.values()), default=1))
-    st = reranker.last_stats
-    return (f"BM25 >> {Path(str(model)).name}", reranked,
-            {"pairs/s": round(st.model_pairs_per_s, 1), "tokens/s": round(st.model_tokens_per_s, 0)})
+    args = argparse.Namespace(model=model, device=device, dtype=dtype, batch_tokens=None, depth=None)
+    reranked, throughput = rerank_with_model(args, run, queries, docs)  # depth None: every candidate
+    return f"BM25 >> {Path(str(model)).name}", reranked, throughput
 
 
 def run_demo(out_dir: str | os.PathLike = "demo_out", k: int = 100, data_dir: str | os.PathLike | None = None,
