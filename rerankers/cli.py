@@ -146,6 +146,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("give the judgments: --qrels FILE|NAME or --dataset ID")
     if not args.run and not args.candidates:
         raise UsageError("nothing to evaluate: give --run FILE [FILE ...] (or --candidates with --model)")
+    if not 0.0 < args.max_p < 1.0:
+        raise UsageError(f"--max-p must be a significance level between 0 and 1, got {args.max_p:g}")
     qrels, qrels_name = resolve_qrels(args.qrels or args.dataset)
 
     entries: list[tuple[str, str, Run, dict]] = []  # (name, source, run, extra)

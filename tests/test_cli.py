@@ -155,6 +155,8 @@ def test_unknown_metric_and_usage(files, capsys):
                           "--metrics", "nDCG@ten"])
     assert "unknown metric 'nDCG@ten'" in msg
     assert "--qrels" in _error(capsys, ["eval", "--run", str(files / "run.trec")])
+    assert "--max-p must be" in _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels",
+                                               str(files / "qrels.txt"), "--max-p", "5"])
     msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"),
                           "--model", "m"])
     assert "query texts" in msg
