@@ -146,6 +146,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("give the judgments: --qrels FILE|NAME or --dataset ID")
     if not args.run and not args.candidates:
         raise UsageError("nothing to evaluate: give --run FILE [FILE ...] (or --candidates with --model)")
+    if args.run and not args.model and (args.candidates or args.corpus):
+        what = "--candidates" if args.candidates else "--corpus"
+        raise UsageError(f"{what} gives texts to rerank with; it needs --model (or drop it to evaluate --run alone)")
     if not 0.0 < args.max_p < 1.0:
         raise UsageError(f"--max-p must be a significance level between 0 and 1, got {args.max_p:g}")
     qrels, qrels_name = resolve_qrels(args.qrels or args.dataset)

@@ -160,6 +160,9 @@ def test_unknown_metric_and_usage(files, capsys):
     msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"),
                           "--model", "m"])
     assert "query texts" in msg
+    msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"),
+                          "--corpus", str(files / "collection.tsv")])  # texts without a model: not ignored
+    assert "--corpus gives texts to rerank with; it needs --model" in msg
 
 
 def test_missing_texts_for_rerank(files, capsys):
