@@ -31,14 +31,15 @@ def rerank_with_model(args: argparse.Namespace, run: Run, queries: Mapping[str, 
         args: the parsed ``rerank eval`` arguments; the model-related ones are ``model`` (path or
             name), ``device`` (e.g. ``cpu``, ``cuda``; None = automatic), ``dtype`` (``float32``,
             ``bfloat16``, ``float16``; None = bf16 autocast on the GPU, fp32 on the CPU),
-            ``batch_tokens`` (token budget per packed batch; None = 16384), ``depth``.
-        run: first-stage candidates ``{qid: {docid: score}}``, already cut to the top ``depth``.
+            ``batch_tokens`` (token budget per packed batch; None = 16384), ``depth`` (None =
+            every candidate).
+        run: the whole first-stage run ``{qid: {docid: score}}``.
         queries: ``{qid: text}`` for every qid of ``run``.
-        docs: ``{docid: text}`` for every docid of ``run``.
+        docs: ``{docid: text}`` for at least every document in a query's top ``depth``.
 
     Returns:
-        ``(reranked_run, throughput)``: the model's scores ``{qid: {docid: score}}`` for the same
-        pairs, and ``{"pairs/s": ..., "tokens/s": ...}`` (real, unpadded tokens; model time,
+        ``(reranked_run, throughput)``: model scores for each query's top ``depth``, the rest of
+        the run kept below them in first-stage order (:meth:`Reranker.rerank_run`), and ``{"pairs/s": ..., "tokens/s": ...}`` (real, unpadded tokens; model time,
         device-synchronised).
     """
     from rerankers.reranker import Reranker
