@@ -1,25 +1,34 @@
-"""Triton kernels of the varlen selective scan (Mamba-1), packed channel-last layout.
+"""Triton kernels of the varlen selective scan (Mamba-1), forward, packed channel-last layout.
 
-Work unit: one program per (segment, block of BD channels); see :mod:`.segments`.
+Work unit: a *window* of ``W`` consecutive packed tokens (window ``w`` = tokens ``[w*W, w*W + W)``,
+whatever sequences they belong to) times a block of ``BD`` channels. A program walks its window
+in time with the state of its channels in registers, **one channel per thread and all N states
+of that channel in the thread's registers**, so the sum over states is in-thread and no step needs
+a shuffle or a barrier. Sequence boundaries inside a window reset the state (a bit mask per chunk
+of ``BT`` tokens, read from ``cu_seqlens``); nothing is tabulated on the host.
 
-Forward, two launches:
-  1. ``_scan_fwd_kernel[LOCAL_ONLY=True]``: for every segment that is not the last of its
-     sequence, its end state from a zero start and ``sum(delta)`` (the segment's decay is
-     ``exp(A * sum(delta))``). Exits at once where every sequence fits one segment.
-  2. ``_scan_fwd_kernel[LOCAL_ONLY=False]``: start state = carry over the earlier segments of the
-     sequence, then a sequential walk over time with the (BD, N) fp32 state in registers
-     (BT steps unrolled, so that the loads of a chunk are in flight together). Stores the state at
-     every chunk start (fp32) for the backward.
-Backward, two launches:
-  1. ``_scan_bwd_local_kernel``: for every segment that is not the first, the gradient w.r.t. the
-     state entering it from its own tokens: ``sum_t exp(A * cumsum(delta)_t) * g_t C_t``.
-  2. the main backward, one of two variants in :mod:`.scan_bwd_triton` (sequential steps, the
-     default, or chunked associative scans).
+The layout comes from the memory ops: (N, D)-shaped buffers are read and written with the channel
+as the contiguous dimension and an n-stride the compiler cannot see (``do_not_specialize``), and
+the (BT, BD) row tiles use a row stride it cannot see, so it keeps one channel per thread (not
+vectors of channels) and the BT rows of a chunk in that thread's registers.
+
+A sequence that crosses a window boundary is carried, in three launches:
+  1. ``_scan_fwd_local_kernel``: per window whose last sequence goes on past its end, the state at
+     its end from a zero start at ``max(start of that sequence, window start)``, with the sum of
+     delta over that piece (``flag`` 1: the piece starts at a sequence start; 2: the whole window
+     is inside one sequence, so the carry into the window passes through, decayed by
+     ``exp(A * sum(delta))``; 0: nothing goes on).
+  2. ``_scan_chain_kernel``: a sequential pass over the windows per channel block that turns those
+     into the state entering every window (``hin``; also used, reversed, by the backward).
+  3. ``_scan_fwd_kernel``: the walk, from ``hin``; it stores the state at every chunk start
+     (fp32, every ``BT`` tokens) for the backward.
 """
 from __future__ import annotations
 
 import triton
 import triton.language as tl
+
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit
@@ -33,138 +42,198 @@ def _sigmoid(x):
 
 
 @triton.jit
-def _lin_combine(a1, b1, a2, b2):
-    # h = a * h_prev + b; (a1, b1) first in scan order, (a2, b2) second
-    return a1 * a2, a2 * b1 + b2
+def _lower_bound(cu_ptr, S, pos, LOG_S: tl.constexpr):
+    """Smallest p in [0, S] with cu[p] >= pos (cu sorted, cu[S] = T >= pos): a branch-free binary
+    search of ``LOG_S`` halvings (2**LOG_S > S)."""
+    p = pos * 0
+    for k in tl.static_range(LOG_S):
+        q = p + (1 << (LOG_S - 1 - k))
+        c = tl.load(cu_ptr + tl.minimum(q - 1, S))
+        p = tl.where((q - 1 <= S) & (c < pos), q, p)
+    return p
 
 
 @triton.jit
-def _segment(seginfo_ptr, n_seg, cu_ptr, pid, SEG: tl.constexpr):
-    s = tl.load(seginfo_ptr + pid)
-    k = tl.load(seginfo_ptr + n_seg + pid)
-    cbase = tl.load(seginfo_ptr + 2 * n_seg + pid)
-    valid = s >= 0
-    s = tl.maximum(s, 0)
-    seq_start = tl.load(cu_ptr + s)
-    seq_end = tl.load(cu_ptr + s + 1)
-    seg_start = seq_start + k * SEG
-    seg_end = tl.minimum(seq_end, seg_start + SEG)
-    nseg = (seq_end - seq_start + SEG - 1) // SEG
-    return valid, k, cbase, seq_start, seg_start, seg_end, nseg
+def _starts_ahead(cu_ptr, S, p, t0, BT: tl.constexpr):
+    """Bit i of the returned mask is set where token t0 + i starts a sequence. ``p`` is the first
+    index with cu[p] >= t0; returns (mask, first index with cu >= t0 + BT). Empty sequences
+    (repeated entries) just set the same bit again."""
+    sm = t0 * 0
+    c = tl.load(cu_ptr + tl.minimum(p, S))
+    while (p <= S) & (c < t0 + BT):
+        sm = sm | (1 << (c - t0))
+        p += 1
+        c = tl.load(cu_ptr + tl.minimum(p, S))
+    return sm, p
 
 
 @triton.jit
-def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr,
-                     states_ptr, send_ptr, dtsum_ptr, seginfo_ptr, cu_ptr,
-                     stride_u, stride_dl, stride_B, stride_C, stride_z, stride_y,
-                     n_seg, Dm, N,
-                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     SOFTPLUS: tl.constexpr, LOCAL_ONLY: tl.constexpr, SEG: tl.constexpr,
-                     BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, MAXJ: tl.constexpr):
-    pid = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    valid, k, cbase, seq_start, seg_start, seg_end, nseg = _segment(seginfo_ptr, n_seg, cu_ptr, pid, SEG)
-    if LOCAL_ONLY:
-        run = valid & (k < nseg - 1)
-    else:
-        run = valid
-    if run:
-        offs_d = pid_d * BD + tl.arange(0, BD)
-        md = offs_d < Dm
-        offs_n = tl.arange(0, NP)
-        mn = offs_n < N
+def _tile(ptr, rows, stride, offs_d, mask):
+    """(BT, BD) fp32 tile of rows ``rows`` (int64) and channels ``offs_d`` of a row-major buffer."""
+    return tl.load(ptr + rows[:, None] * stride + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _row(tile, rr, i):
+    """Row i (constexpr) of a (BT, BD) tile whose rows sit in each thread's registers."""
+    return tl.sum(tl.where(rr[:, None] == i, tile, 0.0), axis=0)
+
+
+@triton.jit
+def _dt_tile(dl_t, bias, valid, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
+    """delta after bias and softplus; 0 on rows past the window (the state then stays as it is)."""
+    if HAS_BIAS:
+        dl_t = dl_t + bias[None, :]
+    if SOFTPLUS:
+        dl_t = _softplus(dl_t)
+    return tl.where(valid, dl_t, 0.0)
+
+
+@triton.jit
+def _window(T, W: tl.constexpr, BD: tl.constexpr, Dm, N, NP: tl.constexpr):
+    w = tl.program_id(0)
+    w0 = w * W
+    w1 = tl.minimum(w0 + W, T)
+    offs_d = tl.program_id(1) * BD + tl.arange(0, BD)
+    md = offs_d < Dm
+    offs_n = tl.arange(0, NP)
+    mn = offs_n < N
+    return w, w0, w1, offs_d, md, offs_n, mn
+
+
+@triton.jit(do_not_specialize=["s_u", "s_dl", "s_h"])
+def _scan_fwd_local_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, send_ptr, dts_ptr, flag_ptr, cu_ptr,
+                           s_u, s_dl, s_B, s_h, T, Dm, N, S,
+                           HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                           LOG_S: tl.constexpr, W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
+    """Per window: the state at its end of the sequence that goes on past it (from zero at the
+    piece's start), the piece's sum of delta, and the flag (module docstring)."""
+    w, w0, w1, offs_d, md, offs_n, mn = _window(T, W, BD, Dm, N, NP)
+    p = _lower_bound(cu_ptr, S, w1, LOG_S)
+    goes_on = (w1 < T) & (tl.load(cu_ptr + p) != w1)
+    if tl.program_id(1) == 0:
+        last_start = tl.load(cu_ptr + tl.maximum(p - 1, 0))
+        tl.store(flag_ptr + w, tl.where(goes_on, tl.where(last_start >= w0, 1, 2), 0))
+    if goes_on:
+        ps = tl.maximum(tl.load(cu_ptr + p - 1), w0)
         mdn = md[:, None] & mn[None, :]
-        dn_off = offs_d[:, None] * N + offs_n[None, :]
-        A = tl.load(A_ptr + dn_off, mask=mdn, other=0.0).to(tl.float32)
+        hn_off = offs_n[None, :] * s_h + offs_d[:, None]
+        A2 = tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E
         if HAS_BIAS:
             bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-        if HAS_D:
-            Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+        else:
+            bias = tl.zeros([BD], dtype=tl.float32)
         h = tl.zeros([BD, NP], dtype=tl.float32)
-        dtacc = tl.zeros([BD], dtype=tl.float32)
-        if not LOCAL_ONLY:
-            # start state: carry over the earlier (full) segments of this sequence
-            for jj in range(MAXJ):
-                if jj < k:
-                    slot = (seq_start + jj * SEG) // SEG
-                    dts = tl.load(dtsum_ptr + slot * Dm + offs_d, mask=md, other=0.0)
-                    se = tl.load(send_ptr + slot * Dm * N + dn_off, mask=mdn, other=0.0)
-                    h = tl.exp(dts[:, None] * A) * h + se
-        for c in range(SEG // BT):
-            t0 = seg_start + c * BT
-            if t0 < seg_end:
-                if not LOCAL_ONLY:
-                    slot_c = (cbase + k * (SEG // BT) + c).to(tl.int64)
-                    tl.store(states_ptr + slot_c * Dm * N + dn_off, h, mask=mdn)
+        dts = tl.zeros([BD], dtype=tl.float32)
+        rr = tl.arange(0, BT)
+        for c in range(W // BT):  # (a static trip count: the interpreter needs one)
+            t0 = ps + c * BT
+            if t0 < w1:
+                rows = t0 + rr
+                valid = (rows < w1)[:, None]
+                r64 = rows.to(tl.int64)
+                m2 = valid & md[None, :]
+                u_t = _tile(u_ptr, r64, s_u, offs_d, m2)
+                dt_t = _dt_tile(_tile(dl_ptr, r64, s_dl, offs_d, m2), bias, valid, HAS_BIAS, SOFTPLUS)
                 for i in tl.static_range(BT):
-                    t = t0 + i
-                    m = t < seg_end
-                    t64 = t.to(tl.int64)
-                    u = tl.load(u_ptr + t64 * stride_u + offs_d, mask=md & m, other=0.0).to(tl.float32)
-                    dt = tl.load(dl_ptr + t64 * stride_dl + offs_d, mask=md & m, other=0.0).to(tl.float32)
-                    Bt = tl.load(B_ptr + t64 * stride_B + offs_n, mask=mn & m, other=0.0).to(tl.float32)
-                    if HAS_BIAS:
-                        dt = dt + bias
-                    if SOFTPLUS:
-                        dt = _softplus(dt)
-                    dt = tl.where(m, dt, 0.0)
-                    if LOCAL_ONLY:
-                        dtacc += dt
-                    h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bt[None, :]
-                    if not LOCAL_ONLY:
-                        Ct = tl.load(C_ptr + t64 * stride_C + offs_n, mask=mn & m, other=0.0).to(tl.float32)
-                        y = tl.sum(h * Ct[None, :], axis=1)
-                        if HAS_D:
-                            y += Dv * u
-                        if HAS_Z:
-                            zz = tl.load(z_ptr + t64 * stride_z + offs_d, mask=md & m, other=0.0).to(tl.float32)
-                            y = y * zz * _sigmoid(zz)
-                        tl.store(y_ptr + t64 * stride_y + offs_d, y, mask=md & m)
-        if LOCAL_ONLY:
-            slot = seg_start // SEG
-            tl.store(send_ptr + slot * Dm * N + dn_off, h, mask=mdn)
-            tl.store(dtsum_ptr + slot * Dm + offs_d, dtacc, mask=md)
+                    m = t0 + i < w1
+                    dt = _row(dt_t, rr, i)
+                    Bt = tl.load(B_ptr + (t0 + i).to(tl.int64) * s_B + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                    dts += dt
+                    h = tl.exp2(dt[:, None] * A2) * h + (dt * _row(u_t, rr, i))[:, None] * Bt[None, :]
+        tl.store(send_ptr + w.to(tl.int64) * Dm * N + hn_off, h, mask=mdn)
+        tl.store(dts_ptr + w.to(tl.int64) * Dm + offs_d, dts, mask=md)
 
 
-@triton.jit
-def _scan_bwd_local_kernel(dy_ptr, dl_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, gin_ptr, seginfo_ptr, cu_ptr,
-                           stride_dy, stride_dl, stride_C, stride_z, n_seg, Dm, N,
-                           HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                           SEG: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
-    pid = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    valid, k, cbase, seq_start, seg_start, seg_end, nseg = _segment(seginfo_ptr, n_seg, cu_ptr, pid, SEG)
-    if valid & (k > 0):
-        offs_d = pid_d * BD + tl.arange(0, BD)
-        md = offs_d < Dm
-        offs_n = tl.arange(0, NP)
-        mn = offs_n < N
-        mdn = md[:, None] & mn[None, :]
-        dn_off = offs_d[:, None] * N + offs_n[None, :]
-        A = tl.load(A_ptr + dn_off, mask=mdn, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-        G = tl.zeros([BD, NP], dtype=tl.float32)
-        cum = tl.zeros([BD], dtype=tl.float32)
-        for c in range(SEG // BT):
-            t0 = seg_start + c * BT
-            if t0 < seg_end:
-                for i in tl.static_range(BT):
-                    t = t0 + i
-                    m = t < seg_end
-                    t64 = t.to(tl.int64)
-                    dt = tl.load(dl_ptr + t64 * stride_dl + offs_d, mask=md & m, other=0.0).to(tl.float32)
-                    g = tl.load(dy_ptr + t64 * stride_dy + offs_d, mask=md & m, other=0.0).to(tl.float32)
-                    Ct = tl.load(C_ptr + t64 * stride_C + offs_n, mask=mn & m, other=0.0).to(tl.float32)
-                    if HAS_BIAS:
-                        dt = dt + bias
-                    if SOFTPLUS:
-                        dt = _softplus(dt)
-                    dt = tl.where(m, dt, 0.0)
-                    if HAS_Z:
-                        zz = tl.load(z_ptr + t64 * stride_z + offs_d, mask=md & m, other=0.0).to(tl.float32)
-                        g = g * zz * _sigmoid(zz)
-                    cum += dt
-                    G += tl.exp(cum[:, None] * A) * g[:, None] * Ct[None, :]
-        slot = seg_start // SEG
-        tl.store(gin_ptr + slot * Dm * N + dn_off, G, mask=mdn)
+@triton.jit(do_not_specialize=["s_h"])
+def _scan_chain_kernel(vec_ptr, dts_ptr, flag_ptr, A_ptr, out_ptr, s_h, n_win, Dm, N,
+                       REVERSE: tl.constexpr, G: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
+    """Carries over windows, one program per channel block, sequential over the windows (G windows'
+    loads issued together, then G updates).
+
+    Forward:  out[0] = 0, out[w+1] = (flag[w] == 2 ? exp(A*dts[w]) * out[w] : 0) + (flag[w] ? vec[w] : 0)
+    Reverse:  out[n-1] = 0, out[w-1] = (flag[w] == 2 ? exp(A*dts[w]) * out[w] : 0) + (flag[w] ? vec[w] : 0)
+    (n, D) buffers are (n_win, N, Dm) with the n-stride ``s_h``.
+    """
+    offs_d = tl.program_id(0) * BD + tl.arange(0, BD)
+    md = offs_d < Dm
+    offs_n = tl.arange(0, NP)
+    mdn = md[:, None] & (offs_n < N)[None, :]
+    hn_off = offs_n[None, :] * s_h + offs_d[:, None]
+    A2 = tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E
+    h = tl.zeros([BD, NP], dtype=tl.float32)
+    first = n_win - 1 if REVERSE else 0
+    tl.store(out_ptr + first * Dm * N + hn_off, h, mask=mdn)
+    j0 = n_win * 0
+    while j0 < n_win - 1:
+        fs = ()
+        vs = ()
+        ds = ()
+        for g in tl.static_range(G):
+            j = j0 + g
+            w = n_win - 1 - j if REVERSE else j
+            f = tl.load(flag_ptr + w, mask=j < n_win - 1, other=0)
+            fs = fs + (f,)
+            vs = vs + (tl.load(vec_ptr + w.to(tl.int64) * Dm * N + hn_off, mask=mdn & (f > 0), other=0.0),)
+            ds = ds + (tl.load(dts_ptr + w.to(tl.int64) * Dm + offs_d, mask=md & (f == 2), other=0.0),)
+        for g in tl.static_range(G):
+            j = j0 + g
+            w = n_win - 1 - j if REVERSE else j
+            dst = w - 1 if REVERSE else w + 1
+            h = tl.where(fs[g] == 2, tl.exp2(ds[g][:, None] * A2) * h, 0.0) + vs[g]
+            tl.store(out_ptr + dst.to(tl.int64) * Dm * N + hn_off, h, mask=mdn & (j < n_win - 1))
+        j0 += G
+
+
+@triton.jit(do_not_specialize=["s_u", "s_dl", "s_z", "s_y", "s_h"])
+def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr,
+                     hin_ptr, states_ptr, cu_ptr,
+                     s_u, s_dl, s_B, s_C, s_z, s_y, s_h, T, Dm, N, S,
+                     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
+                     NP: tl.constexpr):
+    """The forward walk of one window from the state entering it (``hin``)."""
+    w, w0, w1, offs_d, md, offs_n, mn = _window(T, W, BD, Dm, N, NP)
+    mdn = md[:, None] & mn[None, :]
+    hn_off = offs_n[None, :] * s_h + offs_d[:, None]
+    A2 = tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros([BD], dtype=tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    h = tl.load(hin_ptr + w.to(tl.int64) * Dm * N + hn_off, mask=mdn, other=0.0)
+    p = _lower_bound(cu_ptr, S, w0, LOG_S)
+    rr = tl.arange(0, BT)
+    for c in range(W // BT):
+        t0 = w0 + c * BT
+        if t0 < w1:
+            tl.store(states_ptr + (t0 // BT).to(tl.int64) * Dm * N + hn_off, h, mask=mdn)
+            rows = t0 + rr
+            valid = (rows < w1)[:, None]
+            r64 = rows.to(tl.int64)
+            m2 = valid & md[None, :]
+            u_t = _tile(u_ptr, r64, s_u, offs_d, m2)
+            dt_t = _dt_tile(_tile(dl_ptr, r64, s_dl, offs_d, m2), bias, valid, HAS_BIAS, SOFTPLUS)
+            if HAS_Z:
+                z_t = _tile(z_ptr, r64, s_z, offs_d, m2)
+                gate_t = z_t * _sigmoid(z_t)
+            sm, p = _starts_ahead(cu_ptr, S, p, t0, BT)
+            y_t = tl.zeros([BT, BD], dtype=tl.float32)
+            for i in tl.static_range(BT):
+                m = t0 + i < w1
+                t64 = (t0 + i).to(tl.int64)
+                Bt = tl.load(B_ptr + t64 * s_B + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                Ct = tl.load(C_ptr + t64 * s_C + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                dt = _row(dt_t, rr, i)
+                u = _row(u_t, rr, i)
+                h = tl.where(((sm >> i) & 1) != 0, 0.0, h)
+                h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bt[None, :]
+                y = tl.sum(h * Ct[None, :], axis=1)
+                if HAS_D:
+                    y += Dv * u
+                if HAS_Z:
+                    y = y * _row(gate_t, rr, i)
+                y_t = tl.where(rr[:, None] == i, y[None, :], y_t)
+            tl.store(y_ptr + r64[:, None] * s_y + offs_d[None, :], y_t, mask=m2)

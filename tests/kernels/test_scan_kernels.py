@@ -18,12 +18,14 @@ from rerankers.kernels import (
 )
 from rerankers.kernels.scan_op import ScanConfig, selective_scan_triton
 
-# small tiles so that tiny shapes cross chunk (BT=8), segment (32 tokens) and channel-block edges
-CFG = ScanConfig(block_t=8, seg_len=32, bd_fwd=16, bd_bwd=16, warps_fwd=1, warps_bwd=1, time_in_thread=True, scratch=True)
-# the other backward variant: (BD, N) register tiles instead of the per-program scratch
-CFG_TILES = ScanConfig(block_t=8, seg_len=32, bd_fwd=16, bd_bwd=16, warps_fwd=1, warps_bwd=1)
-# the sequential backward (states recomputed into a per-program scratch, no scans)
-CFG_SEQ = ScanConfig(block_t=8, seg_len=32, bd_fwd=16, bd_bwd=16, warps_fwd=1, warps_bwd=1, bwd_seq=True)
+# small windows so that tiny shapes cross chunk (8 tokens) and window edges, with other windows in
+# the backward than in the forward; 32 channels per program (one warp)
+CFG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1)
+# windows of one or two 4-token chunks: long chains of carried windows (more than the carry
+# pass's group of 8)
+CFG_SMALL = ScanConfig(window=8, window_bwd=4, block_t=4, warps=1, warps_bwd=1)
+# one window holds several whole sequences
+CFG_WIDE = ScanConfig(window=64, window_bwd=128, block_t=8, warps=1, warps_bwd=1)
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -85,7 +87,7 @@ def test_triton_matches_direct_loop_one_sequence():
     assert rel(y, direct_loop(*[x.double() for x in xs])) < 1e-5
 
 
-# lengths around the chunk (8) and segment (32) edges, several chunks and segments, random splits
+# lengths around the chunk (8) and window (16, 24) edges, several chunks and windows, random splits
 LENGTHS = {
     "edges": [1, 7, 8, 9, 31, 32, 33],
     "several_segments": [70, 3, 41],
@@ -93,14 +95,16 @@ LENGTHS = {
 }
 
 
-@pytest.mark.parametrize("case,cfg", [(c, CFG) for c in LENGTHS] + [("random", CFG_TILES), ("several_segments", CFG_SEQ), ("edges", CFG_SEQ)])
+@pytest.mark.parametrize("case,cfg", [(c, CFG) for c in LENGTHS] + [("random", CFG_SMALL), ("several_segments", CFG_SMALL),
+                                                                     ("edges", CFG_WIDE)])
 def test_triton_equals_reference_output_and_every_gradient(case, cfg):
     lengths = LENGTHS[case]
     if lengths is None:
         g = torch.Generator().manual_seed(7)
         cuts = sorted(torch.randperm(127, generator=g)[:6].add(1).tolist())
         lengths = [b - a for a, b in zip([0] + cuts, cuts + [128])]
-    T, Dm, N = sum(lengths), 24, 4
+    # 40 channels: a full block of 32 and a partial one
+    T, Dm, N = sum(lengths), 40 if cfg is CFG else 24, 4
     cu = cu_of(lengths)
     xs = make(T, Dm, N, seed=len(case))
     y = selective_scan_triton(*xs, cu, config=cfg)
@@ -217,7 +221,7 @@ def test_custom_op_opcheck():
     lengths = [5, 12]
     cu = cu_of(lengths)
     xs = [x.detach() for x in make(sum(lengths), 8, 4, seed=6)]
-    args = (*xs, cu, True, CFG.block_t, CFG.seg_len, CFG.bd_fwd, CFG.warps_fwd, CFG.bd_bwd, CFG.warps_bwd, True, True, False)
+    args = (*xs, cu, True, CFG.window, CFG.block_t, CFG.warps, CFG.window_bwd, CFG.warps_bwd)
     torch.library.opcheck(torch.ops.rerankers.selective_scan_fwd.default, args,
                           test_utils=("test_schema", "test_faketensor"))
 
