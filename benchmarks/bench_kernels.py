@@ -94,14 +94,15 @@ def compare(name: str, got: torch.Tensor, ref: torch.Tensor, rtol=3e-2, atol=5e-
     return dict(name=name, nan=nan, rel_norm_err=rel, allclose=close, frac_outside=frac)
 
 
-def check_scan(tag: str, lengths: list[int], D: int, N: int = 16, dtype=torch.bfloat16, seed: int = 1) -> bool:
+def check_scan(tag: str, lengths: list[int], D: int, N: int = 16, dtype=torch.bfloat16, seed: int = 1,
+               cfg: ScanConfig | None = None) -> bool:
     T = sum(lengths)
     cu = cu_of(lengths)
     xs = scan_inputs(T, D, N, dtype, seed)
     leaves = [x.detach().clone().requires_grad_() for x in xs]
     ref_leaves = [x.detach().float().clone().requires_grad_() for x in xs]
     poison(12 * T * D * 4)
-    y = selective_scan_triton(*leaves, cu, config=CFG)
+    y = selective_scan_triton(*leaves, cu, config=cfg or CFG)
     g = torch.randn(y.shape, device=DEV, dtype=torch.float32).to(y.dtype)
     poison(12 * T * D * 4)
     grads = torch.autograd.grad(y, leaves, g)
@@ -330,26 +331,29 @@ def main() -> int:
             json.dump(RESULTS, f, indent=1)
     global CFG
     if "configs" in parts:
-        pack32 = msmarco_lengths(gen, 32768)
-        best = None
-        # (block_t, seg_len, bd_fwd, bd_bwd, warps_fwd, warps_bwd, time_in_thread, scratch, bwd_seq)
-        for c in [(8, 256, 128, 128, 4, 4, True, False, False), (8, 256, 128, 128, 4, 4, True, True, False),
-                  (8, 256, 64, 64, 2, 2, True, True, False),
-                  (8, 256, 128, 64, 4, 2, False, False, True), (8, 256, 128, 128, 4, 4, False, False, True),
-                  (16, 256, 128, 64, 4, 4, False, False, True), (8, 256, 128, 32, 4, 1, False, False, True)]:
+        # ScanConfig(window, window_bwd, block_t, warps, warps_bwd); window 0 = picked from T and D
+        cands = [(0, 0, 8, 4, 4), (64, 64, 8, 4, 4), (128, 128, 8, 4, 4), (256, 256, 8, 4, 4),
+                 (0, 0, 8, 2, 2), (0, 0, 8, 4, 2), (0, 0, 4, 4, 4), (0, 0, 16, 4, 4)]
+        shapes = [("msmarco 8K", msmarco_lengths(gen, 8192), 1536), ("msmarco 32K", msmarco_lengths(gen, 32768), 1536),
+                  ("B8xL2048", [2048] * 8, 1536)]
+        totals = {}
+        for c in cands:
             cfg = ScanConfig(*c)
-            try:
-                r = time_scan(f"cfg {c}", pack32, 1536, cfg=cfg)
-                RESULTS["configs"].append(dict(cfg=cfg.__dict__, fwd_ms=r["fwd_ms"], fwdbwd_ms=r["fwdbwd_ms"]))
-                if best is None or r["fwdbwd_ms"] < best[1]:
-                    best = (cfg, r["fwdbwd_ms"])
-            except Exception as e:
-                log(f"cfg {c}: ERROR {type(e).__name__}: {str(e)[:200]}")
-        if best is not None:
-            CFG = best[0]
-            with open(args.cfg_json, "w") as f:
-                json.dump(CFG.__dict__, f)
-            log(f"best config {CFG} ({best[1]:.3f} ms fwd+bwd at 32K)")
+            for tag, lens, D in shapes:
+                try:
+                    r = time_scan(f"cfg {c} {tag}", lens, D, cfg=cfg)
+                    RESULTS["configs"].append(dict(cfg=cfg.__dict__, shape=tag, fwd_ms=r["fwd_ms"],
+                                                   fwdbwd_ms=r["fwdbwd_ms"]))
+                    totals[c] = totals.get(c, 0.0) + r["fwdbwd_ms"] / len(shapes)
+                except Exception as e:
+                    log(f"cfg {c} {tag}: ERROR {type(e).__name__}: {str(e)[:300]}")
+                    totals[c] = float("inf")
+            save()
+        best = min(totals, key=totals.get)
+        CFG = ScanConfig(*best)
+        with open(args.cfg_json, "w") as f:
+            json.dump(CFG.__dict__, f)
+        log(f"best config {CFG} (mean fwd+bwd over the config shapes {totals[best]:.3f} ms)")
         save()
     elif os.path.exists(args.cfg_json):
         with open(args.cfg_json) as f:
@@ -362,6 +366,10 @@ def main() -> int:
         all_ok &= check_scan("msmarco-pack 8K D2048", msmarco_lengths(gen, 8192), 2048, seed=2)
         all_ok &= check_scan("2x2048 + ragged", [2048, 2048, 1, 255, 257, 513], 1536, seed=3)
         all_ok &= check_scan("1x16384 (D512)", [16384], 512, seed=4)
+        # small windows: many carried windows (chains longer than the carry pass's group of 8),
+        # other windows in the backward than in the forward, 3 channel blocks of 64
+        all_ok &= check_scan("ragged, windows 32/48, 2 warps", [1000, 1, 2, 700, 33, 64, 2300], 192, seed=7,
+                             cfg=ScanConfig(32, 48, 8, 2, 2))
         all_ok &= check_scan("fp32 msmarco 4K", msmarco_lengths(gen, 4096), 1536, dtype=torch.float32, seed=5)
         all_ok &= check_conv(msmarco_lengths(gen, 8192), 1536)
         all_ok &= check_compile()
@@ -381,7 +389,7 @@ def main() -> int:
         save()
     if "mamba" in parts and args.mamba_ext:
         sys.path.insert(0, args.mamba_ext)
-        for _ in range(60):  # a background build may still be finishing
+        for _ in range(240):  # a background build may still be finishing
             if os.path.exists(os.path.join(args.mamba_ext, "selective_scan_cuda.so")):
                 break
             time.sleep(2)

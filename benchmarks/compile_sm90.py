@@ -1,0 +1,95 @@
+"""Compile the Triton kernels for sm_90 on a machine without a GPU and report what ptxas made of them.
+
+Triton's bundled ptxas compiles for Hopper anywhere, so registers, spills, barriers and shuffles
+(the things that decide whether a layout change paid off) can be checked before any device time is
+spent. Usage: ``PYTHONPATH=. python benchmarks/compile_sm90.py [--warps 4] [--block-t 8] [--sass DIR]``.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import subprocess
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+log = logging.getLogger("compile_sm90")
+
+PTR_INT = {"cu_ptr", "flag_ptr"}
+PTR_FP32 = {"A_ptr", "states_ptr", "hin_ptr", "send_ptr", "dts_ptr", "gin_ptr", "gout_ptr", "vec_ptr", "out_ptr",
+            "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "D_ptr", "bias_ptr", "dw_ptr", "db_ptr", "w_ptr",
+            "b_ptr"}
+
+
+def compile_kernel(fn, consts: dict, warps: int, dtype: str = "bf16"):
+    """Compile ``fn`` with bf16 activations, fp32 parameters/buffers, int32 scalars; pointers and
+    unmarked integers get Triton's usual 16-divisibility unless the kernel says do_not_specialize."""
+    sig, attrs, cst = {}, {}, {}
+    nospec = set(getattr(fn, "do_not_specialize", ()) or ())
+    names = fn.arg_names
+    for i, n in enumerate(names):
+        if n in consts:
+            sig[n] = "constexpr"
+            cst[(i,)] = consts[n]
+        elif n.endswith("_ptr"):
+            sig[n] = "*i32" if n in PTR_INT else ("*fp32" if n in PTR_FP32 else f"*{dtype}")
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        else:
+            sig[n] = "i32"
+            if n not in nospec and n not in ("T", "S", "n_win", "N") and not n.startswith("one"):
+                attrs[(i,)] = [["tt.divisibility", 16]]
+    return triton.compile(ASTSource(fn, sig, cst, attrs), target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=warps))
+
+
+def report(name: str, k, sass_dir: str | None) -> dict:
+    bindir = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin")
+    path = f"/tmp/{name}.cubin"
+    with open(path, "wb") as f:
+        f.write(k.asm["cubin"])
+    usage = subprocess.run([os.path.join(bindir, "cuobjdump"), "--dump-resource-usage", path],
+                           capture_output=True, text=True).stdout
+    regs = int(re.search(r"REG:(\d+)", usage).group(1))
+    local = int(re.search(r"LOCAL:(\d+)", usage).group(1))
+    sass = subprocess.run([os.path.join(bindir, "cuobjdump"), "-sass", path], capture_output=True, text=True).stdout
+    if sass_dir:
+        os.makedirs(sass_dir, exist_ok=True)
+        with open(os.path.join(sass_dir, name + ".sass"), "w") as f:
+            f.write(sass)
+    row = dict(kernel=name, regs=regs, local_bytes=local, bar=sass.count("BAR.SYNC"), shfl=sass.count("SHFL"),
+               ex2=sass.count("MUFU.EX2"), atom=len(re.findall(r"\bREDG?\.|\bATOMG?\.", sass)),
+               instr=len(re.findall(r"^\s+/\*[0-9a-f]+\*/", sass, re.M)))
+    log.info("%-22s regs %3d  local %5d B  bar %3d  shfl %4d  ex2 %4d  red/atom %3d  instr %5d", *row.values())
+    return row
+
+
+def main() -> None:
+    from rerankers.kernels import conv_triton, scan_bwd_triton, scan_triton
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--warps", type=int, default=4)
+    ap.add_argument("--block-t", type=int, default=8)
+    ap.add_argument("--window", type=int, default=128)
+    ap.add_argument("--sass", default=None, help="folder to write each kernel's SASS into")
+    a = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    base = dict(LOG_S=7, W=a.window, BT=a.block_t, BD=32 * a.warps, NP=16, HAS_BIAS=True, SOFTPLUS=True)
+    full = dict(base, HAS_D=True, HAS_Z=True)
+    todo = [
+        ("fwd_local", scan_triton._scan_fwd_local_kernel, base, a.warps),
+        ("fwd", scan_triton._scan_fwd_kernel, full, a.warps),
+        ("chain", scan_triton._scan_chain_kernel, dict(REVERSE=False, G=8, BD=32, NP=16), 1),
+        ("bwd_local", scan_bwd_triton._scan_bwd_local_kernel, dict(base, HAS_Z=True), a.warps),
+        ("bwd", scan_bwd_triton._scan_bwd_kernel, full, a.warps),
+        ("conv_fwd", conv_triton._conv_fwd_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=32, BD=128), 4),
+        ("conv_bwd", conv_triton._conv_bwd_kernel, dict(W=4, WP=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=32,
+                                                        BD=128), 4),
+    ]
+    for name, fn, consts, warps in todo:
+        report(name, compile_kernel(fn, {k: v for k, v in consts.items() if k in fn.arg_names}, warps), a.sass)
+
+
+if __name__ == "__main__":
+    main()
