@@ -53,16 +53,23 @@ def report(name: str, k, sass_dir: str | None) -> dict:
     usage = subprocess.run([os.path.join(bindir, "cuobjdump"), "--dump-resource-usage", path],
                            capture_output=True, text=True).stdout
     regs = int(re.search(r"REG:(\d+)", usage).group(1))
-    local = int(re.search(r"LOCAL:(\d+)", usage).group(1))
+    # spills as ptxas reports them (Triton's n_spills on the GPU): compile the PTX again with -v
+    ptx = f"/tmp/{name}.ptx"
+    with open(ptx, "w") as f:
+        f.write(k.asm["ptx"])
+    arch = re.search(r"\.target\s+(sm_\w+)", k.asm["ptx"]).group(1)
+    pv = subprocess.run([os.path.join(bindir, "ptxas"), f"-arch={arch}", "-v", ptx, "-o", "/dev/null"],
+                        capture_output=True, text=True).stderr
+    local = int(re.search(r"(\d+) bytes spill stores", pv).group(1)) if "spill stores" in pv else -1
     sass = subprocess.run([os.path.join(bindir, "cuobjdump"), "-sass", path], capture_output=True, text=True).stdout
     if sass_dir:
         os.makedirs(sass_dir, exist_ok=True)
         with open(os.path.join(sass_dir, name + ".sass"), "w") as f:
             f.write(sass)
-    row = dict(kernel=name, regs=regs, local_bytes=local, bar=sass.count("BAR.SYNC"), shfl=sass.count("SHFL"),
+    row = dict(kernel=name, regs=regs, spill_bytes=local, bar=sass.count("BAR.SYNC"), shfl=sass.count("SHFL"),
                ex2=sass.count("MUFU.EX2"), atom=len(re.findall(r"\bREDG?\.|\bATOMG?\.", sass)),
                instr=len(re.findall(r"^\s+/\*[0-9a-f]+\*/", sass, re.M)))
-    log.info("%-22s regs %3d  local %5d B  bar %3d  shfl %4d  ex2 %4d  red/atom %3d  instr %5d", *row.values())
+    log.info("%-22s regs %3d  spill %5d B  bar %3d  shfl %4d  ex2 %4d  red/atom %3d  instr %5d", *row.values())
     return row
 
 
@@ -72,6 +79,7 @@ def main() -> None:
     ap.add_argument("--warps", type=int, default=4)
     ap.add_argument("--block-t", type=int, default=8)
     ap.add_argument("--window", type=int, default=128)
+    ap.add_argument("--bwd-history", type=int, default=4)
     ap.add_argument("--sass", default=None, help="folder to write each kernel's SASS into")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -82,7 +90,7 @@ def main() -> None:
         ("fwd", scan_triton._scan_fwd_kernel, full, a.warps),
         ("chain", scan_triton._scan_chain_kernel, dict(REVERSE=False, G=8, BD=32, NP=16), 1),
         ("bwd_local", scan_bwd_triton._scan_bwd_local_kernel, dict(base, HAS_Z=True), a.warps),
-        ("bwd", scan_bwd_triton._scan_bwd_kernel, full, a.warps),
+        ("bwd", scan_bwd_triton._scan_bwd_kernel, dict(full, BH=a.bwd_history, BFLY=True), a.warps),
         ("conv_fwd", conv_triton._conv_fwd_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=32, BD=128), 4),
         ("conv_bwd", conv_triton._conv_bwd_kernel, dict(W=4, WP=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=32,
                                                         BD=128), 4),

@@ -37,7 +37,7 @@ def interpreting() -> bool:
 
 # measured on an H100 (benchmarks/KERNEL_NOTES.md)
 DEFAULT_CONFIG = ScanConfig()
-INTERPRET_CONFIG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1)
+INTERPRET_CONFIG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1, bwd_history=4)
 CHAIN_GROUP = 8  # windows whose loads the carry pass issues together
 
 KERNEL_STATS: dict = {}  # last launch per kernel: registers / spills (benchmark notes)
@@ -97,9 +97,9 @@ def _chain(vec: Tensor, dts: Tensor, flag: Tensor, A_t: Tensor, reverse: bool) -
 def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
                        delta_softplus: bool, window: int, block_t: int, warps: int, window_bwd: int,
-                       warps_bwd: int) -> tuple[Tensor, Tensor]:
+                       warps_bwd: int, bwd_history: int) -> tuple[Tensor, Tensor]:
     """Returns y (T, D) and the state before every chunk of block_t tokens, (cdiv(T, block_t), N, D) fp32.
-    (window_bwd and warps_bwd are kept for the backward.)"""
+    (window_bwd, warps_bwd and bwd_history are kept for the backward.)"""
     from .scan_triton import _scan_fwd_kernel, _scan_fwd_local_kernel
     u, delta, B, C, z = (_rowmajor(t) for t in (u, delta, B, C, z))
     T, Dm = u.shape
@@ -134,7 +134,7 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
 
 @selective_scan_fwd.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, window, block_t, warps, window_bwd,
-      warps_bwd):
+      warps_bwd, bwd_history):
     T, Dm = u.shape
     return u.new_empty((T, Dm)), u.new_empty((cdiv(T, block_t), A.shape[1], Dm), dtype=torch.float32)
 
@@ -143,7 +143,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, window, b
 def selective_scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                        D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
                        cu_seqlens: Tensor, states: Tensor, delta_softplus: bool, window: int, block_t: int,
-                       warps: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                       warps: int, bwd_history: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns du, ddelta, dA, dB, dC, dD, dz, ddelta_bias (empty tensors for absent inputs)."""
     from .scan_bwd_triton import _scan_bwd_kernel, _scan_bwd_local_kernel
     dy, u, delta, B, C, z = (_rowmajor(t) for t in (dy, u, delta, B, C, z))
@@ -181,7 +181,7 @@ def selective_scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tenso
             du, ddelta, dzp, dB, dC, dA_t, dD, dbias,
             dy.stride(0), u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0),
             du.stride(0), ddelta.stride(0), dzp.stride(0), Dm, T, Dm, N, S,
-            HAS_D=D is not None, **consts)
+            HAS_D=D is not None, BH=bwd_history, BFLY=_next_pow2(N) == 16 and not interpreting(), **consts)
         _record("bwd", k)
     else:
         du.zero_(), ddelta.zero_(), dz.zero_()
@@ -191,7 +191,8 @@ def selective_scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tenso
 
 
 @selective_scan_bwd.register_fake
-def _(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplus, window, block_t, warps):
+def _(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplus, window, block_t, warps,
+      bwd_history):
     e = u.new_empty((0,))
     return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), torch.empty_like(D) if D is not None else e,
@@ -201,10 +202,10 @@ def _(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplu
 
 def _setup_context(ctx, inputs, output):
     (u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, _, block_t, _, window_bwd,
-     warps_bwd) = inputs
+     warps_bwd, bwd_history) = inputs
     _, states = output
     ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states)
-    ctx.cfg = (delta_softplus, window_bwd, block_t, warps_bwd)
+    ctx.cfg = (delta_softplus, window_bwd, block_t, warps_bwd, bwd_history)
     ctx.has = (D is not None, z is not None, delta_bias is not None)
 
 
@@ -214,7 +215,7 @@ def _backward(ctx, dy, _ds):
         dy.contiguous(), u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, *ctx.cfg)
     has_D, has_z, has_bias = ctx.has
     return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None,
-            dbias if has_bias else None, None, None, None, None, None, None, None)
+            dbias if has_bias else None, None, None, None, None, None, None, None, None)
 
 
 selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -231,6 +232,8 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
     for name in ("window", "window_bwd"):
         if getattr(cfg, name) % cfg.block_t:
             raise ValueError(f"{name} {getattr(cfg, name)} must be a multiple of block_t {cfg.block_t}")
+    if cfg.block_t % cfg.bwd_history:
+        raise ValueError(f"bwd_history {cfg.bwd_history} must divide block_t {cfg.block_t}")
     y, _ = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus,
-                              cfg.window, cfg.block_t, cfg.warps, cfg.window_bwd, cfg.warps_bwd)
+                              cfg.window, cfg.block_t, cfg.warps, cfg.window_bwd, cfg.warps_bwd, cfg.bwd_history)
     return y
