@@ -166,7 +166,10 @@ def check_compile() -> bool:
             g1 = torch.autograd.grad(l1, xs + [w])
             l0 = f(*xs, w)
             g0 = torch.autograd.grad(l0, xs + [w])
-            good = bool(torch.allclose(l0, l1)) and all(torch.allclose(a.float(), b.float()) for a, b in zip(g0, g1))
+            # dB, dC, dA are summed with fp32 atomics in no fixed order: two runs differ by rounding,
+            # and a bf16 gradient by an ulp or so
+            good = bool(torch.allclose(l0, l1, rtol=1e-4)) and all(
+                torch.allclose(a.float(), b.float(), rtol=2e-2, atol=1e-3) for a, b in zip(g0, g1))
         except Exception as e:  # report, do not hide
             log(f"compile {backend}: ERROR {type(e).__name__}: {str(e)[:300]}")
             good = False
@@ -331,9 +334,9 @@ def main() -> int:
             json.dump(RESULTS, f, indent=1)
     global CFG
     if "configs" in parts:
-        # ScanConfig(window, window_bwd, block_t, warps, warps_bwd); window 0 = picked from T and D
-        cands = [(0, 0, 8, 4, 4), (64, 64, 8, 4, 4), (128, 128, 8, 4, 4), (256, 256, 8, 4, 4),
-                 (0, 0, 8, 2, 2), (0, 0, 8, 4, 2), (0, 0, 4, 4, 4), (0, 0, 16, 4, 4)]
+        # ScanConfig(window, window_bwd, block_t, warps, warps_bwd, bwd_history); window 0 = from T and D
+        cands = [(0, 0, 8, 4, 4, 4), (0, 0, 8, 4, 4, 2), (0, 0, 8, 4, 4, 8), (0, 0, 4, 4, 4, 4), (0, 0, 4, 4, 4, 2),
+                 (0, 0, 8, 4, 2, 4), (0, 0, 4, 4, 2, 4), (128, 128, 8, 4, 4, 4), (256, 256, 4, 4, 4, 4)]
         shapes = [("msmarco 8K", msmarco_lengths(gen, 8192), 1536), ("msmarco 32K", msmarco_lengths(gen, 32768), 1536),
                   ("B8xL2048", [2048] * 8, 1536)]
         totals = {}
@@ -370,6 +373,7 @@ def main() -> int:
         # other windows in the backward than in the forward, 3 channel blocks of 64
         all_ok &= check_scan("ragged, windows 32/48, 2 warps", [1000, 1, 2, 700, 33, 64, 2300], 192, seed=7,
                              cfg=ScanConfig(32, 48, 8, 2, 2))
+        all_ok &= check_scan("N=8 (no butterfly) 4K", msmarco_lengths(gen, 4096), 1536, N=8, seed=8)
         all_ok &= check_scan("fp32 msmarco 4K", msmarco_lengths(gen, 4096), 1536, dtype=torch.float32, seed=5)
         all_ok &= check_conv(msmarco_lengths(gen, 8192), 1536)
         all_ok &= check_compile()
@@ -408,7 +412,7 @@ def main() -> int:
         lens32 = msmarco_lengths(gen, 32768)
         fb32 = time_scan("msmarco-pack 32K (scan, for conv tiles)", lens32, 1536)["fwdbwd_ms"]
         best_ct = None
-        for ct in [(64, 128, 4), (32, 128, 4), (32, 64, 4), (16, 128, 4), (32, 256, 8)]:
+        for ct in [(8, 128, 4), (16, 128, 4), (8, 64, 2), (4, 128, 4), (16, 64, 2)]:
             conv_op.GPU_TILES = ct
             r = time_conv(f"tiles {ct} msmarco 32K", lens32, 1536, fb32)
             if best_ct is None or r["fwdbwd_ms"] < best_ct[1]:

@@ -12,8 +12,8 @@ from .scan_op import log_s
 from .segments import cdiv
 
 # (rows, channels, warps) per program; module-level so the benchmark can sweep them
-GPU_TILES = (32, 128, 4)
-INTERP_TILES = (32, 64, 1)
+GPU_TILES = (8, 128, 4)
+INTERP_TILES = (8, 32, 1)
 
 
 def _tiles() -> tuple[int, int, int]:
@@ -74,7 +74,7 @@ def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tens
         _conv_bwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
             x, weight, bias if bias is not None else weight, dy, _cu(cu_seqlens), dx, dw, db,
             x.stride(0), dy.stride(0), dx.stride(0), T, Dm, S,
-            W=W, LOG_S=log_s(S), WP=max(_next_pow2(W), 2), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD,
+            W=W, LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD,
             num_warps=warps)
     else:
         dx.zero_()

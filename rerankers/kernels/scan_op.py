@@ -22,13 +22,16 @@ class ScanConfig:
     window / window_bwd: tokens per program (a multiple of block_t; 0 = chosen from T and D so that
     the grid fills the GPU); block_t: chunk length (rows loaded together; the forward stores the
     state at every chunk start for the backward, which recomputes a chunk from it); warps /
-    warps_bwd: warps per program, one channel per thread (32 * warps channels per program).
+    warps_bwd: warps per program, one channel per thread (32 * warps channels per program);
+    bwd_history: states the backward keeps in registers at a time (divides block_t; smaller
+    recomputes more and spills less).
     """
     window: int = 0
     window_bwd: int = 0
     block_t: int = 8
     warps: int = 4
     warps_bwd: int = 4
+    bwd_history: int = 4
 
 
 def interpreting() -> bool:

@@ -20,12 +20,12 @@ from rerankers.kernels.scan_op import ScanConfig, selective_scan_triton
 
 # small windows so that tiny shapes cross chunk (8 tokens) and window edges, with other windows in
 # the backward than in the forward; 32 channels per program (one warp)
-CFG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1)
+CFG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1, bwd_history=4)
 # windows of one or two 4-token chunks: long chains of carried windows (more than the carry
 # pass's group of 8)
-CFG_SMALL = ScanConfig(window=8, window_bwd=4, block_t=4, warps=1, warps_bwd=1)
+CFG_SMALL = ScanConfig(window=8, window_bwd=4, block_t=4, warps=1, warps_bwd=1, bwd_history=2)
 # one window holds several whole sequences
-CFG_WIDE = ScanConfig(window=64, window_bwd=128, block_t=8, warps=1, warps_bwd=1)
+CFG_WIDE = ScanConfig(window=64, window_bwd=128, block_t=8, warps=1, warps_bwd=1, bwd_history=8)
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -221,7 +221,7 @@ def test_custom_op_opcheck():
     lengths = [5, 12]
     cu = cu_of(lengths)
     xs = [x.detach() for x in make(sum(lengths), 8, 4, seed=6)]
-    args = (*xs, cu, True, CFG.window, CFG.block_t, CFG.warps, CFG.window_bwd, CFG.warps_bwd)
+    args = (*xs, cu, True, CFG.window, CFG.block_t, CFG.warps, CFG.window_bwd, CFG.warps_bwd, CFG.bwd_history)
     torch.library.opcheck(torch.ops.rerankers.selective_scan_fwd.default, args,
                           test_utils=("test_schema", "test_faketensor"))
 
