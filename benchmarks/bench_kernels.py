@@ -187,7 +187,7 @@ def bench(fn, sets: int = 3, rep: int = 100) -> float:
     def run():
         fn(i[0] % sets)
         i[0] += 1
-    return float(do_bench(run, warmup=25, rep=rep, return_mode="median"))
+    return float(do_bench(run, warmup=100, rep=rep, return_mode="median"))  # warm-up: clocks ramp up after compiles
 
 
 def scan_timer(lengths: list[int], D: int, N: int = 16, cfg: ScanConfig | None = None, sets: int = 3):

@@ -90,6 +90,8 @@ def log_s(S: int) -> int:
 def _chain(vec: Tensor, dts: Tensor, flag: Tensor, A_t: Tensor, reverse: bool) -> Tensor:
     from .scan_triton import _scan_chain_kernel
     n_win, N, Dm = vec.shape
+    if n_win == 1:  # nothing to carry (and Triton's coalesce pass trips over the empty loop)
+        return torch.zeros_like(vec)
     out = torch.empty_like(vec)
     _scan_chain_kernel[(cdiv(Dm, 32),)](vec, dts, flag, A_t, out, Dm, n_win, Dm, N, REVERSE=reverse,
                                         G=CHAIN_GROUP, BD=32, NP=_next_pow2(N), num_warps=1)

@@ -145,7 +145,7 @@ def _scan_fwd_local_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, send_ptr, dts_
         tl.store(dts_ptr + w.to(tl.int64) * Dm + offs_d, dts, mask=md)
 
 
-@triton.jit(do_not_specialize=["s_h"])
+@triton.jit(do_not_specialize=["s_h", "n_win"])
 def _scan_chain_kernel(vec_ptr, dts_ptr, flag_ptr, A_ptr, out_ptr, s_h, n_win, Dm, N,
                        REVERSE: tl.constexpr, G: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
     """Carries over windows, one program per channel block, sequential over the windows (G windows'
