@@ -316,6 +316,9 @@ def main() -> int:
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--cfg-json", default="/tmp/best_scan_cfg.json", help="best config: written by 'configs', read otherwise")
     ap.add_argument("--only", default="check,configs,sweep,conv,ref,mamba")
+    ap.add_argument("--configs", default=None,
+                    help="';'-separated ScanConfig tuples for 'configs' (default: the built-in sweep)")
+    ap.add_argument("--keep-default", action="store_true", help="time the configs but keep the default for the rest")
     args = ap.parse_args()
     if args.build_mamba:
         build_mamba(args.build_mamba, args.mamba_ext or "/tmp/mamba_build")
@@ -337,6 +340,8 @@ def main() -> int:
         # ScanConfig(window, window_bwd, block_t, warps, warps_bwd, bwd_history); window 0 = from T and D
         cands = [(0, 0, 8, 4, 4, 4), (0, 0, 8, 4, 4, 2), (0, 0, 8, 4, 4, 8), (0, 0, 4, 4, 4, 4), (0, 0, 4, 4, 4, 2),
                  (0, 0, 8, 4, 2, 4), (0, 0, 4, 4, 2, 4), (128, 128, 8, 4, 4, 4), (256, 256, 4, 4, 4, 4)]
+        if args.configs:
+            cands = [tuple(int(v) for v in c.strip("() ").split(",")) for c in args.configs.split(";")]
         shapes = [("msmarco 8K", msmarco_lengths(gen, 8192), 1536), ("msmarco 32K", msmarco_lengths(gen, 32768), 1536),
                   ("B8xL2048", [2048] * 8, 1536)]
         totals = {}
@@ -353,10 +358,12 @@ def main() -> int:
                     totals[c] = float("inf")
             save()
         best = min(totals, key=totals.get)
-        CFG = ScanConfig(*best)
-        with open(args.cfg_json, "w") as f:
-            json.dump(CFG.__dict__, f)
-        log(f"best config {CFG} (mean fwd+bwd over the config shapes {totals[best]:.3f} ms)")
+        CFG = None if args.keep_default else ScanConfig(*best)
+        if CFG is not None:
+            with open(args.cfg_json, "w") as f:
+                json.dump(CFG.__dict__, f)
+        log(f"best config {ScanConfig(*best)} (mean fwd+bwd over the config shapes {totals[best]:.3f} ms); "
+            f"using {CFG or DEFAULT_CONFIG}")
         save()
     elif os.path.exists(args.cfg_json):
         with open(args.cfg_json) as f:
