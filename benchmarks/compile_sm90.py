@@ -18,7 +18,7 @@ from triton.compiler import ASTSource
 
 log = logging.getLogger("compile_sm90")
 
-PTR_INT = {"cu_ptr", "flag_ptr"}
+PTR_INT = {"cu_ptr", "flag_ptr", "tstart_ptr"}
 PTR_FP32 = {"A_ptr", "states_ptr", "hin_ptr", "send_ptr", "dts_ptr", "gin_ptr", "gout_ptr", "vec_ptr", "out_ptr",
             "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "D_ptr", "bias_ptr", "dw_ptr", "db_ptr", "w_ptr",
             "b_ptr"}
@@ -92,9 +92,9 @@ def main() -> None:
         ("chain", scan_triton._scan_chain_kernel, dict(REVERSE=False, G=8, BD=32, NP=16), 1),
         ("bwd_local", scan_bwd_triton._scan_bwd_local_kernel, dict(base, HAS_Z=True), a.warps),
         ("bwd", scan_bwd_triton._scan_bwd_kernel, dict(full, BH=a.bwd_history, BFLY=True), a.warps),
-        ("conv_fwd", conv_triton._conv_fwd_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
+        ("conv_fwd", conv_triton._conv_fwd_kernel, dict(W=4, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
                                                         BD=128), 4),
-        ("conv_bwd", conv_triton._conv_bwd_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
+        ("conv_bwd", conv_triton._conv_bwd_kernel, dict(W=4, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
                                                         BD=128), 4),
     ]
     for name, fn, consts, warps in todo:

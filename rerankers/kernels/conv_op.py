@@ -11,13 +11,18 @@ from .scan_op import interpreting
 from .scan_op import log_s
 from .segments import cdiv
 
-# (rows, channels, warps) per program; module-level so the benchmark can sweep them
-GPU_TILES = (8, 128, 4)
+# (rows, channels, warps) per program, forward and backward; module-level so the benchmark can
+# sweep them. One channel per thread and the rows in its registers: the backward holds 11 row
+# tiles (7 shifts of x, 4 of dy), so 8 rows is its most without spills (benchmarks/compile_sm90.py).
+GPU_TILES = (16, 128, 4)
+GPU_TILES_BWD = (8, 128, 4)
 INTERP_TILES = (8, 32, 1)
 
 
-def _tiles() -> tuple[int, int, int]:
-    return INTERP_TILES if interpreting() else GPU_TILES
+def _tiles(backward: bool = False) -> tuple[int, int, int]:
+    if interpreting():
+        return INTERP_TILES
+    return GPU_TILES_BWD if backward else GPU_TILES
 
 
 def _next_pow2(x: int) -> int:
@@ -30,21 +35,23 @@ def _rowmajor(x: Tensor) -> Tensor:
 
 @torch.library.custom_op("rerankers::causal_conv1d_fwd", mutates_args=())
 def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
-                      silu: bool) -> Tensor:
-    """Returns y (T, D) in x's dtype."""
+                      silu: bool) -> tuple[Tensor, Tensor]:
+    """Returns y (T, D) in x's dtype and tstart (T,) int32 (kept for the backward)."""
     from .conv_triton import _conv_fwd_kernel
     x = _rowmajor(x)
     weight = weight.contiguous()
     T, Dm = x.shape
     S = cu_seqlens.numel() - 1
     y = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
+    tstart = torch.empty((T,), dtype=torch.int32, device=x.device)
     if T > 0 and S > 0:
+        from .conv_triton import _token_starts_kernel
+        _token_starts_kernel[(cdiv(T, 1024),)](_cu(cu_seqlens), tstart, T, S, LOG_S=log_s(S), BLOCK=1024)
         BT, BD, warps = _tiles()
         _conv_fwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
-            x, weight, bias if bias is not None else weight, y, _cu(cu_seqlens), x.stride(0), y.stride(0), T, Dm,
-            S,
-            W=weight.shape[1], LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD, num_warps=warps)
-    return y
+            x, weight, bias if bias is not None else weight, y, tstart, x.stride(0), y.stride(0), T, Dm,
+            W=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD, num_warps=warps)
+    return y, tstart
 
 
 def _cu(cu_seqlens: Tensor) -> Tensor:
@@ -53,11 +60,11 @@ def _cu(cu_seqlens: Tensor) -> Tensor:
 
 @causal_conv1d_fwd.register_fake
 def _(x, weight, bias, cu_seqlens, silu):
-    return torch.empty_like(x)
+    return torch.empty_like(x), x.new_empty((x.shape[0],), dtype=torch.int32)
 
 
 @torch.library.custom_op("rerankers::causal_conv1d_bwd", mutates_args=())
-def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
+def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], tstart: Tensor,
                       silu: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Returns dx, dweight, dbias (empty where bias is None)."""
     from .conv_triton import _conv_bwd_kernel
@@ -68,13 +75,12 @@ def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tens
     dx = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
     dw = torch.zeros((Dm, W), dtype=torch.float32, device=x.device)
     db = torch.zeros((Dm,), dtype=torch.float32, device=x.device)
-    S = cu_seqlens.numel() - 1
-    if T > 0 and S > 0:
-        BT, BD, warps = _tiles()
+    if T > 0:
+        BT, BD, warps = _tiles(backward=True)
         _conv_bwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
-            x, weight, bias if bias is not None else weight, dy, _cu(cu_seqlens), dx, dw, db,
-            x.stride(0), dy.stride(0), dx.stride(0), T, Dm, S,
-            W=W, LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD,
+            x, weight, bias if bias is not None else weight, dy, tstart, dx, dw, db,
+            x.stride(0), dy.stride(0), dx.stride(0), T, Dm,
+            W=W, HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD,
             num_warps=warps)
     else:
         dx.zero_()
@@ -82,21 +88,21 @@ def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tens
 
 
 @causal_conv1d_bwd.register_fake
-def _(dy, x, weight, bias, cu_seqlens, silu):
+def _(dy, x, weight, bias, tstart, silu):
     return (torch.empty_like(x), torch.empty_like(weight),
             torch.empty_like(bias) if bias is not None else x.new_empty((0,)))
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, cu_seqlens, silu = inputs
-    ctx.save_for_backward(x, weight, bias, cu_seqlens)
+    x, weight, bias, _, silu = inputs
+    ctx.save_for_backward(x, weight, bias, output[1])
     ctx.silu = silu
     ctx.has_bias = bias is not None
 
 
-def _backward(ctx, dy):
-    x, weight, bias, cu_seqlens = ctx.saved_tensors
-    dx, dw, db = causal_conv1d_bwd(dy, x, weight, bias, cu_seqlens, ctx.silu)
+def _backward(ctx, dy, _dts):
+    x, weight, bias, tstart = ctx.saved_tensors
+    dx, dw, db = causal_conv1d_bwd(dy, x, weight, bias, tstart, ctx.silu)
     return dx, dw, db if ctx.has_bias else None, None, None
 
 
@@ -109,4 +115,4 @@ def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_s
     if not x.is_cuda and not interpreting():
         raise RuntimeError("the Triton causal conv1d needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU); "
                            "use backend='reference' on the CPU")
-    return causal_conv1d_fwd(x, weight, bias, cu_seqlens, activation is not None)
+    return causal_conv1d_fwd(x, weight, bias, cu_seqlens, activation is not None)[0]
