@@ -419,12 +419,12 @@ def main() -> int:
         lens32 = msmarco_lengths(gen, 32768)
         fb32 = time_scan("msmarco-pack 32K (scan, for conv tiles)", lens32, 1536)["fwdbwd_ms"]
         best_ct = None
-        for ct in [(16, 128, 4, 8), (8, 128, 4, 8), (32, 128, 4, 8), (16, 64, 2, 8), (16, 128, 4, 4)]:
-            conv_op.GPU_TILES, conv_op.GPU_TILES_BWD = ct[:3], (ct[3],) + ct[1:3]
+        for ct in [(32, 128, 4), (64, 128, 4), (32, 64, 4), (16, 128, 4), (32, 256, 8)]:
+            conv_op.GPU_TILES = ct
             r = time_conv(f"tiles {ct} msmarco 32K", lens32, 1536, fb32)
             if best_ct is None or r["fwdbwd_ms"] < best_ct[1]:
                 best_ct = (ct, r["fwdbwd_ms"])
-        conv_op.GPU_TILES, conv_op.GPU_TILES_BWD = best_ct[0][:3], (best_ct[0][3],) + best_ct[0][1:3]
+        conv_op.GPU_TILES = best_ct[0]
         log(f"conv tiles {best_ct[0]}")
         RESULTS["env"]["conv_tiles"] = best_ct[0]
         for tag, lens, D in [("msmarco-pack 8K", msmarco_lengths(gen, 8192), 1536),

@@ -80,7 +80,7 @@ def main() -> None:
     ap.add_argument("--block-t", type=int, default=8)
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--bwd-history", type=int, default=4)
-    ap.add_argument("--conv-rows", type=int, default=16)
+    ap.add_argument("--conv-rows", type=int, default=32)
     ap.add_argument("--sass", default=None, help="folder to write each kernel's SASS into")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -94,7 +94,7 @@ def main() -> None:
         ("bwd", scan_bwd_triton._scan_bwd_kernel, dict(full, BH=a.bwd_history, BFLY=True), a.warps),
         ("conv_fwd", conv_triton._conv_fwd_kernel, dict(W=4, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
                                                         BD=128), 4),
-        ("conv_bwd", conv_triton._conv_bwd_kernel, dict(W=4, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
+        ("conv_bwd", conv_triton._conv_bwd_kernel, dict(W=4, WP=4, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
                                                         BD=128), 4),
     ]
     for name, fn, consts, warps in todo:

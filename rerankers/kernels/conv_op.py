@@ -8,21 +8,15 @@ import torch
 from torch import Tensor
 
 from .scan_op import interpreting
-from .scan_op import log_s
-from .segments import cdiv
+from .segments import build_token_starts, cdiv
 
-# (rows, channels, warps) per program, forward and backward; module-level so the benchmark can
-# sweep them. One channel per thread and the rows in its registers: the backward holds 11 row
-# tiles (7 shifts of x, 4 of dy), so 8 rows is its most without spills (benchmarks/compile_sm90.py).
-GPU_TILES = (16, 128, 4)
-GPU_TILES_BWD = (8, 128, 4)
-INTERP_TILES = (8, 32, 1)
+# (rows, channels, warps) per program; module-level so the benchmark can sweep them
+GPU_TILES = (32, 128, 4)
+INTERP_TILES = (32, 64, 1)
 
 
-def _tiles(backward: bool = False) -> tuple[int, int, int]:
-    if interpreting():
-        return INTERP_TILES
-    return GPU_TILES_BWD if backward else GPU_TILES
+def _tiles() -> tuple[int, int, int]:
+    return INTERP_TILES if interpreting() else GPU_TILES
 
 
 def _next_pow2(x: int) -> int:
@@ -41,21 +35,14 @@ def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seql
     x = _rowmajor(x)
     weight = weight.contiguous()
     T, Dm = x.shape
-    S = cu_seqlens.numel() - 1
+    tstart = build_token_starts(cu_seqlens, T)
     y = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
-    tstart = torch.empty((T,), dtype=torch.int32, device=x.device)
-    if T > 0 and S > 0:
-        from .conv_triton import _token_starts_kernel
-        _token_starts_kernel[(cdiv(T, 1024),)](_cu(cu_seqlens), tstart, T, S, LOG_S=log_s(S), BLOCK=1024)
+    if T > 0:
         BT, BD, warps = _tiles()
         _conv_fwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
             x, weight, bias if bias is not None else weight, y, tstart, x.stride(0), y.stride(0), T, Dm,
             W=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD, num_warps=warps)
     return y, tstart
-
-
-def _cu(cu_seqlens: Tensor) -> Tensor:
-    return cu_seqlens.to(torch.int32).contiguous()
 
 
 @causal_conv1d_fwd.register_fake
@@ -76,14 +63,12 @@ def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tens
     dw = torch.zeros((Dm, W), dtype=torch.float32, device=x.device)
     db = torch.zeros((Dm,), dtype=torch.float32, device=x.device)
     if T > 0:
-        BT, BD, warps = _tiles(backward=True)
+        BT, BD, warps = _tiles()
         _conv_bwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
             x, weight, bias if bias is not None else weight, dy, tstart, dx, dw, db,
             x.stride(0), dy.stride(0), dx.stride(0), T, Dm,
-            W=W, HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD,
+            W=W, WP=max(_next_pow2(W), 2), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD,
             num_warps=warps)
-    else:
-        dx.zero_()
     return dx, dw.to(weight.dtype), db.to(bias.dtype) if bias is not None else x.new_empty((0,))
 
 
@@ -115,4 +100,5 @@ def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_s
     if not x.is_cuda and not interpreting():
         raise RuntimeError("the Triton causal conv1d needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU); "
                            "use backend='reference' on the CPU")
-    return causal_conv1d_fwd(x, weight, bias, cu_seqlens, activation is not None)[0]
+    y, _ = causal_conv1d_fwd(x, weight, bias, cu_seqlens, activation is not None)
+    return y

@@ -191,6 +191,20 @@ def test_empty_sequences_and_dispatch_errors():
         selective_scan_varlen(xs[0], xs[1], xs[2], xs[3][:, :1], xs[4], xs[5], xs[6], xs[7], cu)
 
 
+def test_empty_sequences_everywhere_output_and_gradients():
+    # empty sequences first, in a row and last: repeated cu_seqlens entries inside windows, at window
+    # edges (window 8/4 tokens) and around a sequence that spans several windows
+    lengths = [0, 3, 0, 0, 13, 1, 0, 4, 0]
+    cu = cu_of(lengths)
+    xs = make(sum(lengths), 8, 4, seed=12)
+    y = selective_scan_triton(*xs, cu, config=CFG_SMALL)
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    yr = selective_scan_ref_varlen(*xr, cu)
+    assert rel(y, yr) <= 1e-5
+    for name, a, b in zip(NAMES, torch.autograd.grad(y.sum(), xs), torch.autograd.grad(yr.sum(), xr)):
+        assert rel(a, b) <= 1e-5, name
+
+
 def test_mamba_ssm_backend_names_the_extra():
     pytest.importorskip("torch")
     try:
