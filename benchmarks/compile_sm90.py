@@ -92,9 +92,9 @@ def main() -> None:
         ("chain", scan_triton._scan_chain_kernel, dict(REVERSE=False, G=8, BD=32, NP=16), 1),
         ("bwd_local", scan_bwd_triton._scan_bwd_local_kernel, dict(base, HAS_Z=True), a.warps),
         ("bwd", scan_bwd_triton._scan_bwd_kernel, dict(full, BH=a.bwd_history, BFLY=True), a.warps),
-        ("conv_fwd", conv_triton._conv_fwd_kernel, dict(W=4, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
+        ("conv_fwd", conv_triton._conv_fwd_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
                                                         BD=128), 4),
-        ("conv_bwd", conv_triton._conv_bwd_kernel, dict(W=4, WP=4, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
+        ("conv_bwd", conv_triton._conv_bwd_kernel, dict(W=4, WP=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
                                                         BD=128), 4),
     ]
     for name, fn, consts, warps in todo:

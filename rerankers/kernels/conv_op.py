@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from .scan_op import interpreting
-from .segments import build_token_starts, cdiv
+from .scan_op import log_s
+from .segments import cdiv
 
 # (rows, channels, warps) per program; module-level so the benchmark can sweep them
 GPU_TILES = (32, 128, 4)
@@ -29,29 +30,34 @@ def _rowmajor(x: Tensor) -> Tensor:
 
 @torch.library.custom_op("rerankers::causal_conv1d_fwd", mutates_args=())
 def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
-                      silu: bool) -> tuple[Tensor, Tensor]:
-    """Returns y (T, D) in x's dtype and tstart (T,) int32 (kept for the backward)."""
+                      silu: bool) -> Tensor:
+    """Returns y (T, D) in x's dtype."""
     from .conv_triton import _conv_fwd_kernel
     x = _rowmajor(x)
     weight = weight.contiguous()
     T, Dm = x.shape
-    tstart = build_token_starts(cu_seqlens, T)
+    S = cu_seqlens.numel() - 1
     y = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
-    if T > 0:
+    if T > 0 and S > 0:
         BT, BD, warps = _tiles()
         _conv_fwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
-            x, weight, bias if bias is not None else weight, y, tstart, x.stride(0), y.stride(0), T, Dm,
-            W=weight.shape[1], HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD, num_warps=warps)
-    return y, tstart
+            x, weight, bias if bias is not None else weight, y, _cu(cu_seqlens), x.stride(0), y.stride(0), T, Dm,
+            S,
+            W=weight.shape[1], LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD, num_warps=warps)
+    return y
+
+
+def _cu(cu_seqlens: Tensor) -> Tensor:
+    return cu_seqlens.to(torch.int32).contiguous()
 
 
 @causal_conv1d_fwd.register_fake
 def _(x, weight, bias, cu_seqlens, silu):
-    return torch.empty_like(x), x.new_empty((x.shape[0],), dtype=torch.int32)
+    return torch.empty_like(x)
 
 
 @torch.library.custom_op("rerankers::causal_conv1d_bwd", mutates_args=())
-def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], tstart: Tensor,
+def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
                       silu: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Returns dx, dweight, dbias (empty where bias is None)."""
     from .conv_triton import _conv_bwd_kernel
@@ -62,32 +68,35 @@ def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tens
     dx = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
     dw = torch.zeros((Dm, W), dtype=torch.float32, device=x.device)
     db = torch.zeros((Dm,), dtype=torch.float32, device=x.device)
-    if T > 0:
+    S = cu_seqlens.numel() - 1
+    if T > 0 and S > 0:
         BT, BD, warps = _tiles()
         _conv_bwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
-            x, weight, bias if bias is not None else weight, dy, tstart, dx, dw, db,
-            x.stride(0), dy.stride(0), dx.stride(0), T, Dm,
-            W=W, WP=max(_next_pow2(W), 2), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD,
+            x, weight, bias if bias is not None else weight, dy, _cu(cu_seqlens), dx, dw, db,
+            x.stride(0), dy.stride(0), dx.stride(0), T, Dm, S,
+            W=W, LOG_S=log_s(S), WP=max(_next_pow2(W), 2), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD,
             num_warps=warps)
+    else:
+        dx.zero_()
     return dx, dw.to(weight.dtype), db.to(bias.dtype) if bias is not None else x.new_empty((0,))
 
 
 @causal_conv1d_bwd.register_fake
-def _(dy, x, weight, bias, tstart, silu):
+def _(dy, x, weight, bias, cu_seqlens, silu):
     return (torch.empty_like(x), torch.empty_like(weight),
             torch.empty_like(bias) if bias is not None else x.new_empty((0,)))
 
 
 def _setup_context(ctx, inputs, output):
-    x, weight, bias, _, silu = inputs
-    ctx.save_for_backward(x, weight, bias, output[1])
+    x, weight, bias, cu_seqlens, silu = inputs
+    ctx.save_for_backward(x, weight, bias, cu_seqlens)
     ctx.silu = silu
     ctx.has_bias = bias is not None
 
 
-def _backward(ctx, dy, _dts):
-    x, weight, bias, tstart = ctx.saved_tensors
-    dx, dw, db = causal_conv1d_bwd(dy, x, weight, bias, tstart, ctx.silu)
+def _backward(ctx, dy):
+    x, weight, bias, cu_seqlens = ctx.saved_tensors
+    dx, dw, db = causal_conv1d_bwd(dy, x, weight, bias, cu_seqlens, ctx.silu)
     return dx, dw, db if ctx.has_bias else None, None, None
 
 
@@ -100,5 +109,4 @@ def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_s
     if not x.is_cuda and not interpreting():
         raise RuntimeError("the Triton causal conv1d needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU); "
                            "use backend='reference' on the CPU")
-    y, _ = causal_conv1d_fwd(x, weight, bias, cu_seqlens, activation is not None)
-    return y
+    return causal_conv1d_fwd(x, weight, bias, cu_seqlens, activation is not None)

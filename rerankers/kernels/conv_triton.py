@@ -1,8 +1,9 @@
 """Triton kernels of the varlen depthwise causal conv1d (+ SiLU), packed channel-last layout.
 
-``tstart`` (T,) int32 holds the start token of each token's sequence: tap k of output row t reads
-``x[t - (W-1-k)]`` only where that row is in the same sequence (``t - tstart[t] >= W-1-k``).
-One program per (BT rows, BD channels). The backward recomputes the pre-activation of the W output
+Tap k of output row t reads ``x[t - (W-1-k)]`` only where that row is in the same sequence
+(``t - start(t) >= W-1-k``). One program per (BT rows, BD channels); the program finds the sequence
+starts near its rows in ``cu_seqlens`` itself (one binary search, then the few starts in range), so
+nothing is tabulated per call. The backward recomputes the pre-activation of the W output
 rows that read each input row, so nothing but x is saved; dW and dbias are reduced over the
 program's rows in registers and added into fp32 buffers with atomics.
 """
@@ -11,16 +12,33 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from .scan_triton import _lower_bound
+
 
 @triton.jit
-def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, tstart_ptr, stride_x, stride_y, T, Dm,
-                     W: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+def _row_starts(cu_ptr, S, p, rows, lo, hi):
+    """Start of each row's sequence, for rows in [lo, hi); ``lo - 1`` where it starts before lo.
+    ``p`` is the first index with cu[p] >= lo."""
+    st = rows * 0 + (lo - 1)
+    c = tl.load(cu_ptr + tl.minimum(p, S))
+    while (p <= S) & (c < hi):
+        st = tl.where(rows >= c, c, st)
+        p += 1
+        c = tl.load(cu_ptr + tl.minimum(p, S))
+    return st
+
+
+@triton.jit
+def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, cu_ptr, stride_x, stride_y, T, Dm, S,
+                     W: tl.constexpr, LOG_S: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
                      BT: tl.constexpr, BD: tl.constexpr):
     rows = tl.program_id(0) * BT + tl.arange(0, BT)
     offs_d = tl.program_id(1) * BD + tl.arange(0, BD)
     mr = rows < T
     md = offs_d < Dm
-    pos = rows - tl.load(tstart_ptr + rows, mask=mr, other=0)
+    r0 = tl.program_id(0) * BT
+    p = _lower_bound(cu_ptr, S, r0 - (W - 1), LOG_S)
+    pos = rows - _row_starts(cu_ptr, S, p, rows, r0 - (W - 1), r0 + BT)
     r64 = rows.to(tl.int64)
     acc = tl.zeros([BT, BD], dtype=tl.float32)
     if HAS_BIAS:
@@ -38,15 +56,18 @@ def _conv_fwd_kernel(x_ptr, w_ptr, b_ptr, y_ptr, tstart_ptr, stride_x, stride_y,
 
 
 @triton.jit
-def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, dy_ptr, tstart_ptr, dx_ptr, dw_ptr, db_ptr,
-                     stride_x, stride_dy, stride_dx, T, Dm,
-                     W: tl.constexpr, WP: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
+def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, dy_ptr, cu_ptr, dx_ptr, dw_ptr, db_ptr,
+                     stride_x, stride_dy, stride_dx, T, Dm, S,
+                     W: tl.constexpr, LOG_S: tl.constexpr, WP: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
                      BT: tl.constexpr, BD: tl.constexpr):
     rows = tl.program_id(0) * BT + tl.arange(0, BT)
     offs_d = tl.program_id(1) * BD + tl.arange(0, BD)
     mr = rows < T
     md = offs_d < Dm
-    st = tl.load(tstart_ptr + rows, mask=mr, other=0)
+    r0 = tl.program_id(0) * BT
+    lo, hi = r0 - (W - 1), r0 + BT + W - 1
+    p = _lower_bound(cu_ptr, S, lo, LOG_S)
+    st = _row_starts(cu_ptr, S, p, rows, lo, hi)
     r64 = rows.to(tl.int64)
     offs_w = tl.arange(0, WP)
     if HAS_BIAS:
@@ -58,7 +79,7 @@ def _conv_bwd_kernel(x_ptr, w_ptr, b_ptr, dy_ptr, tstart_ptr, dx_ptr, dw_ptr, db
         # output row t + j reads input row t through tap W-1-j
         rj = rows + j
         inb = mr & (rj < T)
-        stj = tl.load(tstart_ptr + rj, mask=inb, other=-1)
+        stj = _row_starts(cu_ptr, S, p, rj, lo, hi)
         mj = inb & (stj == st)
         posj = rj - stj
         pre = tl.zeros([BT, BD], dtype=tl.float32)
