@@ -21,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .scan_triton import LOG2E, _dt_tile, _lower_bound, _row, _sigmoid, _tile, _window
+from .scan_triton import LOG2E, _dt_tile, _lower_bound, _params, _row, _sigmoid, _tile, _window
 
 
 @triton.jit(do_not_specialize=["s_dy", "s_dl", "s_z", "s_h"])
@@ -37,13 +37,7 @@ def _scan_bwd_local_kernel(dy_ptr, dl_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, gin_pt
         tl.store(flag_ptr + w, tl.where(carried, tl.where(nxt >= w1, 2, 1), 0))
     if carried:
         pe = tl.minimum(nxt, w1)
-        mdn = md[:, None] & mn[None, :]
-        hn_off = offs_n[None, :] * s_h + offs_d[:, None]
-        A2 = tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-        else:
-            bias = tl.zeros([BD], dtype=tl.float32)
+        mdn, hn_off, A2, bias = _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD, HAS_BIAS)
         G = tl.zeros([BD, NP], dtype=tl.float32)
         cum = tl.zeros([BD], dtype=tl.float32)
         rr = tl.arange(0, BT)
@@ -141,13 +135,7 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
     only: the interpreter has no inline PTX): dB/dC summed over each warp's channels by the shuffle
     butterfly of :func:`_warp_sums` and added by every warp, instead of ``tl.reduce`` over the program."""
     w, w0, w1, offs_d, md, offs_n, mn = _window(T, W, BD, Dm, N, NP)
-    mdn = md[:, None] & mn[None, :]
-    hn_off = offs_n[None, :] * s_h + offs_d[:, None]
-    A2 = tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-    else:
-        bias = tl.zeros([BD], dtype=tl.float32)
+    mdn, hn_off, A2, bias = _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD, HAS_BIAS)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
     carry = tl.load(gout_ptr + w.to(tl.int64) * Dm * N + hn_off, mask=mdn, other=0.0)

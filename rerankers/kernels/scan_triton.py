@@ -101,6 +101,20 @@ def _window(T, W: tl.constexpr, BD: tl.constexpr, Dm, N, NP: tl.constexpr):
     return w, w0, w1, offs_d, md, offs_n, mn
 
 
+@triton.jit
+def _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD: tl.constexpr, HAS_BIAS: tl.constexpr):
+    """Mask and offsets of the (BD, N) state tiles in (N, D) buffers (n-stride ``s_h``), A * log2(e)
+    and delta_bias (zeros where absent)."""
+    mdn = md[:, None] & mn[None, :]
+    hn_off = offs_n[None, :] * s_h + offs_d[:, None]
+    A2 = tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
+    else:
+        bias = tl.zeros([BD], dtype=tl.float32)
+    return mdn, hn_off, A2, bias
+
+
 @triton.jit(do_not_specialize=["s_u", "s_dl", "s_h"])
 def _scan_fwd_local_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, send_ptr, dts_ptr, flag_ptr, cu_ptr,
                            s_u, s_dl, s_B, s_h, T, Dm, N, S,
@@ -116,13 +130,7 @@ def _scan_fwd_local_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, send_ptr, dts_
         tl.store(flag_ptr + w, tl.where(goes_on, tl.where(last_start >= w0, 1, 2), 0))
     if goes_on:
         ps = tl.maximum(tl.load(cu_ptr + p - 1), w0)
-        mdn = md[:, None] & mn[None, :]
-        hn_off = offs_n[None, :] * s_h + offs_d[:, None]
-        A2 = tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-        else:
-            bias = tl.zeros([BD], dtype=tl.float32)
+        mdn, hn_off, A2, bias = _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD, HAS_BIAS)
         h = tl.zeros([BD, NP], dtype=tl.float32)
         dts = tl.zeros([BD], dtype=tl.float32)
         rr = tl.arange(0, BT)
@@ -194,13 +202,7 @@ def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                      NP: tl.constexpr):
     """The forward walk of one window from the state entering it (``hin``)."""
     w, w0, w1, offs_d, md, offs_n, mn = _window(T, W, BD, Dm, N, NP)
-    mdn = md[:, None] & mn[None, :]
-    hn_off = offs_n[None, :] * s_h + offs_d[:, None]
-    A2 = tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
-    else:
-        bias = tl.zeros([BD], dtype=tl.float32)
+    mdn, hn_off, A2, bias = _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD, HAS_BIAS)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
     h = tl.load(hin_ptr + w.to(tl.int64) * Dm * N + hn_off, mask=mdn, other=0.0)
