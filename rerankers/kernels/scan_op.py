@@ -234,6 +234,8 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
         raise RuntimeError("the Triton selective scan needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU); "
                            "use backend='reference' on the CPU")
     cfg = config or (INTERPRET_CONFIG if interpreting() else DEFAULT_CONFIG)
+    if cfg.block_t & (cfg.block_t - 1) or not 1 <= cfg.block_t <= 256:
+        raise ValueError(f"block_t must be a power of two in 1..256 (windows are), got {cfg.block_t}")
     for name in ("window", "window_bwd"):
         if getattr(cfg, name) % cfg.block_t:
             raise ValueError(f"{name} {getattr(cfg, name)} must be a multiple of block_t {cfg.block_t}")

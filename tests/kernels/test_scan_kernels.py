@@ -191,6 +191,15 @@ def test_empty_sequences_and_dispatch_errors():
         selective_scan_varlen(xs[0], xs[1], xs[2], xs[3][:, :1], xs[4], xs[5], xs[6], xs[7], cu)
 
 
+def test_scan_config_is_checked():
+    xs = make(8, 4, 2, seed=2, grad=False)
+    cu = cu_of([8])
+    for bad, msg in [(ScanConfig(block_t=6), "power of two"), (ScanConfig(window=12, block_t=8), "multiple of block_t"),
+                     (ScanConfig(block_t=8, bwd_history=3), "divide block_t")]:
+        with pytest.raises(ValueError, match=msg):
+            selective_scan_triton(*xs, cu, config=bad)
+
+
 def test_empty_sequences_everywhere_output_and_gradients():
     # empty sequences first, in a row and last: repeated cu_seqlens entries inside windows, at window
     # edges (window 8/4 tokens) and around a sequence that spans several windows
