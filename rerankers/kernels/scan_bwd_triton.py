@@ -21,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .scan_triton import LOG2E, _dt_tile, _lower_bound, _params, _row, _sigmoid, _tile, _window
+from .scan_triton import LOG2E, _chunk, _dt_tile, _lower_bound, _params, _row, _sigmoid, _tile, _window
 
 
 @triton.jit(do_not_specialize=["s_dy", "s_dl", "s_z", "s_h"])
@@ -44,10 +44,7 @@ def _scan_bwd_local_kernel(dy_ptr, dl_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, gin_pt
         for c in range(W // BT):
             t0 = w0 + c * BT
             if t0 < pe:
-                rows = t0 + rr
-                valid = (rows < pe)[:, None]
-                r64 = rows.to(tl.int64)
-                m2 = valid & md[None, :]
+                r64, valid, m2 = _chunk(t0, rr, pe, md)
                 dt_t = _dt_tile(_tile(dl_ptr, r64, s_dl, offs_d, m2), bias, valid, HAS_BIAS, SOFTPLUS)
                 g_t = _tile(dy_ptr, r64, s_dy, offs_d, m2)
                 if HAS_Z:
@@ -106,10 +103,7 @@ def _warp_sums(X, Y, offs_d):
 def _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0, w1, rr, offs_d, md, offs_n, mn, s_u, s_dl, s_B,
              BIT0: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BH: tl.constexpr):
     """The state after the BH tokens from t0 (bits BIT0.. of the start mask ``sm``), from h."""
-    rows = t0 + rr
-    valid = (rows < w1)[:, None]
-    r64 = rows.to(tl.int64)
-    m2 = valid & md[None, :]
+    r64, valid, m2 = _chunk(t0, rr, w1, md)
     u_t = _tile(u_ptr, r64, s_u, offs_d, m2)
     dt_t = _dt_tile(_tile(dl_ptr, r64, s_dl, offs_d, m2), bias, valid, HAS_BIAS, SOFTPLUS)
     for i in tl.static_range(BH):
@@ -161,10 +155,7 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                     h = _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0 + k * BH, w1, rr, offs_d, md, offs_n,
                                  mn, s_u, s_dl, s_B, k * BH, HAS_BIAS, SOFTPLUS, BH)
                 ts = t0 + j * BH
-                rows = ts + rr
-                valid = (rows < w1)[:, None]
-                r64 = rows.to(tl.int64)
-                m2 = valid & md[None, :]
+                r64, valid, m2 = _chunk(ts, rr, w1, md)
                 u_t = _tile(u_ptr, r64, s_u, offs_d, m2)
                 dl_t = _tile(dl_ptr, r64, s_dl, offs_d, m2)
                 dy_t = _tile(dy_ptr, r64, s_dy, offs_d, m2)

@@ -80,6 +80,14 @@ def _row(tile, rr, i):
 
 
 @triton.jit
+def _chunk(t0, rr, end, md):
+    """Rows t0 + rr of a chunk that ends at ``end``: int64 row indices, (BT, 1) row mask, (BT, BD) mask."""
+    rows = t0 + rr
+    valid = (rows < end)[:, None]
+    return rows.to(tl.int64), valid, valid & md[None, :]
+
+
+@triton.jit
 def _dt_tile(dl_t, bias, valid, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
     """delta after bias and softplus; 0 on rows past the window (the state then stays as it is)."""
     if HAS_BIAS:
@@ -137,10 +145,7 @@ def _scan_fwd_local_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, send_ptr, dts_
         for c in range(W // BT):  # (a static trip count: the interpreter needs one)
             t0 = ps + c * BT
             if t0 < w1:
-                rows = t0 + rr
-                valid = (rows < w1)[:, None]
-                r64 = rows.to(tl.int64)
-                m2 = valid & md[None, :]
+                r64, valid, m2 = _chunk(t0, rr, w1, md)
                 u_t = _tile(u_ptr, r64, s_u, offs_d, m2)
                 dt_t = _dt_tile(_tile(dl_ptr, r64, s_dl, offs_d, m2), bias, valid, HAS_BIAS, SOFTPLUS)
                 for i in tl.static_range(BT):
@@ -212,10 +217,7 @@ def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
         t0 = w0 + c * BT
         if t0 < w1:
             tl.store(states_ptr + (t0 // BT).to(tl.int64) * Dm * N + hn_off, h, mask=mdn)
-            rows = t0 + rr
-            valid = (rows < w1)[:, None]
-            r64 = rows.to(tl.int64)
-            m2 = valid & md[None, :]
+            r64, valid, m2 = _chunk(t0, rr, w1, md)
             u_t = _tile(u_ptr, r64, s_u, offs_d, m2)
             dt_t = _dt_tile(_tile(dl_ptr, r64, s_dl, offs_d, m2), bias, valid, HAS_BIAS, SOFTPLUS)
             if HAS_Z:
