@@ -100,10 +100,13 @@ class IrDatasetsDocs(Mapping):
 
     def __getitem__(self, docid: str) -> str:
         store = self._get_store()
-        try:
-            doc = store.get(str(docid))
-        except KeyError:
-            raise KeyError(docid) from None
+
+        def get():
+            try:
+                return store.get(str(docid))
+            except KeyError:
+                return None
+        doc = _guard(self.dataset_id, "documents", get)  # a broken store is a DatasetLoadError
         if doc is None:
             raise KeyError(docid)
         return doc.default_text() if hasattr(doc, "default_text") else doc.text

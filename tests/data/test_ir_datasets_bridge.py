@@ -88,3 +88,34 @@ def test_names_and_errors(tmp_path):
     local = tmp_path / "q.txt"
     local.write_text("1 0 d 1\n")
     assert resolve_qrels(str(local)) == ({"1": {"d": 1}}, str(local))
+
+
+def test_document_store_lookups_and_a_broken_store():
+    """IrDatasetsDocs over a stand-in dataset object: found, missing (KeyError naming the id), and a
+    store that fails (DatasetLoadError naming the dataset, not the store's own exception)."""
+    from types import SimpleNamespace
+
+    from rerankers.data.datasets import IrDatasetsDocs
+    from rerankers.data.errors import DatasetLoadError
+
+    class Store:
+        def get(self, docid):
+            if docid == "broken":
+                raise OSError("docs.pklz4: truncated file")
+            if docid == "gone":
+                raise KeyError(docid)
+            return SimpleNamespace(text=f"text of {docid}") if docid != "none" else None
+
+        def get_many(self, ids):
+            return {i: SimpleNamespace(text=f"text of {i}") for i in ids if i.startswith("d")}
+
+    docs = IrDatasetsDocs("msmarco-passage/trec-dl-2019", SimpleNamespace(docs_store=Store))
+    assert docs["d1"] == "text of d1"
+    for missing in ("gone", "none"):
+        with pytest.raises(KeyError, match=missing):
+            docs[missing]
+    with pytest.raises(DatasetLoadError, match="trec-dl-2019.*OSError: docs.pklz4"):
+        docs["broken"]
+    assert docs.get_many(["d1", "d2"]) == {"d1": "text of d1", "d2": "text of d2"}
+    with pytest.raises(KeyError, match="x9"):
+        docs.get_many(["d1", "x9"])
