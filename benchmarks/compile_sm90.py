@@ -18,7 +18,7 @@ from triton.compiler import ASTSource
 
 log = logging.getLogger("compile_sm90")
 
-PTR_INT = {"cu_ptr", "flag_ptr", "tstart_ptr"}
+PTR_INT = {"cu_ptr", "flag_ptr"}
 PTR_FP32 = {"A_ptr", "states_ptr", "hin_ptr", "send_ptr", "dts_ptr", "gin_ptr", "gout_ptr", "vec_ptr", "out_ptr",
             "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "D_ptr", "bias_ptr", "dw_ptr", "db_ptr", "w_ptr",
             "b_ptr"}
