@@ -28,6 +28,8 @@ import torch
 
 from rerankers.data.packing import PackedBatch, cu_seqlens_from_lengths, position_ids_from_cu_seqlens
 
+log = logging.getLogger("bench_models")
+
 
 MAMBA_SHAPES = {"mamba-130m": (768, 24), "mamba-370m": (1024, 48), "mamba-790m": (1536, 48),
                 "mamba-tiny": (64, 2)}  # tiny: CPU smoke runs of this script only
@@ -181,8 +183,8 @@ def time_steps(fn: Callable[[], None], warmup: int, steps: int) -> float:
     return statistics.median(times)
 
 
-def bench(name: str, mode: str, n_pairs: int, device: str, gen: torch.Generator,
-          warmup: int, steps: int) -> list[Row]:
+def make_steps(name: str, mode: str, n_pairs: int, device: str, gen: torch.Generator):
+    """(model, batches, train_step, infer_step) for one system, mode and batch size."""
     kind = "mamba" if name.startswith("mamba") else "bert"
     model = build_mamba(name, device) if kind == "mamba" else build_bert(name, device)
     pooled = pooled_fn(model, kind, mode)
@@ -209,7 +211,12 @@ def bench(name: str, mode: str, n_pairs: int, device: str, gen: torch.Generator,
         b = batches[next(it) % len(batches)]
         with torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
             head(pooled(b))
+    return model, batches, train_step, infer_step
 
+
+def bench(name: str, mode: str, n_pairs: int, device: str, gen: torch.Generator,
+          warmup: int, steps: int) -> list[Row]:
+    model, batches, train_step, infer_step = make_steps(name, mode, n_pairs, device, gen)
     rows = []
     for step, fn in (("train", train_step), ("infer", infer_step)):
         model.train(step == "train")
@@ -233,9 +240,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--device", default="cuda", help="cuda (numbers to report) or cpu (a smoke run only)")
+    ap.add_argument("--profile", default=None, metavar="SYSTEM:PAIRS",
+                    help="after timing, profile one packed training step of SYSTEM at PAIRS pairs (GPU only)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = args.device
+    os.makedirs(args.out, exist_ok=True)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("bench_models: no CUDA GPU (use --device cpu for a smoke run)")
     card = torch.cuda.get_device_name() if device.startswith("cuda") else "cpu (smoke run, not a benchmark)"
@@ -273,6 +283,31 @@ def main() -> None:
                 with open(os.path.join(args.out, "bench_models.json"), "w") as f:
                     json.dump({"card": card, "torch": torch.__version__, "checks": checks, "skipped": skipped,
                                "rows": [asdict(r) for r in rows]}, f, indent=1)
+    if args.profile:
+        profile_step(args.profile, device, gen, args.out)
+
+
+def profile_step(spec: str, device: str, gen: torch.Generator, out: str) -> None:
+    """Profile one packed training step of ``system:pairs`` and write the GPU-time table to ``out``."""
+    from torch.profiler import ProfilerActivity, profile
+    name, pairs = spec.split(":")
+    model, batches, train_step, _ = make_steps(name, "packed", int(pairs), device, gen)
+    model.train()
+    for _ in range(3):
+        train_step()
+    _sync()
+    cuda = device.startswith("cuda")
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        for _ in range(3):
+            train_step()
+        _sync()
+    table = prof.key_averages().table(sort_by="cuda_time_total" if cuda else "cpu_time_total", row_limit=40,
+                                      max_name_column_width=70)
+    path = os.path.join(out, f"profile_{name}_{pairs}.txt")
+    with open(path, "w") as f:
+        f.write(f"{name} packed train step x3, {pairs} pairs, "
+                f"{torch.cuda.get_device_name() if cuda else 'cpu'}\n{table}\n")
+    log.info("profile written to %s\n%s", path, table)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from triton.compiler import ASTSource
 log = logging.getLogger("compile_sm90")
 
 PTR_INT = {"cu_ptr", "flag_ptr"}
-PTR_FP32 = {"A_ptr", "states_ptr", "hin_ptr", "send_ptr", "dts_ptr", "gin_ptr", "gout_ptr", "vec_ptr", "out_ptr",
+PTR_FP32 = {"part_ptr", "A_ptr", "states_ptr", "hin_ptr", "send_ptr", "dts_ptr", "gin_ptr", "gout_ptr", "vec_ptr", "out_ptr",
             "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "D_ptr", "bias_ptr", "dw_ptr", "db_ptr", "w_ptr",
             "b_ptr"}
 
@@ -81,6 +81,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--bwd-history", type=int, default=4)
     ap.add_argument("--conv-rows", type=int, default=32)
+    ap.add_argument("--conv-bwd-rows", type=int, default=8)
     ap.add_argument("--sass", default=None, help="folder to write each kernel's SASS into")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -96,6 +97,10 @@ def main() -> None:
                                                         BD=128), 4),
         ("conv_bwd", conv_triton._conv_bwd_kernel, dict(W=4, WP=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
                                                         BD=128), 4),
+        ("conv_fwd_rows", conv_triton._conv_fwd_rows_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
+                                                                  BT=a.conv_bwd_rows, R=16, BD=32 * a.warps), a.warps),
+        ("conv_bwd_rows", conv_triton._conv_bwd_rows_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
+                                                                  BT=a.conv_bwd_rows, R=16, BD=32 * a.warps), a.warps),
     ]
     for name, fn, consts, warps in todo:
         report(name, compile_kernel(fn, {k: v for k, v in consts.items() if k in fn.arg_names}, warps), a.sass)

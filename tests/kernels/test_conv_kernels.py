@@ -22,19 +22,22 @@ def per_sequence_conv1d(x, w, b, cu, activation):
     W = w.shape[1]
     outs = []
     for s, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        if e == s:
+            continue
         seq = x[s:e].T[None]  # (1, D, L)
         o = F.conv1d(F.pad(seq, (W - 1, 0)), w[:, None, :], b, groups=x.shape[1])[0].T
         outs.append(F.silu(o) if activation else o)
     return torch.cat(outs)
 
 
-@pytest.mark.parametrize("W", [2, 3, 4])
+@pytest.mark.parametrize("W", [1, 2, 3, 4])
 @pytest.mark.parametrize("activation", ["silu", None])
 def test_triton_equals_reference_and_torch_conv(W, activation):
     g = torch.Generator().manual_seed(W)
-    # lengths {1, W-1, W, W+1, BT-1, BT, BT+1 (BT = 32 under the interpreter), several tiles}
+    # lengths {1, W-1 (empty for W=1), W, W+1, 31, 32, 33, 70}: sequences across the 8-row tiles and
+    # the row blocks (R tiles) of the interpreter configuration, with several blocks per call
     lengths = [1, W - 1, W, W + 1, 31, 32, 33, 70]
-    T, D = sum(lengths), 72  # two channel blocks of 64 (masked tail)
+    T, D = sum(lengths), 72  # three channel blocks of 32 under the interpreter (masked tail)
     cu = cu_of(lengths)
     x = torch.randn(T, D, generator=g, requires_grad=True)
     w = torch.randn(D, W, generator=g, requires_grad=True)
