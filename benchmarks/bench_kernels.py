@@ -407,16 +407,17 @@ def main() -> int:
         all_ok &= check_scan("fp32 msmarco 4K", msmarco_lengths(gen, 4096), 1536, dtype=torch.float32, seed=5)
     if ("check" in parts and not args.skip_check) or "convcheck" in parts:
         from rerankers.kernels import conv_op
-        default = (conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.BWD_TILES)
+        F, B = conv_op.FWD_TILES, conv_op.BWD_TILES
+        default = ("walk", "walk", F, B)
         ragged = [2048, 1, 3, 0, 5000, 77, 4, 700]
-        for fv, bv, bt in [default, ("tiles", "tiles", None), ("rows", "rows", (4, 4, 256)), ("rows", "rows", (4, 2, 128))]:
-            conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.BWD_TILES = fv, bv, bt or default[2]
-            tag = f"{fv}/{bv} {bt or ''}"
-            all_ok &= check_conv(msmarco_lengths(gen, 8192), 1536, tag=tag)
-            all_ok &= check_conv(ragged, 192, dtype=torch.float32, tag=tag)
-            for W in (2, 3):
-                all_ok &= check_conv(ragged, 200, W=W, dtype=torch.float32, tag=tag)
-        conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.BWD_TILES = default
+        for v in [default, ("tiles", "tiles", F, B), ("walk", "walk", (16, 2, 128), (8, 2, 256)),
+                  ("walk", "walk", (64, 4, 16), (32, 4, 16))]:
+            conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.FWD_TILES, conv_op.BWD_TILES = v
+            all_ok &= check_conv(msmarco_lengths(gen, 8192), 1536, tag=str(v))
+            all_ok &= check_conv(ragged, 192, dtype=torch.float32, tag=str(v))
+            for W in (1, 2, 3):
+                all_ok &= check_conv(ragged, 200, W=W, dtype=torch.float32, tag=str(v))
+        conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.FWD_TILES, conv_op.BWD_TILES = default
         log(f"CONV CHECKS {'PASS' if all_ok else 'FAIL'}")
     if "check" in parts and not args.skip_check:
         all_ok &= check_compile()
@@ -452,27 +453,29 @@ def main() -> int:
         save()
     if "conv" in parts:
         from rerankers.kernels import conv_op
-        # (forward kernel, backward kernel, row-block tiles (rows per tile, warps, row blocks aimed at));
-        # "tiles" = the earlier coalesced-tile kernels (backward with dW atomics), tiles (32, 128, 4)
-        variants = [("tiles", "tiles", None), ("rows", "rows", (8, 4, 64)), ("rows", "rows", (4, 4, 64)),
-                    ("rows", "rows", (8, 2, 64)), ("rows", "rows", (4, 4, 256)), ("rows", "rows", (8, 4, 16)),
-                    ("rows", "rows", (4, 2, 128)), ("tiles", "rows", (8, 4, 64))]
-        default = (conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.BWD_TILES)
+        # (forward kernel, backward kernel, forward walk tiles, backward walk tiles); walk tiles =
+        # (rows per chunk, warps, row blocks aimed at); "tiles" = the earlier coalesced-tile kernels
+        # (backward with dW atomics), tiles (32, 128, 4)
+        F, B = conv_op.FWD_TILES, conv_op.BWD_TILES
+        variants = [("tiles", "tiles", F, B), ("walk", "walk", F, B)]
+        variants += [("walk", "walk", F, bt) for bt in [(8, 4, 64), (16, 4, 32), (16, 4, 128), (16, 2, 64),
+                                                       (8, 2, 128), (32, 4, 64), (8, 4, 256)]]
+        variants += [("walk", "walk", ft, B) for ft in [(16, 4, 64), (32, 4, 16), (32, 2, 128), (64, 4, 64)]]
+        default = ("walk", "walk", F, B)
         shapes = [("msmarco-pack 8K", msmarco_lengths(gen, 8192), 1536),
                   ("msmarco-pack 32K", msmarco_lengths(gen, 32768), 1536),
                   ("msmarco-pack 32K D2048", msmarco_lengths(gen, 32768), 2048),
                   ("B1xL16384", [16384], 2048)]
         for i, (tag, lens, D) in enumerate(shapes):
             fb = time_scan(tag + " (scan, for conv ratio)", lens, D)["fwdbwd_ms"]
-            for fv, bv, bt in (variants if i < 2 else [("tiles", "tiles", None), default]):
-                conv_op.FWD_VARIANT, conv_op.BWD_VARIANT = fv, bv
-                conv_op.BWD_TILES = bt or default[2]
+            for v in (variants if i < 2 else [variants[0], default]):
+                conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.FWD_TILES, conv_op.BWD_TILES = v
                 try:
-                    time_conv(f"{tag} {fv}/{bv} {bt or ''}", lens, D, fb)
+                    time_conv(f"{tag} {v}", lens, D, fb)
                 except Exception as e:
-                    log(f"conv {tag} {fv}/{bv} {bt}: ERROR {type(e).__name__}: {str(e)[:300]}")
+                    log(f"conv {tag} {v}: ERROR {type(e).__name__}: {str(e)[:300]}")
             save()
-        conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.BWD_TILES = default
+        conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.FWD_TILES, conv_op.BWD_TILES = default
         # without launch and autograd overhead: CUDA-graph replays of conv and scan, fwd+bwd, 8K and 32K
         for tag, lens, D in shapes[:2]:
             try:

@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--bwd-history", type=int, default=4)
     ap.add_argument("--conv-rows", type=int, default=32)
-    ap.add_argument("--conv-bwd-rows", type=int, default=8)
+    ap.add_argument("--conv-bwd-rows", type=int, default=16)
     ap.add_argument("--sass", default=None, help="folder to write each kernel's SASS into")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -97,9 +97,9 @@ def main() -> None:
                                                         BD=128), 4),
         ("conv_bwd", conv_triton._conv_bwd_kernel, dict(W=4, WP=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
                                                         BD=128), 4),
-        ("conv_fwd_rows", conv_triton._conv_fwd_rows_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
+        ("conv_fwd_walk", conv_triton._conv_fwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
                                                                   BT=a.conv_bwd_rows, R=16, BD=32 * a.warps), a.warps),
-        ("conv_bwd_rows", conv_triton._conv_bwd_rows_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
+        ("conv_bwd_walk", conv_triton._conv_bwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
                                                                   BT=a.conv_bwd_rows, R=16, BD=32 * a.warps), a.warps),
     ]
     for name, fn, consts, warps in todo:

@@ -14,11 +14,12 @@ from .segments import cdiv
 # (rows, channels, warps) per program; module-level so the benchmark can sweep them
 GPU_TILES = (32, 128, 4)
 INTERP_TILES = (32, 64, 1)
-# backward: (rows per tile, warps, row blocks aimed at); channels per program = 32 * warps
-BWD_TILES = (8, 4, 64)
-INTERP_BWD_TILES = (8, 1, 4)
-BWD_VARIANT = "rows"
-FWD_VARIANT = "rows"  # "rows" (row blocks, deterministic dW) or "tiles" (the earlier kernel, atomics)
+# walk kernels: (rows per chunk, warps, row blocks aimed at); channels per program = 32 * warps
+FWD_TILES = (32, 4, 64)
+BWD_TILES = (16, 4, 64)
+INTERP_WALK_TILES = (8, 1, 4)
+BWD_VARIANT = "walk"  # "walk" (a walk in time, deterministic dW) or "tiles" (the earlier kernels, dW atomics)
+FWD_VARIANT = "walk"
 
 
 def _tiles() -> tuple[int, int, int]:
@@ -39,8 +40,8 @@ def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seql
     """Returns y (T, D) in x's dtype."""
     x = _rowmajor(x)
     weight = weight.contiguous()
-    if FWD_VARIANT == "rows":
-        return _fwd_rows(x, weight, bias, cu_seqlens, silu)
+    if FWD_VARIANT == "walk":
+        return _fwd_walk(x, weight, bias, cu_seqlens, silu)
     from .conv_triton import _conv_fwd_kernel
     T, Dm = x.shape
     S = cu_seqlens.numel() - 1
@@ -54,21 +55,21 @@ def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seql
     return y
 
 
-def _row_blocks(T: int) -> tuple[int, int, int, int]:
-    """(rows per tile, tiles per program, row blocks, warps) of the row-block kernels for T rows."""
-    BT, warps, blocks = INTERP_BWD_TILES if interpreting() else BWD_TILES
+def _row_blocks(T: int, tiles: tuple[int, int, int]) -> tuple[int, int, int, int]:
+    """(rows per chunk, chunks per program, row blocks, warps) of a walk kernel for T rows."""
+    BT, warps, blocks = INTERP_WALK_TILES if interpreting() else tiles
     R = min(max(_next_pow2(cdiv(T, BT * blocks)), 1), 128)
     return BT, R, cdiv(T, BT * R), warps
 
 
-def _fwd_rows(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor, silu: bool) -> Tensor:
-    from .conv_triton import _conv_fwd_rows_kernel
+def _fwd_walk(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor, silu: bool) -> Tensor:
+    from .conv_triton import _conv_fwd_walk_kernel
     T, Dm = x.shape
     S = cu_seqlens.numel() - 1
     y = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
     if T > 0 and S > 0:
-        BT, R, n_rb, warps = _row_blocks(T)
-        _conv_fwd_rows_kernel[(n_rb, cdiv(Dm, 32 * warps))](
+        BT, R, n_rb, warps = _row_blocks(T, FWD_TILES)
+        _conv_fwd_walk_kernel[(n_rb, cdiv(Dm, 32 * warps))](
             x, weight, bias if bias is not None else weight, y, _cu(cu_seqlens), x.stride(0), y.stride(0), T, Dm, S,
             W=weight.shape[1], LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=BT, R=R, BD=32 * warps,
             num_warps=warps)
@@ -90,8 +91,8 @@ def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tens
     """Returns dx, dweight, dbias (empty where bias is None)."""
     x, dy = _rowmajor(x), _rowmajor(dy)
     weight = weight.contiguous()
-    if BWD_VARIANT == "rows":
-        return _bwd_rows(dy, x, weight, bias, cu_seqlens, silu)
+    if BWD_VARIANT == "walk":
+        return _bwd_walk(dy, x, weight, bias, cu_seqlens, silu)
     from .conv_triton import _conv_bwd_kernel
     T, Dm = x.shape
     W = weight.shape[1]
@@ -111,21 +112,21 @@ def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tens
     return dx, dw.to(weight.dtype), db.to(bias.dtype) if bias is not None else x.new_empty((0,))
 
 
-def _bwd_rows(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
+def _bwd_walk(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
               silu: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """The row-block backward: dx in x's dtype; per-row-block fp32 dW/dbias partials summed here."""
-    from .conv_triton import _conv_bwd_rows_kernel
+    """The walk backward: dx in x's dtype; per-row-block fp32 dW/dbias partials summed here."""
+    from .conv_triton import _conv_bwd_walk_kernel
     T, Dm = x.shape
     W = weight.shape[1]
     S = cu_seqlens.numel() - 1
     if T == 0 or S == 0:
         return (torch.zeros_like(x), torch.zeros_like(weight),
                 torch.zeros_like(bias) if bias is not None else x.new_empty((0,)))
-    BT, R, n_rb, warps = _row_blocks(T)
+    BT, R, n_rb, warps = _row_blocks(T, BWD_TILES)
     BD = 32 * warps
     dx = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
     part = torch.empty((n_rb, W + 1, Dm), dtype=torch.float32, device=x.device)
-    _conv_bwd_rows_kernel[(n_rb, cdiv(Dm, BD))](
+    _conv_bwd_walk_kernel[(n_rb, cdiv(Dm, BD))](
         x, weight, bias if bias is not None else weight, dy, _cu(cu_seqlens), dx, part,
         x.stride(0), dy.stride(0), dx.stride(0), T, Dm, S,
         W=W, LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=BT, R=R, BD=BD, num_warps=warps)
