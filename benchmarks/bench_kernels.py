@@ -412,17 +412,15 @@ def main() -> int:
         all_ok &= check_scan("fp32 msmarco 4K", msmarco_lengths(gen, 4096), 1536, dtype=torch.float32, seed=5)
     if ("check" in parts and not args.skip_check) or "convcheck" in parts:
         from rerankers.kernels import conv_op
-        F, B = conv_op.FWD_TILES, conv_op.BWD_TILES
-        default = ("walk", "walk", F, B)
+        default = (conv_op.FWD_TILES, conv_op.BWD_TILES)
         ragged = [2048, 1, 3, 0, 5000, 77, 4, 700]
-        for v in [default, ("tiles", "tiles", F, B), ("walk", "walk", (16, 2, 128), (8, 2, 256)),
-                  ("walk", "walk", (64, 4, 16), (32, 4, 16))]:
-            conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.FWD_TILES, conv_op.BWD_TILES = v
+        for v in [default, ((16, 2, 128), (8, 2, 256)), ((64, 4, 16), (32, 4, 16))]:
+            conv_op.FWD_TILES, conv_op.BWD_TILES = v
             all_ok &= check_conv(msmarco_lengths(gen, 8192), 1536, tag=str(v))
             all_ok &= check_conv(ragged, 192, dtype=torch.float32, tag=str(v))
             for W in (1, 2, 3):
                 all_ok &= check_conv(ragged, 200, W=W, dtype=torch.float32, tag=str(v))
-        conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.FWD_TILES, conv_op.BWD_TILES = default
+        conv_op.FWD_TILES, conv_op.BWD_TILES = default
         log(f"CONV CHECKS {'PASS' if all_ok else 'FAIL'}")
     if "check" in parts and not args.skip_check:
         all_ok &= check_compile()
@@ -458,16 +456,11 @@ def main() -> int:
         save()
     if "conv" in parts:
         from rerankers.kernels import conv_op
-        # (forward kernel, backward kernel, forward walk tiles, backward walk tiles); walk tiles =
-        # (rows per chunk, warps, row blocks aimed at); "tiles" = the earlier coalesced-tile kernels
-        # (backward with dW atomics), tiles (32, 128, 4)
+        # (forward walk tiles, backward walk tiles); tiles = (rows per chunk, warps, row blocks aimed at)
         F, B = conv_op.FWD_TILES, conv_op.BWD_TILES
-        variants = [("tiles", "tiles", F, B), ("walk", "walk", F, B)]
-        variants += [("walk", "walk", F, bt) for bt in [(8, 4, 64), (16, 4, 128), (16, 2, 64), (16, 2, 128),
-                                                       (8, 2, 128), (8, 4, 256), (16, 4, 256)]]
-        variants += [("walk", "walk", ft, B) for ft in [(16, 4, 64), (32, 4, 16), (32, 2, 128), (64, 4, 64),
-                                                       (32, 4, 256)]]
-        default = ("walk", "walk", F, B)
+        default = (F, B)
+        variants = [default] + [(F, bt) for bt in [(16, 4, 64), (8, 4, 128), (8, 2, 128), (4, 4, 64)]]
+        variants += [(ft, B) for ft in [(32, 4, 64), (16, 4, 128), (16, 2, 128), (8, 4, 64)]]
         shapes = [("msmarco-pack 8K", msmarco_lengths(gen, 8192), 1536),
                   ("msmarco-pack 32K", msmarco_lengths(gen, 32768), 1536),
                   ("msmarco-pack 32K D2048", msmarco_lengths(gen, 32768), 2048),
@@ -476,14 +469,14 @@ def main() -> int:
             fb = time_scan(tag + " (scan, for conv ratio)", lens, D)["fwdbwd_ms"]
             gfb = bench(graphed(scan_timer(lens, D, cfg=CFG)[1]))
             log(f"scan {tag} graphed fwd+bwd {gfb:.3f} ms")
-            for v in (variants if i < 2 else [variants[0], default]):
-                conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.FWD_TILES, conv_op.BWD_TILES = v
+            for v in (variants if i < 2 else [default]):
+                conv_op.FWD_TILES, conv_op.BWD_TILES = v
                 try:
                     time_conv(f"{tag} {v}", lens, D, (fb, gfb))
                 except Exception as e:
                     log(f"conv {tag} {v}: ERROR {type(e).__name__}: {str(e)[:300]}")
             save()
-        conv_op.FWD_VARIANT, conv_op.BWD_VARIANT, conv_op.FWD_TILES, conv_op.BWD_TILES = default
+        conv_op.FWD_TILES, conv_op.BWD_TILES = default
         save()
     if "profile" in parts:
         fwd, fb = scan_timer(msmarco_lengths(gen, 32768), 1536, cfg=CFG)

@@ -80,8 +80,7 @@ def main() -> None:
     ap.add_argument("--block-t", type=int, default=8)
     ap.add_argument("--window", type=int, default=128)
     ap.add_argument("--bwd-history", type=int, default=4)
-    ap.add_argument("--conv-rows", type=int, default=32)
-    ap.add_argument("--conv-bwd-rows", type=int, default=16)
+    ap.add_argument("--conv-rows", type=int, default=8, help="rows per chunk of the conv walks")
     ap.add_argument("--sass", default=None, help="folder to write each kernel's SASS into")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -93,14 +92,10 @@ def main() -> None:
         ("chain", scan_triton._scan_chain_kernel, dict(REVERSE=False, G=8, BD=32, NP=16), 1),
         ("bwd_local", scan_bwd_triton._scan_bwd_local_kernel, dict(base, HAS_Z=True), a.warps),
         ("bwd", scan_bwd_triton._scan_bwd_kernel, dict(full, BH=a.bwd_history, BFLY=True), a.warps),
-        ("conv_fwd", conv_triton._conv_fwd_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
-                                                        BD=128), 4),
-        ("conv_bwd", conv_triton._conv_bwd_kernel, dict(W=4, WP=4, LOG_S=7, HAS_BIAS=True, SILU=True, BT=a.conv_rows,
-                                                        BD=128), 4),
         ("conv_fwd_walk", conv_triton._conv_fwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
-                                                                  BT=a.conv_bwd_rows, R=16, BD=32 * a.warps), a.warps),
+                                                                  BT=a.conv_rows, R=16, BD=32 * a.warps), a.warps),
         ("conv_bwd_walk", conv_triton._conv_bwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
-                                                                  BT=a.conv_bwd_rows, R=16, BD=32 * a.warps), a.warps),
+                                                                  BT=a.conv_rows, R=16, BD=32 * a.warps), a.warps),
     ]
     for name, fn, consts, warps in todo:
         report(name, compile_kernel(fn, {k: v for k, v in consts.items() if k in fn.arg_names}, warps), a.sass)

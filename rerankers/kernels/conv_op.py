@@ -11,19 +11,11 @@ from .scan_op import interpreting
 from .scan_op import log_s
 from .segments import cdiv
 
-# (rows, channels, warps) per program; module-level so the benchmark can sweep them
-GPU_TILES = (32, 128, 4)
-INTERP_TILES = (32, 64, 1)
-# walk kernels: (rows per chunk, warps, row blocks aimed at); channels per program = 32 * warps
-FWD_TILES = (32, 4, 64)
-BWD_TILES = (16, 4, 64)
-INTERP_WALK_TILES = (8, 1, 4)
-BWD_VARIANT = "walk"  # "walk" (a walk in time, deterministic dW) or "tiles" (the earlier kernels, dW atomics)
-FWD_VARIANT = "walk"
-
-
-def _tiles() -> tuple[int, int, int]:
-    return INTERP_TILES if interpreting() else GPU_TILES
+# (rows per chunk, warps, row blocks aimed at) of the forward and backward walks; channels per
+# program = 32 * warps. Module-level so the benchmark can sweep them; chosen on an H100 (BENCHMARKS.md).
+FWD_TILES = (16, 4, 64)
+BWD_TILES = (8, 4, 64)
+INTERP_TILES = (8, 1, 4)
 
 
 def _next_pow2(x: int) -> int:
@@ -34,50 +26,35 @@ def _rowmajor(x: Tensor) -> Tensor:
     return x if x.stride(-1) == 1 else x.contiguous()
 
 
+def _cu(cu_seqlens: Tensor) -> Tensor:
+    return cu_seqlens.to(torch.int32).contiguous()
+
+
+def _walk_grid(T: int, tiles: tuple[int, int, int]) -> tuple[int, int, int, int]:
+    """(rows per chunk BT, chunks per program R, row blocks, warps) of a walk over T rows: R is the
+    power of two (<= 128) that gives about the aimed-at number of row blocks."""
+    BT, warps, blocks = INTERP_TILES if interpreting() else tiles
+    R = min(_next_pow2(cdiv(T, BT * blocks)), 128)
+    return BT, R, cdiv(T, BT * R), warps
+
+
 @torch.library.custom_op("rerankers::causal_conv1d_fwd", mutates_args=())
 def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
                       silu: bool) -> Tensor:
     """Returns y (T, D) in x's dtype."""
+    from .conv_triton import _conv_fwd_walk_kernel
     x = _rowmajor(x)
     weight = weight.contiguous()
-    if FWD_VARIANT == "walk":
-        return _fwd_walk(x, weight, bias, cu_seqlens, silu)
-    from .conv_triton import _conv_fwd_kernel
     T, Dm = x.shape
     S = cu_seqlens.numel() - 1
     y = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
     if T > 0 and S > 0:
-        BT, BD, warps = _tiles()
-        _conv_fwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
-            x, weight, bias if bias is not None else weight, y, _cu(cu_seqlens), x.stride(0), y.stride(0), T, Dm,
-            S,
-            W=weight.shape[1], LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD, num_warps=warps)
-    return y
-
-
-def _row_blocks(T: int, tiles: tuple[int, int, int]) -> tuple[int, int, int, int]:
-    """(rows per chunk, chunks per program, row blocks, warps) of a walk kernel for T rows."""
-    BT, warps, blocks = INTERP_WALK_TILES if interpreting() else tiles
-    R = min(max(_next_pow2(cdiv(T, BT * blocks)), 1), 128)
-    return BT, R, cdiv(T, BT * R), warps
-
-
-def _fwd_walk(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor, silu: bool) -> Tensor:
-    from .conv_triton import _conv_fwd_walk_kernel
-    T, Dm = x.shape
-    S = cu_seqlens.numel() - 1
-    y = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
-    if T > 0 and S > 0:
-        BT, R, n_rb, warps = _row_blocks(T, FWD_TILES)
+        BT, R, n_rb, warps = _walk_grid(T, FWD_TILES)
         _conv_fwd_walk_kernel[(n_rb, cdiv(Dm, 32 * warps))](
             x, weight, bias if bias is not None else weight, y, _cu(cu_seqlens), x.stride(0), y.stride(0), T, Dm, S,
             W=weight.shape[1], LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=BT, R=R, BD=32 * warps,
             num_warps=warps)
     return y
-
-
-def _cu(cu_seqlens: Tensor) -> Tensor:
-    return cu_seqlens.to(torch.int32).contiguous()
 
 
 @causal_conv1d_fwd.register_fake
@@ -88,48 +65,24 @@ def _(x, weight, bias, cu_seqlens, silu):
 @torch.library.custom_op("rerankers::causal_conv1d_bwd", mutates_args=())
 def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
                       silu: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """Returns dx, dweight, dbias (empty where bias is None)."""
+    """Returns dx (x's dtype), dweight, dbias (empty where bias is None); dW/dbias are summed in fp32
+    per row block by the kernel and over row blocks here (a fixed order: deterministic)."""
+    from .conv_triton import _conv_bwd_walk_kernel
     x, dy = _rowmajor(x), _rowmajor(dy)
     weight = weight.contiguous()
-    if BWD_VARIANT == "walk":
-        return _bwd_walk(dy, x, weight, bias, cu_seqlens, silu)
-    from .conv_triton import _conv_bwd_kernel
-    T, Dm = x.shape
-    W = weight.shape[1]
-    dx = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
-    dw = torch.zeros((Dm, W), dtype=torch.float32, device=x.device)
-    db = torch.zeros((Dm,), dtype=torch.float32, device=x.device)
-    S = cu_seqlens.numel() - 1
-    if T > 0 and S > 0:
-        BT, BD, warps = _tiles()
-        _conv_bwd_kernel[(cdiv(T, BT), cdiv(Dm, BD))](
-            x, weight, bias if bias is not None else weight, dy, _cu(cu_seqlens), dx, dw, db,
-            x.stride(0), dy.stride(0), dx.stride(0), T, Dm, S,
-            W=W, LOG_S=log_s(S), WP=max(_next_pow2(W), 2), HAS_BIAS=bias is not None, SILU=silu, BT=BT, BD=BD,
-            num_warps=warps)
-    else:
-        dx.zero_()
-    return dx, dw.to(weight.dtype), db.to(bias.dtype) if bias is not None else x.new_empty((0,))
-
-
-def _bwd_walk(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
-              silu: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """The walk backward: dx in x's dtype; per-row-block fp32 dW/dbias partials summed here."""
-    from .conv_triton import _conv_bwd_walk_kernel
     T, Dm = x.shape
     W = weight.shape[1]
     S = cu_seqlens.numel() - 1
     if T == 0 or S == 0:
         return (torch.zeros_like(x), torch.zeros_like(weight),
                 torch.zeros_like(bias) if bias is not None else x.new_empty((0,)))
-    BT, R, n_rb, warps = _row_blocks(T, BWD_TILES)
-    BD = 32 * warps
+    BT, R, n_rb, warps = _walk_grid(T, BWD_TILES)
     dx = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
     part = torch.empty((n_rb, W + 1, Dm), dtype=torch.float32, device=x.device)
-    _conv_bwd_walk_kernel[(n_rb, cdiv(Dm, BD))](
+    _conv_bwd_walk_kernel[(n_rb, cdiv(Dm, 32 * warps))](
         x, weight, bias if bias is not None else weight, dy, _cu(cu_seqlens), dx, part,
         x.stride(0), dy.stride(0), dx.stride(0), T, Dm, S,
-        W=W, LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=BT, R=R, BD=BD, num_warps=warps)
+        W=W, LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=BT, R=R, BD=32 * warps, num_warps=warps)
     tot = part.sum(0)
     dw = tot[:W].t().to(weight.dtype, memory_format=torch.contiguous_format, copy=True)
     db = tot[W].to(bias.dtype, copy=True) if bias is not None else x.new_empty((0,))
