@@ -26,7 +26,8 @@ PTR_FP32 = {"part_ptr", "A_ptr", "states_ptr", "hin_ptr", "send_ptr", "dts_ptr",
 
 def compile_kernel(fn, consts: dict, warps: int, dtype: str = "bf16"):
     """Compile ``fn`` with bf16 activations, fp32 parameters/buffers, int32 scalars; pointers and
-    unmarked integers get Triton's usual 16-divisibility unless the kernel says do_not_specialize."""
+    unmarked integers get Triton's usual 16-divisibility unless the kernel says do_not_specialize
+    (N = 16 is divisible by 16, so it is specialised as at run time; T, S and n_win are not assumed)."""
     sig, attrs, cst = {}, {}, {}
     nospec = set(getattr(fn, "do_not_specialize", ()) or ())
     names = fn.arg_names
@@ -39,7 +40,7 @@ def compile_kernel(fn, consts: dict, warps: int, dtype: str = "bf16"):
             attrs[(i,)] = [["tt.divisibility", 16]]
         else:
             sig[n] = "i32"
-            if n not in nospec and n not in ("T", "S", "n_win", "N") and not n.startswith("one"):
+            if n not in nospec and n not in ("T", "S", "n_win") and not n.startswith("one"):
                 attrs[(i,)] = [["tt.divisibility", 16]]
     return triton.compile(ASTSource(fn, sig, cst, attrs), target=GPUTarget("cuda", 90, 32),
                           options=dict(num_warps=warps))
