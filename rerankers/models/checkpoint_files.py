@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from rerankers.models.errors import CheckpointNotFoundError, ModelLoadingError
 
@@ -19,6 +19,10 @@ SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_NAME = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 _WEIGHT_FILES = (SAFETENSORS_NAME, SAFETENSORS_INDEX, BIN_NAME, BIN_INDEX)
+# other frameworks' weights, never fetched
+HUB_IGNORE = ["*.msgpack", "*.h5", "*.ot", "onnx/*", "openvino/*", "*.onnx"]
+# a checkpoint's files, safetensors first; the pickled weights only where a repository has none
+WEIGHT_PATTERNS = (["config.json", "model*.safetensors*"], ["config.json", "pytorch_model*.bin*"])
 
 if TYPE_CHECKING:  # torch loads on first read, so that resolving names (presets) stays light
     from torch import Tensor
@@ -33,6 +37,32 @@ def hub_offline() -> bool:
         return bool(constants.HF_HUB_OFFLINE)
     except Exception:  # pragma: no cover - huggingface_hub missing or changed
         return False
+
+
+def fetch_from_hub(repo_id: str, what: str, pattern_sets: Optional[Sequence[Sequence[str]]] = None) -> Path:
+    """A local folder for a Hugging Face hub repository, from the local cache only where
+    ``HF_HUB_OFFLINE`` is set. ``pattern_sets``: file patterns tried in turn, the first whose folder
+    holds weights wins (e.g. :data:`WEIGHT_PATTERNS`); None: the whole repository but
+    :data:`HUB_IGNORE`. Every failure is a :class:`CheckpointNotFoundError` that starts with ``what``
+    and names the repository and where it was looked for."""
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointNotFoundError(f"{what} {repo_id!r} would be fetched from the Hugging Face hub, but "
+                                      "huggingface_hub is not installed (pip install huggingface_hub)") from None
+    offline = hub_offline()
+    try:
+        if pattern_sets is None:
+            return Path(snapshot_download(repo_id, local_files_only=offline, ignore_patterns=HUB_IGNORE))
+        for patterns in pattern_sets:
+            local = Path(snapshot_download(repo_id, allow_patterns=list(patterns), local_files_only=offline))
+            if find_weight_file(local, required=False) is not None:
+                return local
+        detail = ": it has no weights file"
+    except Exception as e:  # hub errors: not cached, not found, no network, gated ...
+        detail = f": {type(e).__name__}: {e}"
+    where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face hub"
+    raise CheckpointNotFoundError(f"{what} {repo_id!r} is not available {where}{detail}")
 
 
 def find_weight_file(directory: Path, required: bool = True) -> Optional[Path]:

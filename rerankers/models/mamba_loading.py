@@ -27,8 +27,8 @@ from typing import Optional, Union
 import torch
 from torch import Tensor, nn
 
-from rerankers.models.checkpoint_files import (SAFETENSORS_NAME, find_weight_file, hub_offline,  # noqa: F401
-                                               read_state_dict)
+from rerankers.models.checkpoint_files import (SAFETENSORS_NAME, WEIGHT_PATTERNS, fetch_from_hub,  # noqa: F401
+                                               find_weight_file, hub_offline, read_state_dict)
 from rerankers.models.errors import CheckpointMismatchError, CheckpointNotFoundError
 
 logger = logging.getLogger(__name__)
@@ -58,27 +58,7 @@ def resolve_checkpoint_dir(name_or_path: Union[str, os.PathLike], presets: dict[
         raise CheckpointNotFoundError(
             f"{name!r} is not a local directory, a known preset ({', '.join(sorted(presets))}) "
             "or a Hugging Face hub id")
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:
-        raise CheckpointNotFoundError(
-            f"{name!r} is not a local directory, and huggingface_hub is not installed to fetch {repo_id!r} "
-            "(pip install huggingface_hub)") from None
-    offline = hub_offline()
-    last_error: Optional[Exception] = None
-    # safetensors first; only where a repository has none, the pickled weights.
-    for patterns in (["config.json", "model*.safetensors*"], ["config.json", "pytorch_model*.bin*"]):
-        try:
-            local = Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=offline))
-        except Exception as e:  # hub errors: not cached, not found, no network, gated ...
-            last_error = e
-            break
-        if find_weight_file(local, required=False) is not None:
-            return local
-    where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face hub"
-    detail = f": {type(last_error).__name__}: {last_error}" if last_error is not None else ""
-    raise CheckpointNotFoundError(
-        f"{name!r} is not a local directory, and {repo_id!r} is not available {where}{detail}")
+    return fetch_from_hub(repo_id, f"{name!r} is not a local directory, and", WEIGHT_PATTERNS)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from rerankers.models.checkpoint_files import hub_offline
+from rerankers.models.checkpoint_files import fetch_from_hub
 from rerankers.models.errors import CheckpointNotFoundError, ModelConfigError
 from rerankers.models.mamba_config import MAMBA_PRESETS
 
@@ -73,14 +73,7 @@ def known_backbones() -> list[str]:
 
 def fetch_folder(name: str, what: str = "checkpoint") -> Path:
     """A local folder for a hub id (from the cache only when HF_HUB_OFFLINE is set)."""
-    try:
-        from huggingface_hub import snapshot_download
-        local = snapshot_download(name, local_files_only=hub_offline(),
-                                  ignore_patterns=["*.msgpack", "*.h5", "*.ot", "onnx/*", "openvino/*", "*.onnx"])
-    except Exception as e:  # not cached / not found / no network
-        where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if hub_offline() else "on the hub"
-        raise CheckpointNotFoundError(f"{what} {name!r} is not available {where}: {type(e).__name__}: {e}") from None
-    return Path(local)
+    return fetch_from_hub(name, what)
 
 
 def resolve(name_or_path: str | os.PathLike) -> tuple[Path, Optional[Preset]]:

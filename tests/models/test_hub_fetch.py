@@ -1,0 +1,61 @@
+"""Fetching checkpoints from the Hugging Face hub cache (offline): one code path for the presets,
+hub ids and Mamba checkpoints (rerankers.models.checkpoint_files.fetch_from_hub).
+
+The cache is a real on-disk Hugging Face cache built in a temporary folder; huggingface_hub resolves
+it with ``local_files_only`` exactly as it would a downloaded one.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rerankers.models.checkpoint_files import WEIGHT_PATTERNS, fetch_from_hub
+from rerankers.models.errors import CheckpointNotFoundError
+from rerankers.models.mamba_loading import resolve_checkpoint_dir
+from rerankers.models.presets import resolve
+
+REV = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty offline hub cache; call the returned function to add a repository's files."""
+    from huggingface_hub import constants
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+    def add(repo_id: str, files: dict[str, bytes]) -> None:
+        repo = cache / ("models--" + repo_id.replace("/", "--"))
+        (repo / "refs").mkdir(parents=True)
+        (repo / "refs" / "main").write_text(REV)
+        snap = repo / "snapshots" / REV
+        snap.mkdir(parents=True)
+        for name, data in files.items():
+            (snap / name).write_bytes(data)
+    return add
+
+
+def test_cached_repositories_resolve_offline(hub_cache):
+    cfg = json.dumps({"d_model": 8, "n_layer": 1, "vocab_size": 10}).encode()
+    hub_cache("org/mamba-bin", {"config.json": cfg, "pytorch_model.bin": b"x"})
+    hub_cache("org/cross", {"config.json": cfg, "model.safetensors": b"x", "tokenizer.json": b"{}"})
+    # pickled weights only (offline, the cached snapshot folder comes back whatever the patterns)
+    assert (fetch_from_hub("org/mamba-bin", "checkpoint", WEIGHT_PATTERNS) / "pytorch_model.bin").is_file()
+    assert (resolve_checkpoint_dir("org/mamba-bin", {}) / "config.json").is_file()
+    folder, preset = resolve("org/cross")  # a hub id through the presets' resolver: the whole folder
+    assert preset is None and (folder / "tokenizer.json").is_file()
+
+
+def test_missing_repository_or_weights_name_the_repository(hub_cache):
+    hub_cache("org/config-only", {"config.json": b"{}"})
+    with pytest.raises(CheckpointNotFoundError, match=r"^checkpoint 'org/config-only' is not available in the "
+                                                      r"local Hugging Face cache .*: it has no weights file"):
+        fetch_from_hub("org/config-only", "checkpoint", WEIGHT_PATTERNS)
+    with pytest.raises(CheckpointNotFoundError, match=r"'org/absent' is not a local directory, and 'org/absent' is "
+                                                      r"not available in the local Hugging Face cache"):
+        resolve_checkpoint_dir("org/absent", {})
+    with pytest.raises(CheckpointNotFoundError, match=r"^tokenizer 'org/absent' is not available"):
+        fetch_from_hub("org/absent", "tokenizer")
