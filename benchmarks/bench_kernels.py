@@ -478,6 +478,30 @@ def main() -> int:
             save()
         conv_op.FWD_TILES, conv_op.BWD_TILES = default
         save()
+    if "overhead" in parts:
+        # where the host time of an eager call goes (the conv's GPU work is ~0.1 ms at 8K, its eager
+        # fwd+bwd 0.5 ms and more): cProfile over 50 calls each, after warm-up
+        import cProfile
+        import io
+        import pstats
+        lens = msmarco_lengths(gen, 8192)
+        for name, fn in (("conv", conv_timer(lens, 1536)[1]), ("scan", scan_timer(lens, 1536, cfg=CFG)[1])):
+            for _ in range(5):
+                fn(0)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            prof = cProfile.Profile()
+            prof.enable()
+            for k in range(50):
+                fn(k % 3)
+            prof.disable()
+            host = (time.perf_counter() - t0) / 50 * 1e3
+            torch.cuda.synchronize()
+            buf = io.StringIO()
+            pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
+            log(f"overhead {name}: {host:.3f} ms of host time per eager fwd+bwd (under cProfile)")
+            with open(os.path.join(args.out, f"overhead_{name}.txt"), "w") as f:
+                f.write(f"{name} fwd+bwd, 8K tokens D=1536, 50 calls, {host:.3f} ms host per call\n{buf.getvalue()}")
     if "profile" in parts:
         fwd, fb = scan_timer(msmarco_lengths(gen, 32768), 1536, cfg=CFG)
         fb(0)
