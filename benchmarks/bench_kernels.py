@@ -479,29 +479,43 @@ def main() -> int:
         conv_op.FWD_TILES, conv_op.BWD_TILES = default
         save()
     if "overhead" in parts:
-        # where the host time of an eager call goes (the conv's GPU work is ~0.1 ms at 8K, its eager
-        # fwd+bwd 0.5 ms and more): cProfile over 50 calls each, after warm-up
+        # host time of eager calls, through the custom ops and through the direct autograd.Function
+        # (rerankers.kernels.eager): perf_counter over 50 calls (one sync at the end), do_bench of the
+        # eager fwd+bwd, and a cProfile of the direct path
         import cProfile
         import io
         import pstats
+        from rerankers.kernels import eager
         lens = msmarco_lengths(gen, 8192)
-        for name, fn in (("conv", conv_timer(lens, 1536)[1]), ("scan", scan_timer(lens, 1536, cfg=CFG)[1])):
-            for _ in range(5):
-                fn(0)
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
+        timers = (("conv", conv_timer(lens, 1536)[1]), ("scan", scan_timer(lens, 1536, cfg=CFG)[1]))
+        for direct in (False, True, False, True):
+            eager.DIRECT = direct
+            for name, fn in timers:
+                for _ in range(5):
+                    fn(0)
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                for k in range(50):
+                    fn(k % 3)
+                host = (time.perf_counter() - t0) / 50 * 1e3
+                torch.cuda.synchronize()
+                wall = bench(fn)
+                RESULTS.setdefault("overhead", []).append(dict(op=name, direct=direct, host_ms=host, eager_ms=wall))
+                log(f"overhead {name} {'direct   ' if direct else 'custom op'}: host {host:.3f} ms per eager "
+                    f"fwd+bwd call, do_bench {wall:.3f} ms")
+        eager.DIRECT = True
+        for name, fn in timers:
             prof = cProfile.Profile()
             prof.enable()
             for k in range(50):
                 fn(k % 3)
             prof.disable()
-            host = (time.perf_counter() - t0) / 50 * 1e3
             torch.cuda.synchronize()
             buf = io.StringIO()
             pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
-            log(f"overhead {name}: {host:.3f} ms of host time per eager fwd+bwd (under cProfile)")
             with open(os.path.join(args.out, f"overhead_{name}.txt"), "w") as f:
-                f.write(f"{name} fwd+bwd, 8K tokens D=1536, 50 calls, {host:.3f} ms host per call\n{buf.getvalue()}")
+                f.write(f"{name} fwd+bwd (direct path), 8K tokens D=1536, 50 calls\n{buf.getvalue()}")
+        save()
     if "profile" in parts:
         fwd, fb = scan_timer(msmarco_lengths(gen, 32768), 1536, cfg=CFG)
         fb(0)

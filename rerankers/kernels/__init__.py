@@ -9,6 +9,7 @@ from .api import (
            causal_conv1d_varlen,
            selective_scan_varlen,
 )
+from . import eager
 from .reference import causal_conv1d_ref_varlen, selective_scan_ref_varlen
 
 __all__ = [

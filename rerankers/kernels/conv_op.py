@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .eager import eager_autograd, use_direct
 from .scan_op import interpreting
 from .scan_op import log_s
 from .segments import cdiv
@@ -38,8 +39,7 @@ def _walk_grid(T: int, tiles: tuple[int, int, int]) -> tuple[int, int, int, int]
     return BT, R, cdiv(T, BT * R), warps
 
 
-@torch.library.custom_op("rerankers::causal_conv1d_fwd", mutates_args=())
-def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
+def _conv_fwd_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
                       silu: bool) -> Tensor:
     """Returns y (T, D) in x's dtype."""
     from .conv_triton import _conv_fwd_walk_kernel
@@ -57,13 +57,15 @@ def causal_conv1d_fwd(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seql
     return y
 
 
+causal_conv1d_fwd = torch.library.custom_op("rerankers::causal_conv1d_fwd", mutates_args=())(_conv_fwd_impl)
+
+
 @causal_conv1d_fwd.register_fake
 def _(x, weight, bias, cu_seqlens, silu):
     return torch.empty_like(x)
 
 
-@torch.library.custom_op("rerankers::causal_conv1d_bwd", mutates_args=())
-def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
+def _conv_bwd_impl(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
                       silu: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Returns dx (x's dtype), dweight, dbias (empty where bias is None); dW/dbias are summed in fp32
     per row block by the kernel and over row blocks here (a fixed order: deterministic)."""
@@ -89,6 +91,9 @@ def causal_conv1d_bwd(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tens
     return dx, dw, db
 
 
+causal_conv1d_bwd = torch.library.custom_op("rerankers::causal_conv1d_bwd", mutates_args=())(_conv_bwd_impl)
+
+
 @causal_conv1d_bwd.register_fake
 def _(dy, x, weight, bias, cu_seqlens, silu):
     return (torch.empty_like(x), torch.empty_like(weight),
@@ -104,11 +109,13 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy):
     x, weight, bias, cu_seqlens = ctx.saved_tensors
-    dx, dw, db = causal_conv1d_bwd(dy, x, weight, bias, cu_seqlens, ctx.silu)
+    bwd = _conv_bwd_impl if getattr(ctx, "direct", False) else causal_conv1d_bwd
+    dx, dw, db = bwd(dy, x, weight, bias, cu_seqlens, ctx.silu)
     return dx, dw, db if ctx.has_bias else None, None, None
 
 
 causal_conv1d_fwd.register_autograd(_backward, setup_context=_setup_context)
+_conv_direct = eager_autograd(_conv_fwd_impl, _setup_context, _backward)
 
 
 def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
@@ -117,4 +124,5 @@ def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_s
     if not x.is_cuda and not interpreting():
         raise RuntimeError("the Triton causal conv1d needs CUDA tensors (or TRITON_INTERPRET=1 on the CPU); "
                            "use backend='reference' on the CPU")
-    return causal_conv1d_fwd(x, weight, bias, cu_seqlens, activation is not None)
+    op = _conv_direct if use_direct() else causal_conv1d_fwd
+    return op(x, weight, bias, cu_seqlens, activation is not None)

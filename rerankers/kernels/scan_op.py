@@ -12,6 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from .eager import eager_autograd, use_direct
 from .segments import cdiv
 
 
@@ -98,8 +99,7 @@ def _chain(vec: Tensor, dts: Tensor, flag: Tensor, A_t: Tensor, reverse: bool) -
     return out
 
 
-@torch.library.custom_op("rerankers::selective_scan_fwd", mutates_args=())
-def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+def _scan_fwd_impl(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                        z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
                        delta_softplus: bool, window: int, block_t: int, warps: int, window_bwd: int,
                        warps_bwd: int, bwd_history: int) -> tuple[Tensor, Tensor]:
@@ -137,6 +137,9 @@ def selective_scan_fwd(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     return y, states
 
 
+selective_scan_fwd = torch.library.custom_op("rerankers::selective_scan_fwd", mutates_args=())(_scan_fwd_impl)
+
+
 @selective_scan_fwd.register_fake
 def _(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, window, block_t, warps, window_bwd,
       warps_bwd, bwd_history):
@@ -144,8 +147,7 @@ def _(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, window, b
     return u.new_empty((T, Dm)), u.new_empty((cdiv(T, block_t), A.shape[1], Dm), dtype=torch.float32)
 
 
-@torch.library.custom_op("rerankers::selective_scan_bwd", mutates_args=())
-def selective_scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+def _scan_bwd_impl(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
                        D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
                        cu_seqlens: Tensor, states: Tensor, delta_softplus: bool, window: int, block_t: int,
                        warps: int, bwd_history: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -195,6 +197,9 @@ def selective_scan_bwd(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tenso
     return du, ddelta, dA_t.t().to(A.dtype, memory_format=torch.contiguous_format), dB.to(B.dtype), dC.to(C.dtype), dDo, dz, dbo
 
 
+selective_scan_bwd = torch.library.custom_op("rerankers::selective_scan_bwd", mutates_args=())(_scan_bwd_impl)
+
+
 @selective_scan_bwd.register_fake
 def _(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplus, window, block_t, warps,
       bwd_history):
@@ -216,7 +221,8 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy, _ds):
     u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states = ctx.saved_tensors
-    du, ddelta, dA, dB, dC, dD, dz, dbias = selective_scan_bwd(
+    bwd = _scan_bwd_impl if getattr(ctx, "direct", False) else selective_scan_bwd
+    du, ddelta, dA, dB, dC, dD, dz, dbias = bwd(
         dy.contiguous(), u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, *ctx.cfg)
     has_D, has_z, has_bias = ctx.has
     return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None,
@@ -224,6 +230,7 @@ def _backward(ctx, dy, _ds):
 
 
 selective_scan_fwd.register_autograd(_backward, setup_context=_setup_context)
+_scan_direct = eager_autograd(_scan_fwd_impl, _setup_context, _backward)
 
 
 def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
@@ -241,6 +248,7 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
             raise ValueError(f"{name} {getattr(cfg, name)} must be a multiple of block_t {cfg.block_t}")
     if cfg.block_t % cfg.bwd_history:
         raise ValueError(f"bwd_history {cfg.bwd_history} must divide block_t {cfg.block_t}")
-    y, _ = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus,
-                              cfg.window, cfg.block_t, cfg.warps, cfg.window_bwd, cfg.warps_bwd, cfg.bwd_history)
+    op = _scan_direct if use_direct() else selective_scan_fwd
+    y, _ = op(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus,
+              cfg.window, cfg.block_t, cfg.warps, cfg.window_bwd, cfg.warps_bwd, cfg.bwd_history)
     return y
