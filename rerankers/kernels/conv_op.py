@@ -1,5 +1,6 @@
 """The varlen causal conv1d as a torch custom op (``rerankers::causal_conv1d_fwd`` / ``_bwd``) with
-autograd; launches the kernels of :mod:`.conv_triton` (no host synchronisation)."""
+autograd, called directly in eager mode (:mod:`.eager`); launches the kernels of :mod:`.conv_triton`
+(no host synchronisation)."""
 from __future__ import annotations
 
 from typing import Optional
@@ -8,8 +9,7 @@ import torch
 from torch import Tensor
 
 from .eager import eager_autograd, use_direct
-from .scan_op import interpreting
-from .scan_op import log_s
+from .scan_op import _next_pow2, interpreting, log_s
 from .segments import cdiv
 
 # (rows per chunk, warps, row blocks aimed at) of the forward and backward walks; channels per
@@ -17,10 +17,6 @@ from .segments import cdiv
 FWD_TILES = (16, 4, 64)
 BWD_TILES = (8, 4, 64)
 INTERP_TILES = (8, 1, 4)
-
-
-def _next_pow2(x: int) -> int:
-    return 1 << max(int(x) - 1, 0).bit_length()
 
 
 def _rowmajor(x: Tensor) -> Tensor:
@@ -40,7 +36,7 @@ def _walk_grid(T: int, tiles: tuple[int, int, int]) -> tuple[int, int, int, int]
 
 
 def _conv_fwd_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
-                      silu: bool) -> Tensor:
+                   silu: bool) -> Tensor:
     """Returns y (T, D) in x's dtype."""
     from .conv_triton import _conv_fwd_walk_kernel
     x = _rowmajor(x)
@@ -66,7 +62,7 @@ def _(x, weight, bias, cu_seqlens, silu):
 
 
 def _conv_bwd_impl(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
-                      silu: bool) -> tuple[Tensor, Tensor, Tensor]:
+                   silu: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Returns dx (x's dtype), dweight, dbias (empty where bias is None); dW/dbias are summed in fp32
     per row block by the kernel and over row blocks here (a fixed order: deterministic)."""
     from .conv_triton import _conv_bwd_walk_kernel

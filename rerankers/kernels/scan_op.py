@@ -1,6 +1,7 @@
 """The varlen selective scan as a torch custom op (``rerankers::selective_scan_fwd`` / ``_bwd``)
-with autograd, so that ``torch.compile`` traces around it. Launches the kernels of
-:mod:`.scan_triton`; buffers are sized from upper bounds (no host synchronisation).
+with autograd, so that ``torch.compile`` traces around it; eager calls skip the custom-op dispatch
+(:mod:`.eager`). Launches the kernels of :mod:`.scan_triton`; buffers are sized from upper bounds
+(no host synchronisation).
 """
 from __future__ import annotations
 
@@ -100,9 +101,9 @@ def _chain(vec: Tensor, dts: Tensor, flag: Tensor, A_t: Tensor, reverse: bool) -
 
 
 def _scan_fwd_impl(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                       z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
-                       delta_softplus: bool, window: int, block_t: int, warps: int, window_bwd: int,
-                       warps_bwd: int, bwd_history: int) -> tuple[Tensor, Tensor]:
+                   z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
+                   delta_softplus: bool, window: int, block_t: int, warps: int, window_bwd: int,
+                   warps_bwd: int, bwd_history: int) -> tuple[Tensor, Tensor]:
     """Returns y (T, D) and the state before every chunk of block_t tokens, (cdiv(T, block_t), N, D) fp32.
     (window_bwd, warps_bwd and bwd_history are kept for the backward.)"""
     from .scan_triton import _scan_fwd_kernel, _scan_fwd_local_kernel
@@ -148,9 +149,10 @@ def _(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, window, b
 
 
 def _scan_bwd_impl(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                       D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
-                       cu_seqlens: Tensor, states: Tensor, delta_softplus: bool, window: int, block_t: int,
-                       warps: int, bwd_history: int) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+                   D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+                   cu_seqlens: Tensor, states: Tensor, delta_softplus: bool, window: int, block_t: int,
+                   warps: int, bwd_history: int
+                   ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns du, ddelta, dA, dB, dC, dD, dz, ddelta_bias (empty tensors for absent inputs)."""
     from .scan_bwd_triton import _scan_bwd_kernel, _scan_bwd_local_kernel
     dy, u, delta, B, C, z = (_rowmajor(t) for t in (dy, u, delta, B, C, z))
