@@ -1,7 +1,8 @@
 """Varlen (packed) Mamba-1 kernels: selective scan and causal conv1d.
 
 Triton kernels + autograd on CUDA (torch custom ops for torch.compile, called directly in eager
-mode), pure-PyTorch references on the CPU, and an optional mamba-ssm comparison path. See :func:`selective_scan_varlen`, :func:`causal_conv1d_varlen`.
+mode), pure-PyTorch references on the CPU, and an optional mamba-ssm comparison path. See
+:func:`selective_scan_varlen`, :func:`causal_conv1d_varlen`.
 """
 from .api import (
            BACKENDS,
