@@ -19,12 +19,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from .scan_triton import _lower_bound, _row
+from .scan_triton import _lower_bound, _row, _tile
 
 
 @triton.jit
 def _start_bits(cu_ptr, S, p, lo, n: tl.constexpr):
-    """Bit j (int64) set where row lo + j starts a sequence, j < n; p: first index with cu[p] >= lo."""
+    """Bit j (int64) set where row lo + j starts a sequence, j < n; p: first index with cu[p] >= lo.
+    Returns (bits, first index with cu >= lo + n) (an int64 ``_starts_ahead`` of scan_triton: the
+    backward's masks span BT + 4 rows)."""
     one = (lo * 0 + 1).to(tl.int64)
     sm = one * 0
     c = tl.load(cu_ptr + tl.minimum(p, S))
@@ -32,17 +34,7 @@ def _start_bits(cu_ptr, S, p, lo, n: tl.constexpr):
         sm = sm | (one << (c - lo).to(tl.int64))
         p += 1
         c = tl.load(cu_ptr + tl.minimum(p, S))
-    return sm
-
-
-@triton.jit
-def _skip_to(cu_ptr, S, p, pos):
-    """First index q >= p with cu[q] >= pos (S + 1 where none)."""
-    c = tl.load(cu_ptr + tl.minimum(p, S))
-    while (p <= S) & (c < pos):
-        p += 1
-        c = tl.load(cu_ptr + tl.minimum(p, S))
-    return p
+    return sm, p
 
 
 @triton.jit
@@ -78,8 +70,7 @@ def _taps(w_ptr, b_ptr, offs_d, md, W: tl.constexpr, HAS_BIAS: tl.constexpr):
 def _rows_tile(ptr, t0, rr, T, stride, offs_d, md):
     """(len(rr), BD) fp32 tile of rows t0 + rr (zero outside [0, T))."""
     rows = t0 + rr
-    m = ((rows >= 0) & (rows < T))[:, None] & md[None, :]
-    return tl.load(ptr + rows.to(tl.int64)[:, None] * stride + offs_d[None, :], mask=m, other=0.0).to(tl.float32)
+    return _tile(ptr, rows.to(tl.int64), stride, offs_d, ((rows >= 0) & (rows < T))[:, None] & md[None, :])
 
 
 @triton.jit
@@ -135,19 +126,18 @@ def _conv_fwd_walk_kernel(x_ptr, w_ptr, b_ptr, y_ptr, cu_ptr, stride_x, stride_y
     rh = tl.arange(0, 4)
     p = _lower_bound(cu_ptr, S, r0 - 3, LOG_S)
     H = _rows_tile(x_ptr, r0 - 4, rh, T, stride_x, offs_d, md)
-    sm = _start_bits(cu_ptr, S, p, r0 - 3, 3)
+    sm, p = _start_bits(cu_ptr, S, p, r0 - 3, 3)  # p: first index with cu >= r0
     x1 = _row(H, rh, 1) * 0.0
     x2 = x1
     x3 = x1
     for j in tl.static_range(3):
         keep = _clear(sm, j)
         x3, x2, x1 = tl.where(keep, x2, 0.0), tl.where(keep, x1, 0.0), _row(H, rh, j + 1)
-    p = _skip_to(cu_ptr, S, p, r0)
     for c in range(R):
         t0 = r0 + c * BT
         if t0 < T:
             X = _rows_tile(x_ptr, t0, rr, T, stride_x, offs_d, md)
-            sm = _start_bits(cu_ptr, S, p, t0, BT)
+            sm, p = _start_bits(cu_ptr, S, p, t0, BT)
             Y = tl.zeros([BT, BD], dtype=tl.float32)
             for i in tl.static_range(BT):
                 x0 = _row(X, rr, i)
@@ -161,7 +151,6 @@ def _conv_fwd_walk_kernel(x_ptr, w_ptr, b_ptr, y_ptr, cu_ptr, stride_x, stride_y
             rows = t0 + rr
             tl.store(y_ptr + rows.to(tl.int64)[:, None] * stride_y + offs_d[None, :], Y,
                      mask=(rows < T)[:, None] & md[None, :])
-            p = _skip_to(cu_ptr, S, p, t0 + BT)
 
 
 @triton.jit(do_not_specialize=["stride_x", "stride_dy", "stride_dx"])
@@ -187,7 +176,7 @@ def _conv_bwd_walk_kernel(x_ptr, w_ptr, b_ptr, dy_ptr, cu_ptr, dx_ptr, part_ptr,
     X4 = _rows_tile(x_ptr, r1, rh, T, stride_x, offs_d, md)
     H = _rows_tile(x_ptr, r1 - 4, rh, T, stride_x, offs_d, md)
     D4 = _rows_tile(dy_ptr, r1, rh, T, stride_dy, offs_d, md)
-    sm = _start_bits(cu_ptr, S, p, r1 - 3, 7)
+    sm, _ = _start_bits(cu_ptr, S, p, r1 - 3, 7)
     g1 = w0 * 0.0
     g2 = g1
     g3 = g1
@@ -209,7 +198,7 @@ def _conv_bwd_walk_kernel(x_ptr, w_ptr, b_ptr, dy_ptr, cu_ptr, dx_ptr, part_ptr,
             X = _rows_tile(x_ptr, t0, rr, T, stride_x, offs_d, md)
             H = _rows_tile(x_ptr, t0 - 4, rh, T, stride_x, offs_d, md)
             DY = _rows_tile(dy_ptr, t0, rr, T, stride_dy, offs_d, md)
-            sm = _start_bits(cu_ptr, S, p, t0 - 3, BT + 4)
+            sm, _ = _start_bits(cu_ptr, S, p, t0 - 3, BT + 4)
             DX = tl.zeros([BT, BD], dtype=tl.float32)
             for k in tl.static_range(BT):
                 i = BT - 1 - k
