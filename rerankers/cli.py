@@ -20,13 +20,10 @@ from rerankers.data.datasets import load_dataset_docs, load_dataset_queries, res
 from rerankers.data.texts import read_candidates, read_corpus
 from rerankers.data.trec import Run, read_run, truncate_run, write_run
 from rerankers.eval.metric_names import DEFAULT_METRICS
-from rerankers.utils.errors import RerankersError
+from rerankers.errors import RerankersError, UsageError
 
 logger = logging.getLogger("rerankers.cli")
 
-
-class UsageError(RerankersError):
-    """Arguments that do not fit together."""
 
 
 # ---------------------------------------------------------------------------------------- eval

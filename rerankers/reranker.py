@@ -19,7 +19,7 @@ from rerankers.data.batching import pack_encoded, restore_order, token_budget_ba
 from rerankers.data.templates import check_not_empty
 from rerankers.data.trec import ranked
 from rerankers.models.cross_encoder import CrossEncoder
-from rerankers.utils.errors import RerankersError
+from rerankers.errors import MissingDocumentsError, RerankersError, UnknownQueryError
 
 logger = logging.getLogger(__name__)
 
@@ -27,18 +27,6 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16}
 
 
-class MissingDocumentsError(RerankersError, KeyError):
-    """A run names documents that the corpus / candidates do not hold."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class UnknownQueryError(RerankersError, KeyError):
-    """A run names queries that the topics do not hold."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass

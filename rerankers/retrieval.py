@@ -15,15 +15,12 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from rerankers.data.trec import Run
-from rerankers.utils.errors import RerankersError
+from rerankers.errors import RetrievalError
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("bm25s", "pyserini")
 
-
-class RetrievalError(RerankersError):
-    """A retrieval set-up problem the user can fix (missing optional backend, empty corpus, ...)."""
 
 
 @dataclass

@@ -12,8 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "models"))
 from tiny_checkpoints import save_tiny_bert  # noqa: E402
 
 from rerankers import CrossEncoder, RankedResult, Reranker  # noqa: E402
-from rerankers.data.templates import EmptyInputError  # noqa: E402
-from rerankers.reranker import MissingDocumentsError, UnknownQueryError  # noqa: E402
+from rerankers.errors import EmptyInputError, MissingDocumentsError, UnknownQueryError  # noqa: E402
 
 QUERY = "what is a cat"
 DOCS = ["a cat is an animal that purrs", "dogs bark loudly at night", "the sun is hot", "fish swim in the river",
@@ -96,7 +95,7 @@ def test_overlong_documents_are_truncated_and_counted(reranker, caplog):
 
 
 def test_bad_arguments_are_rerankers_errors(reranker):
-    from rerankers.utils.errors import RerankersError
+    from rerankers.errors import RerankersError
     with pytest.raises(RerankersError, match="device 'gpu0'"):
         Reranker(reranker.model, device="gpu0")
     for kw in ({"batch_tokens": 0}, {"max_pairs": 0}, {"chunk_pairs": 0}):

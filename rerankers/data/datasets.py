@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-from rerankers.data.errors import DatasetLoadError, UnknownDatasetError
+from rerankers.errors import DatasetLoadError, UnknownDatasetError
 from rerankers.data.texts import Texts, read_queries
 from rerankers.data.trec import Qrels, read_qrels
 

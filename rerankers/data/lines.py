@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Iterator
 
-from rerankers.data.errors import DataFormatError
+from rerankers.errors import DataFormatError
 
 
 def check_readable(path: str | os.PathLike) -> Path:

@@ -19,20 +19,13 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
-from rerankers.utils.errors import RerankersError
+from rerankers.errors import EmptyInputError, TemplateError
 
 logger = logging.getLogger(__name__)
 
 TEMPLATE_NAMES = ("bert", "mamba", "t5")
 
 
-class EmptyInputError(RerankersError, ValueError):
-    """A query or document is empty (or only whitespace); names the pair's index or id."""
-
-
-class TemplateError(RerankersError, ValueError):
-    """A template that cannot work: unknown name, lengths that leave no room, a tokenizer without
-    the special tokens it needs, queries and documents that do not pair up."""
 
 
 @dataclass

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 from typing import Any, Collection, Dict, Iterator
 
-from rerankers.data.errors import DataFormatError
+from rerankers.errors import DataFormatError
 from rerankers.data.lines import check_readable, iter_lines
 from rerankers.data.trec import Run
 

@@ -20,7 +20,7 @@ import math
 import os
 from typing import Dict, Mapping
 
-from rerankers.data.errors import DataFormatError
+from rerankers.errors import DataFormatError
 from rerankers.data.lines import iter_lines
 from rerankers.utils.io import atomic_write
 

@@ -18,7 +18,7 @@ from rerankers.data.trec import Run, read_qrels, write_run
 from rerankers.eval.metrics import evaluate
 from rerankers.eval.report import Report, ReportRow
 from rerankers.retrieval import BM25Config, bm25_retrieve
-from rerankers.utils.errors import RerankersError
+from rerankers.errors import RerankersError
 
 logger = logging.getLogger(__name__)
 

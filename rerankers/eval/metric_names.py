@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from rerankers.eval.errors import UnknownMetricError
+from rerankers.errors import UnknownMetricError
 
 DEFAULT_METRICS = ("MRR@10", "nDCG@10", "nDCG@100", "MAP@1000", "R@100", "R@1000", "P@10")
 

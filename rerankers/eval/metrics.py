@@ -24,7 +24,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from rerankers.data.trec import Qrels, Run, ranked
-from rerankers.eval.errors import EvaluationError
+from rerankers.errors import EvaluationError
 from rerankers.eval.metric_names import DEFAULT_METRICS, MetricSpec, parse_metrics
 
 logger = logging.getLogger(__name__)

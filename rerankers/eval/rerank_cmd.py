@@ -11,16 +11,12 @@ import logging
 from typing import Mapping
 
 from rerankers.data.trec import Run
-from rerankers.models.errors import ModelLoadingError
-from rerankers.utils.errors import RerankersError
+from rerankers.errors import ModelLoadingError
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_BATCH_TOKENS = 16384
 
-
-class ModelLoadError(RerankersError):
-    """``--model`` could not be loaded (unknown name, bad checkpoint, config mismatch)."""
 
 
 def rerank_with_model(args: argparse.Namespace, run: Run, queries: Mapping[str, str],
@@ -50,7 +46,7 @@ def rerank_with_model(args: argparse.Namespace, run: Run, queries: Mapping[str, 
         reranker = Reranker.from_pretrained(args.model, device=getattr(args, "device", None),
                                             dtype=getattr(args, "dtype", None), batch_tokens=batch_tokens)
     except (ModelLoadingError, ImportError) as e:  # ImportError: a preset's optional package is missing
-        raise ModelLoadError(f"--model {args.model}: {e}") from None
+        raise ModelLoadingError(f"--model {args.model}: {e}") from None
     reranked = reranker.rerank_run(run, queries, docs, depth=depth)
     st = reranker.last_stats
     logger.info("reranked %d pairs (%d tokens) in %.2fs: %.1f pairs/s, %.0f tokens/s (model only: %.1f pairs/s)",

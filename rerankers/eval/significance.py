@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from rerankers.eval.errors import EvaluationError
+from rerankers.errors import EvaluationError
 
 logger = logging.getLogger(__name__)
 

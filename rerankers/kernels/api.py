@@ -13,13 +13,12 @@ from typing import Optional
 
 from torch import Tensor
 
+from rerankers.errors import KernelBackendError
+
 from .reference import causal_conv1d_ref_varlen, selective_scan_ref_varlen
 
 BACKENDS = ("auto", "triton", "reference", "mamba_ssm")
 
-
-class KernelBackendError(ValueError):
-    """An unknown backend name, or a backend that cannot run these inputs."""
 
 
 def _resolve(backend: Optional[str], device_is_cuda: bool) -> str:

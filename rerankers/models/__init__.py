@@ -23,7 +23,7 @@ _WHERE = {
     "T5Backbone": "rerankers.models.t5",
     "PRESETS": "rerankers.models.presets",
     "known_backbones": "rerankers.models.presets",
-    **{name: "rerankers.models.errors" for name in ("ModelLoadingError", "CheckpointNotFoundError",
+    **{name: "rerankers.errors" for name in ("ModelLoadingError", "CheckpointNotFoundError",
                                                      "ModelConfigError", "CheckpointMismatchError")},
 }
 

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
 from rerankers.models.checkpoint_files import compare_keys, read_state_dict
-from rerankers.models.errors import CheckpointMismatchError, ModelConfigError
+from rerankers.errors import CheckpointMismatchError, ModelConfigError
 from rerankers.models import varlen_attention
 from rerankers.models.varlen_attention import register_with_transformers
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from rerankers.models.errors import CheckpointNotFoundError, ModelLoadingError
+from rerankers.errors import CheckpointNotFoundError, ModelLoadingError
 
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"

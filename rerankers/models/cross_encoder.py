@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from rerankers.data.packing import PackedBatch
 from rerankers.data.templates import EncodedPairs, TemplateConfig, TemplateError, encode_pairs
 from rerankers.models.checkpoint_files import compare_keys, read_tensor_file
-from rerankers.models.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError
+from rerankers.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError
 from rerankers.models.heads import ScoreHead, true_false_score
 from rerankers.models.presets import Preset, detect_kind, fetch_folder, resolve
 

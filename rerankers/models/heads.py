@@ -12,7 +12,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from rerankers.models.errors import ModelConfigError
+from rerankers.errors import ModelConfigError
 
 ACTIVATIONS = ("none", "tanh", "gelu")
 

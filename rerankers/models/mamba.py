@@ -34,7 +34,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rerankers.data.packing import PackedBatch, cu_seqlens_from_lengths, position_ids_from_cu_seqlens
 from rerankers.kernels import causal_conv1d_varlen, selective_scan_varlen
-from rerankers.models.errors import ModelConfigError
+from rerankers.errors import ModelConfigError
 from rerankers.models.mamba_config import (HF_FORMAT, MAMBA_PRESETS, MAMBA_SSM_FORMAT, MambaConfig,
                                            read_config_file)
 from rerankers.models.mamba_loading import (BACKBONE_PREFIX, LM_HEAD_KEY, load_strict, read_state_dict,

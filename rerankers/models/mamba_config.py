@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from rerankers.models.errors import ModelConfigError
+from rerankers.errors import ModelConfigError
 
 logger = logging.getLogger(__name__)
 

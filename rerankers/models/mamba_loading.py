@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from rerankers.models.checkpoint_files import (SAFETENSORS_NAME, WEIGHT_PATTERNS, fetch_from_hub,  # noqa: F401
                                                find_weight_file, hub_offline, read_state_dict)
-from rerankers.models.errors import CheckpointMismatchError, CheckpointNotFoundError
+from rerankers.errors import CheckpointMismatchError, CheckpointNotFoundError
 
 logger = logging.getLogger(__name__)
 

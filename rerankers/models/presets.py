@@ -14,14 +14,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from rerankers.models.checkpoint_files import fetch_from_hub
-from rerankers.models.errors import CheckpointNotFoundError, ModelConfigError
+from rerankers.errors import CheckpointNotFoundError, ModelConfigError, UnknownBackboneError
 from rerankers.models.mamba_config import MAMBA_PRESETS
 
 logger = logging.getLogger(__name__)
 
-
-class UnknownBackboneError(CheckpointNotFoundError, ValueError):
-    """A backbone name that is neither a preset, a local folder nor a reachable hub id."""
 
 
 @dataclass(frozen=True)

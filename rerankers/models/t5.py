@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
 from rerankers.models.checkpoint_files import compare_keys, read_state_dict
-from rerankers.models.errors import CheckpointMismatchError, ModelConfigError
+from rerankers.errors import CheckpointMismatchError, ModelConfigError
 
 logger = logging.getLogger(__name__)
 

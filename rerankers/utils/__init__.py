@@ -1,5 +1,4 @@
-"""Small shared helpers: atomic file output, the user-facing error base class."""
-from rerankers.utils.errors import RerankersError
+"""Small shared helpers: atomic file output."""
 from rerankers.utils.io import atomic_write
 
-__all__ = ["RerankersError", "atomic_write"]
+__all__ = ["atomic_write"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rerankers.data.datasets import SHORT_NAMES, resolve_dataset_id, resolve_qrels
-from rerankers.data.errors import DataFormatError, UnknownDatasetError
+from rerankers.errors import DataFormatError, UnknownDatasetError
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -96,7 +96,7 @@ def test_document_store_lookups_and_a_broken_store():
     from types import SimpleNamespace
 
     from rerankers.data.datasets import IrDatasetsDocs
-    from rerankers.data.errors import DatasetLoadError
+    from rerankers.errors import DatasetLoadError
 
     class Store:
         def get(self, docid):

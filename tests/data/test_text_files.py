@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from rerankers.data.errors import DataFormatError
+from rerankers.errors import DataFormatError
 from rerankers.data.texts import read_candidates, read_corpus, read_queries
 
 

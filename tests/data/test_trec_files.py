@@ -3,7 +3,7 @@ import gzip
 
 import pytest
 
-from rerankers.data.errors import DataFormatError
+from rerankers.errors import DataFormatError
 from rerankers.data.trec import ranked, read_qrels, read_run, truncate_run, write_qrels, write_run
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy.stats import ttest_rel
 
-from rerankers.eval.errors import EvaluationError, UnknownMetricError
+from rerankers.errors import EvaluationError, UnknownMetricError
 from rerankers.eval.metric_names import parse_metric, parse_metrics
 from rerankers.eval.metrics import default_rel_level, evaluate
 from rerankers.eval.significance import compare_to_baseline, paired_p_value

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from rerankers.data.trec import read_qrels, read_run
-from rerankers.eval.errors import UnknownMetricError
+from rerankers.errors import UnknownMetricError
 from rerankers.eval.metric_names import parse_metric
 from rerankers.eval.metrics import evaluate
 

@@ -9,8 +9,8 @@ import torch
 from rerankers.data.batching import pack_encoded
 from rerankers.models.bert import BertBackbone
 from rerankers.models.cross_encoder import CrossEncoder
-from rerankers.models.errors import CheckpointMismatchError
-from rerankers.models.presets import UnknownBackboneError
+from rerankers.errors import CheckpointMismatchError
+from rerankers.errors import UnknownBackboneError
 from rerankers.models.varlen_attention import per_sequence_attention, varlen_attention
 
 from tiny_checkpoints import save_tiny_bert
@@ -101,7 +101,7 @@ def test_checkpoint_config_mismatch_names_keys(tmp_path):
 @pytest.mark.parametrize("kind", ["bert", "t5"])
 def test_missing_or_unreadable_weights_are_loading_errors(kind, tmp_path):
     from tiny_checkpoints import BUILDERS
-    from rerankers.models.errors import CheckpointNotFoundError, ModelLoadingError
+    from rerankers.errors import CheckpointNotFoundError, ModelLoadingError
     folder = BUILDERS[kind](tmp_path / kind)
     weights = folder / "model.safetensors"
     weights.write_bytes(b"not a safetensors file")

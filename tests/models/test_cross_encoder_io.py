@@ -9,7 +9,7 @@ import torch
 from rerankers.data.batching import pack_encoded
 from rerankers.data.templates import TemplateConfig
 from rerankers.models.cross_encoder import CrossEncoder
-from rerankers.models.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError
+from rerankers.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError
 
 from tiny_checkpoints import BUILDERS, save_tiny_bert
 
@@ -116,8 +116,9 @@ def test_t5_config_without_token_ids_and_bad_template_overrides(tmp_path):
 
 
 def test_template_errors_are_rerankers_errors():
-    from rerankers.data.templates import TemplateError, encode_pairs
-    from rerankers.utils.errors import RerankersError
+    from rerankers.data.templates import encode_pairs
+    from rerankers.errors import TemplateError
+    from rerankers.errors import RerankersError
     from tiny_checkpoints import word_tokenizer
     assert issubclass(TemplateError, RerankersError)
     with pytest.raises(TemplateError, match="1 queries but 2 documents"):

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from rerankers.models.checkpoint_files import WEIGHT_PATTERNS, fetch_from_hub
-from rerankers.models.errors import CheckpointNotFoundError
+from rerankers.errors import CheckpointNotFoundError
 from rerankers.models.mamba_loading import resolve_checkpoint_dir
 from rerankers.models.presets import resolve
 

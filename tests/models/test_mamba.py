@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from rerankers.data.packing import pack_token_ids
-from rerankers.models.errors import (CheckpointMismatchError, CheckpointNotFoundError, ModelConfigError,
+from rerankers.errors import (CheckpointMismatchError, CheckpointNotFoundError, ModelConfigError,
                                      ModelLoadingError)
 from rerankers.models.mamba import MAMBA_PRESETS, MambaBackbone, MambaConfig
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from rerankers.data.batching import iter_packed_batches, restore_order, token_budget_batches
-from rerankers.data.templates import EmptyInputError, TemplateConfig, encode_pairs
+from rerankers.data.templates import TemplateConfig, encode_pairs
+from rerankers.errors import EmptyInputError
 
 from tiny_checkpoints import word_tokenizer
 

@@ -6,7 +6,7 @@ import torch
 
 from rerankers.data.batching import pack_encoded
 from rerankers.models.cross_encoder import CrossEncoder
-from rerankers.models.errors import CheckpointMismatchError
+from rerankers.errors import CheckpointMismatchError
 
 from tiny_checkpoints import save_tiny_t5
 
