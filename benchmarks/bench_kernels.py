@@ -20,6 +20,7 @@ import math
 import os
 import sys
 import time
+from dataclasses import astuple
 
 import torch
 import triton
@@ -30,7 +31,16 @@ from rerankers.kernels import (
     causal_conv1d_varlen,
     selective_scan_ref_varlen,
 )
-from rerankers.kernels.scan_op import DEFAULT_CONFIG, ScanConfig, selective_scan_triton
+from rerankers.kernels.causal_conv1d.op import DEFAULT_CONFIG as CONV_DEFAULT_CONFIG
+from rerankers.kernels.causal_conv1d.op import ConvConfig, causal_conv1d_triton
+from rerankers.kernels.selective_scan.op import (
+    DEFAULT_CONFIG,
+    ScanConfig,
+    launch_backward,
+    launch_forward,
+    selective_scan_triton,
+)
+from rerankers.kernels.varlen import cu_seqlens_from_lengths
 
 DEV = "cuda"
 CFG: ScanConfig | None = None  # tile config used by checks and the sweep (None: the default)
@@ -56,9 +66,19 @@ def msmarco_lengths(gen: torch.Generator, total: int) -> list[int]:
 
 
 def cu_of(lengths: list[int]) -> torch.Tensor:
-    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
-    cu[1:] = torch.cumsum(torch.tensor(lengths), 0)
-    return cu.to(DEV)
+    return cu_seqlens_from_lengths(lengths, device=DEV)
+
+
+Tiles = tuple[tuple[int, int, int], tuple[int, int, int]]  # (rows per chunk, warps, row blocks aimed at) fwd, bwd
+
+
+def conv_config(tiles: Tiles) -> ConvConfig:
+    return ConvConfig(*tiles[0], *tiles[1])
+
+
+def conv_tiles(cfg: ConvConfig) -> Tiles:
+    t = astuple(cfg)
+    return t[:3], t[3:]
 
 
 def scan_inputs(T: int, D: int, N: int, dtype=torch.bfloat16, seed: int = 0) -> list[torch.Tensor]:
@@ -126,14 +146,15 @@ def check_scan(tag: str, lengths: list[int], D: int, N: int = 16, dtype=torch.bf
     return ok
 
 
-def check_conv(lengths: list[int], D: int, W: int = 4, dtype=torch.bfloat16, tag: str = "") -> bool:
+def check_conv(lengths: list[int], D: int, W: int = 4, dtype=torch.bfloat16, tag: str = "",
+               cfg: ConvConfig | None = None) -> bool:
     T = sum(lengths)
     cu = cu_of(lengths)
     x = torch.randn(T, D, device=DEV).to(dtype).requires_grad_()
     w = (0.5 * torch.randn(D, W, device=DEV)).requires_grad_()
     b = torch.randn(D, device=DEV).requires_grad_()
     poison(8 * T * D * 4)
-    y = causal_conv1d_varlen(x, w, b, cu, backend="triton")
+    y = causal_conv1d_triton(x, w, b, cu, config=cfg)
     g = torch.randn_like(y)
     gs = torch.autograd.grad(y, (x, w, b), g)
     xr, wr, br = (t.detach().float().requires_grad_() for t in (x, w, b))
@@ -193,7 +214,8 @@ def bench(fn, sets: int = 3, rep: int = 100) -> float:
     return float(do_bench(run, warmup=100, rep=rep, return_mode="median"))  # warm-up: clocks ramp up after compiles
 
 
-def scan_timer(lengths: list[int], D: int, N: int = 16, cfg: ScanConfig | None = None, sets: int = 3):
+def scan_timer(lengths: list[int], D: int, N: int = 16, cfg: ScanConfig | None = None, sets: int = 3,
+               direct: bool = True):
     T = sum(lengths)
     cu = cu_of(lengths)
     inp = [[x.requires_grad_() if x.is_floating_point() else x for x in scan_inputs(T, D, N, seed=10 + s)]
@@ -202,12 +224,23 @@ def scan_timer(lengths: list[int], D: int, N: int = 16, cfg: ScanConfig | None =
 
     def fwd(k):
         with torch.no_grad():
-            selective_scan_triton(*inp[k], cu, config=cfg)
+            selective_scan_triton(*inp[k], cu, config=cfg, direct=direct)
 
     def fwdbwd(k):
-        y = selective_scan_triton(*inp[k], cu, config=cfg)
+        y = selective_scan_triton(*inp[k], cu, config=cfg, direct=direct)
         torch.autograd.grad(y, inp[k], gs[k])
     return fwd, fwdbwd
+
+
+def scan_kernel_stats(lengths: list[int], D: int, cfg: ScanConfig | None, N: int = 16) -> dict:
+    """Registers / spills of the scan's kernels at this shape: one launch of the forward and the
+    backward through the launchers, which record them."""
+    cu = cu_of(lengths)
+    xs = scan_inputs(sum(lengths), D, N)
+    cfg, stats = cfg or DEFAULT_CONFIG, {}
+    y, states = launch_forward(*xs, cu, True, cfg, stats)
+    launch_backward(torch.ones_like(y), *xs, cu, states, True, cfg, stats)
+    return stats
 
 
 def time_scan(tag: str, lengths: list[int], D: int, real_tokens: int | None = None, cfg=None, rep=100) -> dict:
@@ -216,13 +249,13 @@ def time_scan(tag: str, lengths: list[int], D: int, real_tokens: int | None = No
     fwd, fb = scan_timer(lengths, D, cfg=cfg)
     tf, tfb = bench(fwd, rep=rep), bench(fb, rep=rep)
     real = real_tokens or T
-    from rerankers.kernels.scan_op import KERNEL_STATS
+    stats = scan_kernel_stats(lengths, D, cfg)
     row = dict(tag=tag, D=D, T=T, S=len(lengths), max_len=max(lengths), real_tokens=real, fwd_ms=tf, fwdbwd_ms=tfb,
-               real_tok_per_s_fwdbwd=real / tfb * 1e3, kernel_stats=dict(KERNEL_STATS))
+               real_tok_per_s_fwdbwd=real / tfb * 1e3, kernel_stats=stats)
     RESULTS["timings"].append(row)
     log(f"scan {tag:30s} D={D} T={T:7d} S={len(lengths):5d} fwd {tf:8.3f} ms  fwd+bwd {tfb:8.3f} ms  "
         f"{row['real_tok_per_s_fwdbwd'] / 1e6:6.2f}M real tok/s  regs/spills " +
-        " ".join(f"{k}:{v['n_regs']}/{v['n_spills']}" for k, v in KERNEL_STATS.items()))
+        " ".join(f"{k}:{v['n_regs']}/{v['n_spills']}" for k, v in stats.items()))
     torch.cuda.empty_cache()
     return row
 
@@ -241,7 +274,7 @@ def graphed(fn):
     return lambda k: g.replay()
 
 
-def conv_timer(lengths: list[int], D: int, W: int = 4):
+def conv_timer(lengths: list[int], D: int, W: int = 4, cfg: ConvConfig | None = None, direct: bool = True):
     T = sum(lengths)
     cu = cu_of(lengths)
     xs = [torch.randn(T, D, device=DEV).to(torch.bfloat16).requires_grad_() for _ in range(3)]
@@ -250,20 +283,21 @@ def conv_timer(lengths: list[int], D: int, W: int = 4):
     g = torch.randn(T, D, device=DEV).to(torch.bfloat16)
 
     def fb(k):
-        y = causal_conv1d_varlen(xs[k], w, b, cu)
+        y = causal_conv1d_triton(xs[k], w, b, cu, config=cfg, direct=direct)
         torch.autograd.grad(y, (xs[k], w, b), g)
 
     def f(k):
         with torch.no_grad():
-            causal_conv1d_varlen(xs[k], w, b, cu)
+            causal_conv1d_triton(xs[k], w, b, cu, config=cfg, direct=direct)
     return f, fb
 
 
-def time_conv(tag: str, lengths: list[int], D: int, scan: tuple[float, float], W: int = 4) -> dict:
+def time_conv(tag: str, lengths: list[int], D: int, scan: tuple[float, float], W: int = 4,
+              cfg: ConvConfig | None = None) -> dict:
     """Eager fwd and fwd+bwd, and fwd+bwd replayed from a CUDA graph (GPU time without the Python,
     autograd and launch overhead); ``scan`` = the scan's (eager, graphed) fwd+bwd at the same shape."""
     T = sum(lengths)
-    f, fb = conv_timer(lengths, D, W)
+    f, fb = conv_timer(lengths, D, W, cfg=cfg)
     tf, tfb = bench(f), bench(fb)
     tg = bench(graphed(fb))
     row = dict(tag=tag, D=D, T=T, fwd_ms=tf, fwdbwd_ms=tfb, graphed_fwdbwd_ms=tg, ratio_to_scan=tfb / scan[0],
@@ -354,7 +388,8 @@ def main() -> int:
     parts = set(args.only.split(","))
     props = torch.cuda.get_device_properties(0)
     RESULTS["env"] = dict(card=props.name, sms=props.multi_processor_count, torch=torch.__version__,
-                          triton=triton.__version__, default_config=DEFAULT_CONFIG.__dict__)
+                          triton=triton.__version__, default_config=DEFAULT_CONFIG.__dict__,
+                          conv_default_config=CONV_DEFAULT_CONFIG.__dict__)
     log(f"card {props.name} ({props.multi_processor_count} SMs), torch {torch.__version__}, triton {triton.__version__}")
     gen = torch.Generator().manual_seed(0)
     all_ok = True
@@ -411,16 +446,14 @@ def main() -> int:
         all_ok &= check_scan("N=8 (no butterfly) 4K", msmarco_lengths(gen, 4096), 1536, N=8, seed=8)
         all_ok &= check_scan("fp32 msmarco 4K", msmarco_lengths(gen, 4096), 1536, dtype=torch.float32, seed=5)
     if ("check" in parts and not args.skip_check) or "convcheck" in parts:
-        from rerankers.kernels import conv_op
-        default = (conv_op.FWD_TILES, conv_op.BWD_TILES)
+        default = conv_tiles(CONV_DEFAULT_CONFIG)
         ragged = [2048, 1, 3, 0, 5000, 77, 4, 700]
         for v in [default, ((16, 2, 128), (8, 2, 256)), ((64, 4, 16), (32, 4, 16))]:
-            conv_op.FWD_TILES, conv_op.BWD_TILES = v
-            all_ok &= check_conv(msmarco_lengths(gen, 8192), 1536, tag=str(v))
-            all_ok &= check_conv(ragged, 192, dtype=torch.float32, tag=str(v))
+            cfg = conv_config(v)
+            all_ok &= check_conv(msmarco_lengths(gen, 8192), 1536, tag=str(v), cfg=cfg)
+            all_ok &= check_conv(ragged, 192, dtype=torch.float32, tag=str(v), cfg=cfg)
             for W in (1, 2, 3):
-                all_ok &= check_conv(ragged, 200, W=W, dtype=torch.float32, tag=str(v))
-        conv_op.FWD_TILES, conv_op.BWD_TILES = default
+                all_ok &= check_conv(ragged, 200, W=W, dtype=torch.float32, tag=str(v), cfg=cfg)
         log(f"CONV CHECKS {'PASS' if all_ok else 'FAIL'}")
     if "check" in parts and not args.skip_check:
         all_ok &= check_compile()
@@ -455,10 +488,9 @@ def main() -> int:
             log(f"mamba-ssm baseline unavailable: {type(e).__name__}: {str(e)[:300]}")
         save()
     if "conv" in parts:
-        from rerankers.kernels import conv_op
         # (forward walk tiles, backward walk tiles); tiles = (rows per chunk, warps, row blocks aimed at)
-        F, B = conv_op.FWD_TILES, conv_op.BWD_TILES
-        default = (F, B)
+        default = conv_tiles(CONV_DEFAULT_CONFIG)
+        F, B = default
         variants = [default] + [(F, bt) for bt in [(16, 4, 64), (8, 4, 128), (8, 2, 128), (4, 4, 64)]]
         variants += [(ft, B) for ft in [(32, 4, 64), (16, 4, 128), (16, 2, 128), (8, 4, 64)]]
         shapes = [("msmarco-pack 8K", msmarco_lengths(gen, 8192), 1536),
@@ -470,27 +502,24 @@ def main() -> int:
             gfb = bench(graphed(scan_timer(lens, D, cfg=CFG)[1]))
             log(f"scan {tag} graphed fwd+bwd {gfb:.3f} ms")
             for v in (variants if i < 2 else [default]):
-                conv_op.FWD_TILES, conv_op.BWD_TILES = v
                 try:
-                    time_conv(f"{tag} {v}", lens, D, (fb, gfb))
+                    time_conv(f"{tag} {v}", lens, D, (fb, gfb), cfg=conv_config(v))
                 except Exception as e:
                     log(f"conv {tag} {v}: ERROR {type(e).__name__}: {str(e)[:300]}")
             save()
-        conv_op.FWD_TILES, conv_op.BWD_TILES = default
         save()
     if "overhead" in parts:
-        # host time of eager calls, through the custom ops and through the direct autograd.Function
-        # (rerankers.kernels.eager): perf_counter over 50 calls (one sync at the end), do_bench of the
-        # eager fwd+bwd, and a cProfile of the direct path
+        # host time of eager calls, through the custom ops (direct=False) and through the plain
+        # autograd.Function (direct=True; rerankers.kernels.custom_op): perf_counter over 50 calls (one
+        # sync at the end), do_bench of the eager fwd+bwd, and a cProfile of the direct path
         import cProfile
         import io
         import pstats
-        from rerankers.kernels import eager
         lens = msmarco_lengths(gen, 8192)
-        timers = (("conv", conv_timer(lens, 1536)[1]), ("scan", scan_timer(lens, 1536, cfg=CFG)[1]))
+        timers = {d: (("conv", conv_timer(lens, 1536, direct=d)[1]),
+                      ("scan", scan_timer(lens, 1536, cfg=CFG, direct=d)[1])) for d in (False, True)}
         for direct in (False, True, False, True):
-            eager.DIRECT = direct
-            for name, fn in timers:
+            for name, fn in timers[direct]:
                 for _ in range(5):
                     fn(0)
                 torch.cuda.synchronize()
@@ -503,8 +532,7 @@ def main() -> int:
                 RESULTS.setdefault("overhead", []).append(dict(op=name, direct=direct, host_ms=host, eager_ms=wall))
                 log(f"overhead {name} {'direct   ' if direct else 'custom op'}: host {host:.3f} ms per eager "
                     f"fwd+bwd call, do_bench {wall:.3f} ms")
-        eager.DIRECT = True
-        for name, fn in timers:
+        for name, fn in timers[True]:
             prof = cProfile.Profile()
             prof.enable()
             for k in range(50):

@@ -26,7 +26,8 @@ from typing import Callable
 
 import torch
 
-from rerankers.data.packing import PackedBatch, cu_seqlens_from_lengths, position_ids_from_cu_seqlens
+from rerankers.data.packing import PackedBatch
+from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens
 
 log = logging.getLogger("bench_models")
 

@@ -75,7 +75,8 @@ def report(name: str, k, sass_dir: str | None) -> dict:
 
 
 def main() -> None:
-    from rerankers.kernels import conv_triton, scan_bwd_triton, scan_triton
+    from rerankers.kernels.causal_conv1d import backward as conv_bwd, forward as conv_fwd
+    from rerankers.kernels.selective_scan import backward as scan_bwd, forward as scan_fwd
     ap = argparse.ArgumentParser()
     ap.add_argument("--warps", type=int, default=4)
     ap.add_argument("--block-t", type=int, default=8)
@@ -88,15 +89,15 @@ def main() -> None:
     base = dict(LOG_S=7, W=a.window, BT=a.block_t, BD=32 * a.warps, NP=16, HAS_BIAS=True, SOFTPLUS=True)
     full = dict(base, HAS_D=True, HAS_Z=True)
     todo = [
-        ("fwd_local", scan_triton._scan_fwd_local_kernel, base, a.warps),
-        ("fwd", scan_triton._scan_fwd_kernel, full, a.warps),
-        ("chain", scan_triton._scan_chain_kernel, dict(REVERSE=False, G=8, BD=32, NP=16), 1),
-        ("bwd_local", scan_bwd_triton._scan_bwd_local_kernel, dict(base, HAS_Z=True), a.warps),
-        ("bwd", scan_bwd_triton._scan_bwd_kernel, dict(full, BH=a.bwd_history, BFLY=True), a.warps),
-        ("conv_fwd_walk", conv_triton._conv_fwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
-                                                                  BT=a.conv_rows, R=16, BD=32 * a.warps), a.warps),
-        ("conv_bwd_walk", conv_triton._conv_bwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
-                                                                  BT=a.conv_rows, R=16, BD=32 * a.warps), a.warps),
+        ("fwd_local", scan_fwd._scan_fwd_local_kernel, base, a.warps),
+        ("fwd", scan_fwd._scan_fwd_kernel, full, a.warps),
+        ("chain", scan_fwd._scan_chain_kernel, dict(REVERSE=False, G=8, BD=32, NP=16), 1),
+        ("bwd_local", scan_bwd._scan_bwd_local_kernel, dict(base, HAS_Z=True), a.warps),
+        ("bwd", scan_bwd._scan_bwd_kernel, dict(full, BH=a.bwd_history, BFLY=True), a.warps),
+        ("conv_fwd_walk", conv_fwd._conv_fwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
+                                                               BT=a.conv_rows, R=16, BD=32 * a.warps), a.warps),
+        ("conv_bwd_walk", conv_bwd._conv_bwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
+                                                               BT=a.conv_rows, R=16, BD=32 * a.warps), a.warps),
     ]
     for name, fn, consts, warps in todo:
         report(name, compile_kernel(fn, {k: v for k, v in consts.items() if k in fn.arg_names}, warps), a.sass)

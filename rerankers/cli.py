@@ -1,11 +1,15 @@
-"""The ``rerank`` command line: thin argument parsing around library functions.
+"""The ``rerank`` command line: parses the arguments, calls a library function, prints the result.
 
     rerank eval --run bm25.trec [more.trec ...] --qrels dl19|FILE [--metrics ...] [--save-report DIR]
     rerank eval --model PATH --candidates cands.json --qrels FILE        (first stage vs reranked)
     rerank retrieve --corpus collection.tsv --queries queries.tsv --output bm25.trec
+    rerank train --backbone mamba-130m --train cands.json --train-qrels qrels.txt --out runs/m [--config FILE.yaml]
+    rerank train --resume runs/m
     rerank demo --out demo_out
 
-User errors (bad files, unknown names) end as one line ``rerank: error: ...`` with exit status 2.
+The workflows are :mod:`rerankers.pipeline` (eval, retrieve, demo) and :mod:`rerankers.train` (train); a new
+command is one entry of :data:`COMMANDS`: (help, add its arguments, run it). User errors (bad files,
+unknown names) end as one line ``rerank: error: ...`` with exit status 2.
 """
 from __future__ import annotations
 
@@ -13,17 +17,12 @@ import argparse
 import logging
 import os
 import sys
-from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
-from rerankers.data.datasets import load_dataset_docs, load_dataset_queries, resolve_qrels, resolve_queries
-from rerankers.data.texts import read_candidates, read_corpus
-from rerankers.data.trec import Run, read_run, truncate_run, write_run
+from rerankers.errors import RerankersError
 from rerankers.eval.metric_names import DEFAULT_METRICS
-from rerankers.errors import RerankersError, UsageError
 
 logger = logging.getLogger("rerankers.cli")
-
 
 
 # ---------------------------------------------------------------------------------------- eval
@@ -61,124 +60,16 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     rr.add_argument("--batch-tokens", type=int, default=None, help="token budget of one packed batch")
 
 
-def _run_names(paths: Sequence[str]) -> list[str]:
-    """Short distinct names for run files: the file stem, with parent folders where stems repeat."""
-    names = [Path(p).stem for p in paths]
-    depth = 1
-    while len(set(names)) < len(names) and depth < 4:
-        depth += 1
-        names = ["/".join(Path(p).with_suffix("").parts[-depth:]) for p in paths]
-    return names
-
-
-def _missing(needed, have: Mapping, what: str, source: str) -> None:
-    absent = [x for x in needed if x not in have]
-    if absent:
-        raise UsageError(f"{len(absent)} {what} have no text in {source} (e.g. {', '.join(map(str, absent[:3]))})")
-
-
-def load_rerank_inputs(args: argparse.Namespace) -> tuple[Run, dict[str, str], dict[str, str]]:
-    """Resolve the first-stage run, query texts and the texts of its top ``--depth`` documents.
-
-    Sources, in order of preference: queries from ``--queries`` (file or dataset name), else
-    ``--candidates``, else ``--dataset``; documents from ``--corpus``, else ``--candidates``, else
-    ``--dataset`` (ir_datasets document store). Only the texts the run needs are kept.
-
-    Returns:
-        ``(run, queries, docs)``: the whole first-stage ``run`` ``{qid: {docid: score}}`` (documents
-        beyond ``depth`` stay in it, ranked below the reranked ones, so deep metrics such as
-        R@1000 keep their meaning); ``queries`` ``{qid: text}`` for every query and ``docs``
-        ``{docid: text}`` for every document in a query's top ``depth``.
-    """
-    if args.depth is not None and args.depth <= 0:
-        raise UsageError(f"--depth must be positive, got {args.depth}")
-    cand_queries = cand_docs = None
-    if args.candidates:
-        cand_queries, cand_run, cand_docs = read_candidates(args.candidates)
-    if args.run:
-        run = read_run(args.run[0])
-    elif args.candidates:
-        run = cand_run
-    else:
-        raise UsageError("--model needs a first-stage run: --run FILE or --candidates FILE")
-    head = truncate_run(run, args.depth)
-    qids = sorted(run)
-    docids = sorted({d for docs in head.values() for d in docs})
-
-    if args.queries:
-        all_queries, qsource = resolve_queries(args.queries)
-    elif cand_queries is not None:
-        all_queries, qsource = cand_queries, args.candidates
-    elif args.dataset:
-        all_queries, qsource = load_dataset_queries(args.dataset), args.dataset
-    else:
-        raise UsageError("reranking needs query texts: --queries, --candidates or --dataset")
-    _missing(qids, all_queries, "queries of the run", qsource)
-    queries = {q: all_queries[q] for q in qids}
-
-    if args.corpus:
-        docs, dsource = read_corpus(args.corpus, ids=set(docids)), args.corpus
-    elif cand_docs is not None:
-        docs, dsource = cand_docs, args.candidates
-    elif args.dataset:
-        store, dsource = load_dataset_docs(args.dataset), args.dataset
-        try:
-            docs = store.get_many(docids)
-        except KeyError as e:
-            raise UsageError(f"document {e.args[0]!r} of the run is not in {dsource}") from None
-    else:
-        raise UsageError("reranking needs document texts: --corpus, --candidates or --dataset")
-    _missing(docids, docs, "documents of the run", dsource)
-    docs = {d: docs[d] for d in docids}
-    logger.info("reranking %d queries x <= %d candidates (%d distinct documents)", len(qids), args.depth, len(docids))
-    return run, queries, docs
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     """``rerank eval``: evaluate runs (and a reranked run with ``--model``), print the table."""
-    from rerankers.eval.metrics import evaluate
-    from rerankers.eval.report import Report, ReportRow
+    from rerankers.pipeline import evaluate_runs
 
-    if not args.qrels and not args.dataset:
-        raise UsageError("give the judgments: --qrels FILE|NAME or --dataset ID")
-    if not args.run and not args.candidates:
-        raise UsageError("nothing to evaluate: give --run FILE [FILE ...] (or --candidates with --model)")
-    if args.run and not args.model and (args.candidates or args.corpus):
-        what = "--candidates" if args.candidates else "--corpus"
-        raise UsageError(f"{what} gives texts to rerank with; it needs --model (or drop it to evaluate --run alone)")
-    if not 0.0 < args.max_p < 1.0:
-        raise UsageError(f"--max-p must be a significance level between 0 and 1, got {args.max_p:g}")
-    qrels, qrels_name = resolve_qrels(args.qrels or args.dataset)
-
-    entries: list[tuple[str, str, Run, dict]] = []  # (name, source, run, extra)
-    for name, path in zip(_run_names(args.run), args.run):
-        entries.append((name, path, read_run(path), {}))
-    if args.model:
-        from rerankers.eval.rerank_cmd import rerank_with_model
-
-        run, queries, docs = load_rerank_inputs(args)
-        base_name, base_source = (entries[0][0], entries[0][1]) if entries else (Path(args.candidates).stem,
-                                                                                  args.candidates)
-        if not entries:
-            entries.append((base_name, base_source, run, {}))
-        reranked, throughput = rerank_with_model(args, run, queries, docs)
-        if args.output:
-            write_run(reranked, args.output, tag=Path(str(args.model)).name.replace(" ", "_") or "rerankers")
-            logger.info("wrote the reranked run to %s", args.output)
-        name = f"{base_name} >> {Path(str(args.model)).name}@{args.depth}"
-        entries.insert(1, (name, args.output or str(args.model), reranked, dict(throughput or {})))
-    elif args.candidates and not args.run:
-        entries.append((Path(args.candidates).stem, args.candidates, read_candidates(args.candidates)[1], {}))
-
-    rows = [ReportRow(name=name, source=src, extra=extra,
-                      result=evaluate(run, qrels, args.metrics, rel_level=args.rel_level,
-                                      missing_as_zero=args.missing_as_zero, run_name=src, qrels_name=qrels_name))
-            for name, src, run, extra in entries]
-    report = Report.build(rows, test=args.test, max_p=args.max_p, qrels=qrels_name)
+    report = evaluate_runs(args.run, qrels=args.qrels, dataset=args.dataset, metrics=args.metrics,
+                           rel_level=args.rel_level, missing_as_zero=args.missing_as_zero, test=args.test,
+                           max_p=args.max_p, model=args.model, candidates=args.candidates, corpus=args.corpus,
+                           queries=args.queries, depth=args.depth, output=args.output, device=args.device,
+                           dtype=args.dtype, batch_tokens=args.batch_tokens, save_report=args.save_report)
     sys.stdout.write(report.render(args.format))
-    if args.save_report:
-        paths = report.save(args.save_report)
-        logger.info("report written to %s", ", ".join(map(str, paths)))
     return 0
 
 
@@ -197,17 +88,10 @@ def _add_retrieve_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
     """``rerank retrieve``: BM25 over a corpus, written as a TREC run."""
-    from rerankers.retrieval import BM25Config, bm25_retrieve
+    from rerankers.pipeline import retrieve_bm25
 
-    tag = args.tag or f"bm25-{args.backend}"
-    if tag.split() != [tag]:  # checked before retrieval, which may take long
-        raise UsageError(f"--tag {tag!r}: a run tag must be one word without whitespace")
-    corpus = read_corpus(args.corpus)
-    queries, _ = resolve_queries(args.queries)
-    config = BM25Config(k1=args.k1, b=args.b, backend=args.backend)
-    run = bm25_retrieve(corpus, queries, k=args.k, config=config)
-    write_run(run, args.output, tag=tag)
-    logger.info("wrote %d queries x <= %d documents to %s", len(run), args.k, args.output)
+    retrieve_bm25(args.corpus, args.queries, args.output, k=args.k, backend=args.backend, k1=args.k1, b=args.b,
+                  tag=args.tag)
     return 0
 
 
@@ -227,7 +111,7 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``rerank demo``: BM25 -> (rerank) -> evaluate on the bundled sample collection."""
-    from rerankers.eval.demo import run_demo
+    from rerankers.pipeline import run_demo
 
     report = run_demo(args.out, k=args.k, data_dir=args.data, model=args.model, device=args.device,
                       dtype=args.dtype)
@@ -235,8 +119,96 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------- train
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    """Flags of ``rerank train``: each is a TrainConfig field (``--group-size`` -> group_size); a flag
+    left out keeps the config file's value or the default (argparse.SUPPRESS: only given flags override)."""
+    S = argparse.SUPPRESS
+    run = p.add_argument_group("run")
+    run.add_argument("--config", metavar="FILE.yaml", help="settings file (strict: an unknown key is an error); "
+                     "flags override it")
+    run.add_argument("--resume", metavar="OUT", help="continue the run in OUT from its latest checkpoint, with "
+                     "its saved settings")
+    run.add_argument("--dry-run", action="store_true", help="resolve the settings, check every path, print the "
+                     "plan; train nothing")
+    run.add_argument("--out", default=S, metavar="DIR", help="output folder (checkpoints, model/, logs, report)")
+    run.add_argument("--seed", type=int, default=S, help="seed of sampling, initialisation, dropout (default 42)")
+    run.add_argument("--device", default=S, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    run.add_argument("--dtype", default=S, choices=("auto", "float32", "bfloat16"),
+                     help="auto: bf16 autocast on the GPU, fp32 on the CPU")
+    data = p.add_argument_group("training data")
+    data.add_argument("--train", nargs="+", default=S, metavar="SOURCE",
+                      help="candidates file(s) (JSON/JSONL with texts), TREC run file(s), JSONL {query, positives, "
+                           "negatives}, TSV text or id triples, or an ir_datasets id; several concatenate")
+    data.add_argument("--train-qrels", nargs="+", default=S, metavar="FILE", help="judgments of the sources "
+                      "(one for all, or one per source)")
+    data.add_argument("--corpus", default=S, metavar="FILE", help="document texts for run files and id triples")
+    data.add_argument("--queries", default=S, metavar="FILE", help="query texts for run files and id triples")
+    data.add_argument("--negatives-run", default=S, metavar="FILE",
+                      help="a run giving negatives for msmarco-passage/train/judged")
+    data.add_argument("--rel-level", type=int, default=S, help="positives are judged >= N (default: 2 on graded "
+                      "TREC DL qrels, else 1)")
+    data.add_argument("--negatives-depth", type=int, default=S, help="sample negatives from the top N candidates")
+    data.add_argument("--teacher", default=S, metavar="RUN", help="a run of teacher scores (Margin-MSE)")
+    model = p.add_argument_group("model")
+    model.add_argument("--backbone", default=S, metavar="NAME|PATH", help="a preset (mamba-130m, bert-base, ...), "
+                       "a local folder or a hub id")
+    model.add_argument("--init", default=S, choices=("pretrained", "random"),
+                       help="random: the backbone's shape with random weights (no pretrained Mamba offline)")
+    model.add_argument("--tokenizer", default=S, metavar="PATH", help="tokenizer folder or hub id (with --init random)")
+    model.add_argument("--max-length", type=int, default=S, help="longest pair in tokens (template)")
+    model.add_argument("--max-query-tokens", type=int, default=S, help="the query is cut beyond this")
+    model.add_argument("--lora", type=int, default=S, metavar="R", help="train LoRA adapters of rank R (+ the head)")
+    model.add_argument("--lora-alpha", type=float, default=S, help="LoRA alpha (default: 2 R)")
+    model.add_argument("--lora-dropout", type=float, default=S, help="LoRA dropout (default 0)")
+    model.add_argument("--gradient-checkpointing", action="store_true", default=S, help="recompute activations")
+    opt = p.add_argument_group("objective and optimisation")
+    opt.add_argument("--loss", default=S, help="lce (default), bce, margin-mse, ranknet, listnet, lambdaloss")
+    opt.add_argument("--group-size", type=int, default=S, help="documents per group: 1 positive + n-1 negatives "
+                     "(default 8)")
+    opt.add_argument("--queries-per-step", type=int, default=S, help="groups per optimizer step over all "
+                     "processes (default 8)")
+    opt.add_argument("--micro-batch-tokens", type=int, default=S, help="token budget of one packed micro-batch "
+                     "(groups kept whole; default 16384)")
+    opt.add_argument("--lr", type=float, default=S, help="peak learning rate (default 2e-5)")
+    opt.add_argument("--weight-decay", type=float, default=S, help="AdamW weight decay (default 0.01; none on "
+                     "A_log, D, norms, biases)")
+    opt.add_argument("--warmup-steps", type=int, default=S, help="linear warmup steps (default 1000)")
+    opt.add_argument("--schedule", default=S, choices=("linear", "cosine", "constant"), help="decay after warmup")
+    opt.add_argument("--max-grad-norm", type=float, default=S, help="gradient clipping (default 1.0)")
+    opt.add_argument("--epochs", type=float, default=S, help="epochs over the training queries (default 1)")
+    opt.add_argument("--max-steps", type=int, default=S, help="optimizer steps (overrides --epochs)")
+    ev = p.add_argument_group("evaluation, checkpoints, logging")
+    ev.add_argument("--eval-candidates", default=S, metavar="FILE", help="dev candidates with texts")
+    ev.add_argument("--eval-qrels", default=S, metavar="FILE|NAME", help="dev judgments")
+    ev.add_argument("--eval-every", type=int, default=S, help="evaluate every N steps (and at the end)")
+    ev.add_argument("--eval-depth", type=int, default=S, help="rerank the top N dev candidates (default 100)")
+    ev.add_argument("--eval-metric", default=S, help="metric that picks the best checkpoint (default nDCG@10)")
+    ev.add_argument("--save-every", type=int, default=S, help="checkpoint every N steps")
+    ev.add_argument("--save-total-limit", type=int, default=S, help="keep at most N checkpoints")
+    ev.add_argument("--log-every", type=int, default=S, help="log every N steps (default 10)")
+
+
+_TRAIN_RUN_FLAGS = ("config", "resume", "dry_run", "func", "command", "verbose", "quiet")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``rerank train``: resolve the settings, then train (or print the plan with --dry-run)."""
+    from rerankers.train import plan_training, resolve_training_config, run_training
+
+    overrides = {k: v for k, v in vars(args).items() if k not in _TRAIN_RUN_FLAGS}
+    cfg = resolve_training_config(config=args.config, resume=args.resume, overrides=overrides)
+    if args.dry_run:
+        sys.stdout.write(plan_training(cfg, resume=args.resume is not None))
+        return 0
+    result = run_training(cfg, resume=args.resume is not None)
+    sys.stdout.write(result.summary())
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- main
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
+    "train": ("train a cross-encoder on packed groups (LCE, BCE, Margin-MSE, listwise)", _add_train_args, cmd_train),
     "eval": ("evaluate runs (and rerank with --model); print a metrics table", _add_eval_args, cmd_eval),
     "retrieve": ("first-stage BM25 retrieval into a TREC run", _add_retrieve_args, cmd_retrieve),
     "demo": ("the main job on the bundled sample: BM25 -> rerank -> evaluate", _add_demo_args, cmd_demo),
@@ -270,6 +242,11 @@ def _setup_logging(verbose: bool, quiet: bool) -> None:
         logging.getLogger(internal).setLevel(logging.WARNING)
 
 
+def _tell(line: str) -> None:
+    """One line for the user on stderr (the command's own output, not a log record)."""
+    sys.stderr.write(line + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rerank`` console script; returns the exit status."""
     parser = build_parser()
@@ -278,17 +255,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except RerankersError as e:
-        print(f"rerank: error: {e}", file=sys.stderr)
+        _tell(f"rerank: error: {e}")
     except NotImplementedError as e:
-        print(f"rerank: error: not available yet: {e}", file=sys.stderr)
+        _tell(f"rerank: error: not available yet: {e}")
     except BrokenPipeError:  # e.g. `rerank eval ... | head`: the reader left, nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return 0
     except OSError as e:  # e.g. an output folder that cannot be written
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"rerank: error: {where}{e.strerror or e}", file=sys.stderr)
+        _tell(f"rerank: error: {where}{e.strerror or e}")
     except KeyboardInterrupt:
-        print("rerank: interrupted", file=sys.stderr)
+        _tell("rerank: interrupted")
         return 130
     return 2
 

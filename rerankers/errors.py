@@ -8,6 +8,7 @@ also derives from the builtin exception a caller would expect (``ValueError``, `
 
     RerankersError
       UsageError                    arguments that do not fit together
+      UnwritableOutputError         an output path that cannot be written
       DataFormatError               a malformed input file (names the file and line)
       UnknownDatasetError           a dataset name that resolves to nothing
       DatasetLoadError              ir_datasets knows it but cannot provide it
@@ -47,6 +48,10 @@ class _PlainKeyError(KeyError):
 
 class UsageError(RerankersError, ValueError):
     """Arguments that do not fit together (or a value out of range)."""
+
+
+class UnwritableOutputError(RerankersError, OSError):
+    """An output file or folder that cannot be written (names the path as given, and why)."""
 
 
 # ---- data -------------------------------------------------------------------------------------

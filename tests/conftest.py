@@ -21,3 +21,27 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (only on developer/CI machines)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints():
+    """tests/models/tiny_checkpoints.py as a module (tiny random checkpoints, built locally), loaded
+    from its file so that tests outside tests/models need not put that folder on sys.path."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parent / "models" / "tiny_checkpoints.py"
+    spec = importlib.util.spec_from_file_location("tests_models_tiny_checkpoints", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def tiny_cross_encoder(tiny_checkpoints, tmp_path_factory) -> Path:
+    """A saved CrossEncoder folder named ``tiny-bert`` over a tiny random BERT (CPU-fast)."""
+    from rerankers.models.cross_encoder import CrossEncoder
+
+    root = tmp_path_factory.mktemp("tiny_cross_encoder")
+    checkpoint = tiny_checkpoints.save_tiny_bert(root / "hf", "bert")
+    CrossEncoder.from_pretrained(checkpoint).save_pretrained(root / "tiny-bert")
+    return root / "tiny-bert"

@@ -1,4 +1,5 @@
-"""The `rerank` command line: eval / retrieve / demo, and one-line errors (exit 2, no traceback)."""
+"""The `rerank` command line: eval / retrieve / demo flags reach the pipeline, what it prints, and
+one-line errors (exit 2, no traceback). The workflows themselves: tests/test_pipeline.py."""
 from __future__ import annotations
 
 import importlib.util
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-import rerankers.eval.rerank_cmd as rerank_cmd
+import rerankers.pipeline as pipeline
 from rerankers.cli import main
 from rerankers.data.trec import read_run
 
@@ -71,13 +72,14 @@ def test_rerank_path_calls_the_model_hook(files, capsys, monkeypatch, tmp_path):
     """--model: inputs resolved from --corpus/--queries, one call of rerank_with_model, reranked row second."""
     calls = []
 
-    def fake_rerank(args, run, queries, docs):
+    def fake_rerank(model, run, queries, docs, **options):
         calls.append((run, queries, docs))
+        assert model == "tiny" and options["depth"] == 2 and options["device"] is None
         # a perfect "model": score by the judged grade
         grades = {"d1": 3, "d5": 3, "d4": 2, "d2": 1}
         return {q: {d: float(grades.get(d, 0)) for d in ds} for q, ds in run.items()}, {"pairs/s": 123.0}
 
-    monkeypatch.setattr(rerank_cmd, "rerank_with_model", fake_rerank)
+    monkeypatch.setattr(pipeline, "rerank_with_model", fake_rerank)
     output = tmp_path / "reranked.trec"
     assert main(["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"), "--model", "tiny",
                  "--corpus", str(files / "collection.tsv"), "--queries", str(files / "queries.tsv"),
@@ -97,8 +99,8 @@ def test_rerank_inputs_from_candidates(tmp_path, capsys, monkeypatch):
     (tmp_path / "c.json").write_text(json.dumps(cands))
     (tmp_path / "qrels.txt").write_text(QRELS)
     seen = {}
-    monkeypatch.setattr(rerank_cmd, "rerank_with_model",
-                        lambda args, run, q, d: (seen.update(q=q, d=d) or {"q1": {"d1": 2.0, "d2": 1.0}}, None))
+    monkeypatch.setattr(pipeline, "rerank_with_model",
+                        lambda model, run, q, d, **_: (seen.update(q=q, d=d) or {"q1": {"d1": 2.0, "d2": 1.0}}, None))
     assert main(["eval", "--candidates", str(tmp_path / "c.json"), "--qrels", str(tmp_path / "qrels.txt"),
                  "--model", "m", "--metrics", "MRR@10"]) == 0
     assert seen == {"q": {"q1": QUERIES["q1"]}, "d": {"d1": CORPUS["d1"], "d2": CORPUS["d2"]}}
@@ -195,15 +197,21 @@ def test_demo_on_a_given_folder(files, capsys, tmp_path):
     assert {"bm25.trec", "report.json", "report.md"} <= {p.name for p in (tmp_path / "demo").iterdir()}
 
 
-def test_demo_on_bundled_sample(capsys, tmp_path):
-    from rerankers.eval.demo import sample_data_dir
+def test_demo_with_a_missing_model_is_one_line_error(tmp_path, capsys):
+    rc = main(["demo", "--out", str(tmp_path / "demo"), "--k", "5", "--model", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("rerank: error:")]
+    assert rc == 2 and len(errors) == 1 and "Traceback" not in err
+    assert "unknown backbone" in errors[0] and "nope" in errors[0]
 
-    if not (sample_data_dir() / "collection.tsv").is_file():
-        pytest.skip("bundled sample collection not present")
-    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
-    rows = capsys.readouterr().out.splitlines()
-    bm25 = rows[2].split()
-    assert bm25[0] == "BM25" and int(bm25[1]) >= 10 and 0.3 < float(bm25[3].rstrip("^v")) <= 1.0
+
+def test_rerank_eval_with_unknown_model_is_one_line_error(shared_data, tmp_path, capsys):
+    cands = shared_data / "trec-dl" / "candidates" / "BM25" / "retrieve_results_dl19.json"
+    qrels = shared_data / "trec-dl" / "qrels" / "qrels.dl19-passage.txt"
+    rc = main(["eval", "--model", "bert-gigantic", "--candidates", str(cands), "--qrels", str(qrels),
+               "--depth", "2", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown backbone 'bert-gigantic'" in err and "minilm-l6" in err
 
 
 def test_unwritable_output(files, capsys):

@@ -15,6 +15,10 @@ Any other ir_datasets id works too. ir_datasets downloads its files on first use
 ``dl19``: ``msmarco-passage/trec-dl-2019/qrels`` and ``.../queries.tsv``; documents:
 ``msmarco-passage/collection.tsv``). Where a local file is given instead of a name, it is read
 directly (:mod:`rerankers.data.trec`, :mod:`rerankers.data.texts`).
+
+For training sources (:mod:`rerankers.train.sources`): :func:`dataset_entities` (what a dataset
+provides), :func:`iter_dataset_docpairs` (training triples, streamed) and :func:`resolve_docs`
+(``--corpus`` as a file or a dataset name, only the documents asked for).
 """
 from __future__ import annotations
 
@@ -23,10 +27,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
 from rerankers.errors import DatasetLoadError, UnknownDatasetError
-from rerankers.data.texts import Texts, read_queries
+from rerankers.data.texts import Texts, read_corpus, read_queries
 from rerankers.data.trec import Qrels, read_qrels
 
 logger = logging.getLogger(__name__)
@@ -121,6 +125,18 @@ class IrDatasetsDocs(Mapping):
             if doc is None:
                 raise KeyError(d)
             out[str(d)] = doc.default_text() if hasattr(doc, "default_text") else doc.text
+        return out
+
+    def lookup(self, docids: Iterable[str]) -> dict[str, str]:
+        """Texts of the documents of ``docids`` that the store holds (absent ones are left out)."""
+        store = self._get_store()
+        wanted = list(dict.fromkeys(str(d) for d in docids))
+        found = _guard(self.dataset_id, "documents", lambda: store.get_many(wanted))
+        out = {}
+        for d in wanted:
+            doc = found.get(d)
+            if doc is not None:
+                out[d] = doc.default_text() if hasattr(doc, "default_text") else doc.text
         return out
 
     def __iter__(self) -> Iterator[str]:
@@ -234,3 +250,54 @@ def resolve_qrels(arg: str) -> tuple[Qrels, str]:
 def resolve_queries(arg: str) -> tuple[Texts, str]:
     """``--queries`` value -> ``(queries, description)``, resolved as :func:`resolve_qrels`."""
     return _resolve(arg, read_queries, load_dataset_queries)
+
+
+# ---- training data: docpairs, entity types, documents by file or name ----------------------------
+ENTITY_TYPES = ("docs", "queries", "qrels", "scoreddocs", "docpairs")
+
+
+def is_file_argument(arg: str) -> bool:
+    """Whether ``arg`` names a file: it exists, or looks like a path and is no dataset name (as ``--qrels``)."""
+    return Path(arg).exists() or (_looks_like_file(arg) and not _is_dataset_name(arg))
+
+
+def dataset_entities(name: str) -> frozenset[str]:
+    """What a dataset (short name or ir_datasets id) provides: a subset of :data:`ENTITY_TYPES`."""
+    dataset_id, ds = _load(name)
+    return frozenset(e for e in ENTITY_TYPES if getattr(ds, f"has_{e}")())
+
+
+def _guarded_iter(dataset_id: str, what: str, make_iter: Callable[[], Iterable[T]]) -> Iterator[T]:
+    """Iterate ``make_iter()``, turning a failure at any step into one DatasetLoadError (see :func:`_guard`)."""
+    done = object()
+    it = _guard(dataset_id, what, lambda: iter(make_iter()))
+    while True:
+        item = _guard(dataset_id, what, lambda: next(it, done))
+        if item is done:
+            return
+        yield item
+
+
+def iter_dataset_docpairs(name: str) -> Iterator[tuple[str, str, str]]:
+    """``(qid, positive docid, negative docid)`` of a dataset's docpairs (e.g. MS MARCO training triples).
+
+    Streams: ``msmarco-passage/train/triples-small`` holds 39.8M pairs. In ir_datasets' docpairs the
+    first document is the relevant one (``doc_id_a``), the second the non-relevant one (``doc_id_b``).
+    """
+    dataset_id, ds = _load(name)
+    if not ds.has_docpairs():
+        raise DatasetLoadError(f"dataset {dataset_id!r} has no docpairs (training triples)")
+    for pair in _guarded_iter(dataset_id, "docpairs", ds.docpairs_iter):
+        yield str(pair.query_id), str(pair.doc_id_a), str(pair.doc_id_b)
+
+
+def resolve_docs(arg: str, ids: Collection[str]) -> tuple[dict[str, str], str]:
+    """``--corpus`` value -> ``({docid: text}, description)`` for the documents of ``ids`` only.
+
+    An existing file (or anything that looks like a file path) is read with
+    :func:`~rerankers.data.texts.read_corpus` (keeping only ``ids``); a short name or ir_datasets id
+    is looked up in its document store. Documents absent from the corpus are left out: the caller
+    decides whether that is an error.
+    """
+    return _resolve(arg, lambda path: read_corpus(path, ids=set(ids)),
+                    lambda dataset_id: load_dataset_docs(dataset_id).lookup(ids))

@@ -1,4 +1,4 @@
-"""The one varlen contract: packed tokens + ``cu_seqlens`` (int32).
+"""Packed batches: tokens + ``cu_seqlens`` (int32), the varlen contract of :mod:`rerankers.kernels.varlen`.
 
 A :class:`PackedBatch` holds S sequences concatenated without padding into T tokens.
 ``cu_seqlens[i]:cu_seqlens[i+1]`` are the tokens of sequence i; ``cu_seqlens[0] == 0`` and
@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
+
+from rerankers.kernels import varlen
 
 
 @dataclass
@@ -42,17 +44,17 @@ class PackedBatch:
     @property
     def seqlens(self) -> Tensor:
         """(S,) int64 lengths."""
-        return (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
+        return varlen.seqlens(self.cu_seqlens)
 
     @property
     def last_token_index(self) -> Tensor:
         """(S,) int64 index into T of each sequence's last token (causal pooling)."""
-        return self.cu_seqlens[1:].long() - 1
+        return varlen.last_token_index(self.cu_seqlens)
 
     @property
     def first_token_index(self) -> Tensor:
         """(S,) int64 index into T of each sequence's first token ([CLS] pooling)."""
-        return self.cu_seqlens[:-1].long()
+        return varlen.first_token_index(self.cu_seqlens)
 
     def to(self, device: torch.device | str) -> "PackedBatch":
         tt = None if self.token_type_ids is None else self.token_type_ids.to(device)
@@ -74,20 +76,6 @@ class PackedBatch:
         return ids, mask.long(), tt
 
 
-def cu_seqlens_from_lengths(lengths: Sequence[int] | Tensor, device=None) -> Tensor:
-    """(S,) lengths -> (S+1,) int32 cumulative lengths starting at 0."""
-    lens = torch.as_tensor(lengths, dtype=torch.int64, device=device)
-    return torch.nn.functional.pad(torch.cumsum(lens, 0), (1, 0)).to(torch.int32)
-
-
-def position_ids_from_cu_seqlens(cu_seqlens: Tensor) -> Tensor:
-    """(S+1,) int32 -> (T,) int64 positions restarting at 0 in each sequence."""
-    cu = cu_seqlens.long()
-    T = int(cu[-1])
-    starts = torch.repeat_interleave(cu[:-1], cu[1:] - cu[:-1])
-    return torch.arange(T, device=cu.device) - starts
-
-
 def pack_token_ids(sequences: Sequence[Sequence[int]],
                    token_types: Optional[Sequence[Sequence[int]]] = None) -> PackedBatch:
     """Pack S lists of token ids (each non-empty) into a PackedBatch."""
@@ -97,11 +85,11 @@ def pack_token_ids(sequences: Sequence[Sequence[int]],
     if min(lengths) == 0:
         raise ValueError(f"pack_token_ids: sequence {lengths.index(0)} is empty")
     ids = torch.tensor([t for s in sequences for t in s], dtype=torch.long)
-    cu = cu_seqlens_from_lengths(lengths)
+    cu = varlen.cu_seqlens_from_lengths(lengths)
     tt = None
     if token_types is not None:
         tt = torch.tensor([t for s in token_types for t in s], dtype=torch.long)
         if tt.numel() != ids.numel():
             raise ValueError("pack_token_ids: token_types do not match the sequences' lengths")
     return PackedBatch(input_ids=ids, cu_seqlens=cu, max_seqlen=max(lengths),
-                       position_ids=position_ids_from_cu_seqlens(cu), token_type_ids=tt)
+                       position_ids=varlen.position_ids_from_cu_seqlens(cu), token_type_ids=tt)

@@ -9,7 +9,7 @@ from typing import Optional
 
 from torch import Tensor
 
-from .reference import _seq_positions
+from .varlen import max_seqlen, position_ids_from_cu_seqlens, sequence_ids
 
 
 def _require(module: str):
@@ -20,35 +20,40 @@ def _require(module: str):
                           "pip install 'rerankers[mamba-ssm]'") from e
 
 
-def _pad_cl(x: Tensor, seq_id: Tensor, pos: Tensor, S: int, L: int) -> Tensor:
-    """(T, F) -> (S, F, L) contiguous, zeros after each sequence's end."""
-    buf = x.new_zeros((S, L, x.shape[1]))
-    return buf.index_put((seq_id, pos), x).transpose(1, 2).contiguous()
+class _Padding:
+    """The right-padded (S, F, Lmax) layout of a packed batch: each token's sequence and position."""
+
+    def __init__(self, cu_seqlens: Tensor, T: int):
+        self.seq_id, self.pos = sequence_ids(cu_seqlens, T), position_ids_from_cu_seqlens(cu_seqlens, T)
+        self.S, self.L = cu_seqlens.numel() - 1, max_seqlen(cu_seqlens)
+
+    def pad(self, x: Optional[Tensor]) -> Optional[Tensor]:
+        """(T, F) -> (S, F, L) contiguous, zeros after each sequence's end (None stays None)."""
+        if x is None:
+            return None
+        buf = x.new_zeros((self.S, self.L, x.shape[1]))
+        return buf.index_put((self.seq_id, self.pos), x).transpose(1, 2).contiguous()
+
+    def unpad(self, y: Tensor) -> Tensor:
+        """(S, F, L) -> (T, F)."""
+        return y.transpose(1, 2)[self.seq_id, self.pos]
 
 
 def selective_scan_mamba_ssm(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
                              z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
                              delta_softplus: bool = True) -> Tensor:
     mod = _require("mamba_ssm.ops.selective_scan_interface")
-    T = u.shape[0]
-    S = cu_seqlens.numel() - 1
-    seq_id, pos = _seq_positions(cu_seqlens, T)
-    L = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
-    p = lambda x: None if x is None else _pad_cl(x, seq_id, pos, S, L)
-    y = mod.selective_scan_fn(p(u), p(delta), A, p(B).unsqueeze(1), p(C).unsqueeze(1), D, p(z),
+    p = _Padding(cu_seqlens, u.shape[0])
+    y = mod.selective_scan_fn(p.pad(u), p.pad(delta), A, p.pad(B).unsqueeze(1), p.pad(C).unsqueeze(1), D, p.pad(z),
                               delta_bias, delta_softplus)
-    return y.transpose(1, 2)[seq_id, pos]
+    return p.unpad(y)
 
 
 def causal_conv1d_mamba_ssm(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
                             activation: Optional[str] = "silu") -> Tensor:
     mod = _require("causal_conv1d")
-    T = x.shape[0]
-    S = cu_seqlens.numel() - 1
-    seq_id, pos = _seq_positions(cu_seqlens, T)
-    L = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
-    y = mod.causal_conv1d_fn(_pad_cl(x, seq_id, pos, S, L), weight, bias, activation=activation)
-    return y.transpose(1, 2)[seq_id, pos]
+    p = _Padding(cu_seqlens, x.shape[0])
+    return p.unpad(mod.causal_conv1d_fn(p.pad(x), weight, bias, activation=activation))
 
 
 __all__ = ["causal_conv1d_mamba_ssm", "selective_scan_mamba_ssm"]

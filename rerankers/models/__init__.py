@@ -1,30 +1,33 @@
-"""Backbones (Mamba-1, BERT family, T5), pooling, heads and the cross-encoder.
+"""Backbones (Mamba-1, BERT family, T5), their registry, pooling, heads and the cross-encoder.
 
-    CrossEncoder        backbone + pooling + head, save_pretrained / from_pretrained
+    CrossEncoder        backbone + pooling + head, from_backbone / save_pretrained / from_pretrained
+    BACKBONES           the registry: backbone kind -> BackboneSpec (detection, template, pooling,
+                        head, padding, adapter), see models/registry.py
     MambaBackbone       our Mamba-1 (packed; last-token pooling)
     BertBackbone        transformers BERT/ELECTRA/RoBERTa/MiniLM with varlen attention ([CLS] pooling)
     T5Backbone          monoT5 scorer (true/false logits at the first decoder step)
-    PRESETS             named backbones (mamba-130m ... t5-base), see models/presets.py
-    MambaConfig, MAMBA_PRESETS            Mamba-1 config (both checkpoint formats), hub names
+    PRESETS             named backbones (mamba-130m ... t5-large) with their shapes, see models/presets.py
+    MambaConfig         Mamba-1 config (both checkpoint formats)
     ModelLoadingError, CheckpointNotFoundError, ModelConfigError, CheckpointMismatchError
 
 Names are imported on first use (torch/transformers load lazily).
 """
-__all__ = ["CrossEncoder", "MambaBackbone", "MambaConfig", "MAMBA_PRESETS", "BertBackbone", "T5Backbone",
-           "PRESETS", "known_backbones", "ModelLoadingError", "CheckpointNotFoundError", "ModelConfigError",
-           "CheckpointMismatchError"]
+__all__ = ["CrossEncoder", "BACKBONES", "BackboneSpec", "MambaBackbone", "MambaConfig", "BertBackbone",
+           "T5Backbone", "PRESETS", "known_backbones", "ModelLoadingError", "CheckpointNotFoundError",
+           "ModelConfigError", "CheckpointMismatchError"]
 
 _WHERE = {
     "CrossEncoder": "rerankers.models.cross_encoder",
+    "BACKBONES": "rerankers.models.registry",
+    "BackboneSpec": "rerankers.models.registry",
     "MambaBackbone": "rerankers.models.mamba",
     "MambaConfig": "rerankers.models.mamba_config",
-    "MAMBA_PRESETS": "rerankers.models.mamba_config",
     "BertBackbone": "rerankers.models.bert",
     "T5Backbone": "rerankers.models.t5",
     "PRESETS": "rerankers.models.presets",
     "known_backbones": "rerankers.models.presets",
-    **{name: "rerankers.errors" for name in ("ModelLoadingError", "CheckpointNotFoundError",
-                                                     "ModelConfigError", "CheckpointMismatchError")},
+    **{name: "rerankers.errors" for name in ("ModelLoadingError", "CheckpointNotFoundError", "ModelConfigError",
+                                             "CheckpointMismatchError")},
 }
 
 

@@ -11,33 +11,44 @@ The encoder is transformers' own model (``AutoModel``) with its attention routed
 
 Pooling is ``[CLS]`` (the first token of each sequence). Checkpoints are plain transformers
 folders (``config.json`` + ``model.safetensors``); loading is strict about the encoder's weights.
+:class:`BertAdapter` is the registry's ``bert`` row: template defaults from the model's positions,
+a published sequence-classification head where the checkpoint has one, else a fresh head.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
-from rerankers.models.checkpoint_files import compare_keys, read_state_dict
+from rerankers.data.templates import TemplateConfig
 from rerankers.errors import CheckpointMismatchError, ModelConfigError
 from rerankers.models import varlen_attention
+from rerankers.models.adapter import BackboneAdapter, architecture, make_template, transformers_config
+from rerankers.models.checkpoint_files import compare_keys, read_state_dict, write_transformers_folder
+from rerankers.models.heads import ScoreHead
+from rerankers.models.registry import BACKBONES
 from rerankers.models.varlen_attention import register_with_transformers
 
 logger = logging.getLogger(__name__)
 
-# model_type -> attribute holding the encoder in a *ForSequenceClassification model
-BERT_FAMILY = ("bert", "electra", "roberta", "xlm-roberta")
+BERT_FAMILY = BACKBONES["bert"].model_types
+_ROBERTA_TYPES = ("roberta", "xlm-roberta")
 
 
 def _position_offset(config) -> int:
     """RoBERTa numbers positions from padding_idx + 1; BERT and ELECTRA from 0."""
-    if config.model_type in ("roberta", "xlm-roberta"):
+    if config.model_type in _ROBERTA_TYPES:
         return int(config.pad_token_id) + 1
     return 0
+
+
+def position_limit(config) -> int:
+    """The longest sequence a BERT-family model can take."""
+    return int(config.max_position_embeddings) - _position_offset(config)
 
 
 class BertBackbone(nn.Module):
@@ -49,7 +60,7 @@ class BertBackbone(nn.Module):
         pooling:      "cls"
     """
 
-    pooling = "cls"
+    pooling = BACKBONES["bert"].pooling
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -94,7 +105,7 @@ class BertBackbone(nn.Module):
         return out.last_hidden_state[0]
 
     def forward_padded(self, input_ids: Tensor, attention_mask: Tensor,
-                       token_type_ids: Optional[Tensor] = None) -> Tensor:
+                       token_type_ids: Tensor | None = None) -> Tensor:
         """Padded path: input_ids, attention_mask (S, L) -> hidden states (S, L, H)."""
         S, L = input_ids.shape
         pos = torch.arange(L, device=input_ids.device)[None].expand(S, L) + self._pos_offset
@@ -106,14 +117,14 @@ class BertBackbone(nn.Module):
 
     # ---- building / saving ---------------------------------------------------------------------
     @classmethod
-    def from_config(cls, config) -> "BertBackbone":
+    def from_config(cls, config) -> BertBackbone:
         """Random weights from a transformers config (tests, or before load_state_dict)."""
         from transformers import AutoModel
         _check_family(config)
         return cls(AutoModel.from_config(config))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, strict: bool = False) -> "BertBackbone":
+    def from_pretrained(cls, path: str | Path, strict: bool = False) -> BertBackbone:
         """Strictly load a local transformers folder (config.json + safetensors/bin weights).
 
         The folder may hold a base model (``BertModel``), a pretraining model (``BertForPreTraining``:
@@ -135,7 +146,7 @@ class BertBackbone(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write config.json + model.safetensors (a transformers base-model folder)."""
-        self.model.save_pretrained(str(directory), safe_serialization=True)
+        write_transformers_folder(self.model, directory)
 
 
 def _check_family(config) -> None:
@@ -159,7 +170,7 @@ def _strip_encoder_prefix(state: dict[str, Tensor], model: nn.Module) -> dict[st
     return {k: v for k, v in fixed.items() if k in own or not k.endswith("position_ids")}
 
 
-def read_classification_head(path: str | Path) -> Optional[dict]:
+def read_classification_head(path: str | Path) -> dict | None:
     """The head of a ``*ForSequenceClassification`` folder as {"activation", "dense.*", "out_proj.*"}.
 
     BERT:    pooler.dense (tanh) + classifier          -> dense, out_proj, activation "tanh"
@@ -194,10 +205,70 @@ def read_classification_head(path: str | Path) -> Optional[dict]:
     return {"activation": act, "state": head}
 
 
-def pretrained_pooler(path: str | Path) -> Optional[dict[str, Tensor]]:
+def pretrained_pooler(path: str | Path) -> dict[str, Tensor] | None:
     """BERT's pretrained pooler (dense) from a base checkpoint, to initialise a fresh head; else None."""
     state = read_state_dict(Path(path))
     for pre in ("", "bert.", "roberta.", "electra."):
         if f"{pre}pooler.dense.weight" in state:
             return {"dense.weight": state[f"{pre}pooler.dense.weight"], "dense.bias": state[f"{pre}pooler.dense.bias"]}
     return None
+
+
+class BertAdapter(BackboneAdapter):
+    """The registry's ``bert`` row: BERT, ELECTRA, RoBERTa, MiniLM cross-encoders."""
+
+    kind = "bert"
+
+    def pretrained(self, folder: Path, tokenizer) -> BertBackbone:
+        return BertBackbone.from_pretrained(folder)
+
+    def saved(self, folder: Path, cfg: dict[str, Any]) -> BertBackbone:
+        return BertBackbone.from_pretrained(folder, strict=True)
+
+    def random(self, config: dict[str, Any], tokenizer) -> BertBackbone:
+        return BertBackbone.from_config(transformers_config(architecture(config, tokenizer)))
+
+    def template(self, backbone: nn.Module, overrides: dict[str, Any]) -> TemplateConfig:
+        """512 tokens or the model's positions, 64 query tokens; RoBERTa's layout without token types."""
+        config = backbone.config
+        roberta = config.model_type in _ROBERTA_TYPES
+        fields = {"name": "bert", "max_length": min(512, position_limit(config)), "max_query_tokens": 64,
+                  "pair_separators": 2 if roberta else 1,
+                  "use_token_types": (not roberta) and config.type_vocab_size > 1, **overrides}
+        template = make_template(fields)
+        self.check_template(backbone, template, "")
+        return template
+
+    def check_template(self, backbone: nn.Module, template: TemplateConfig, where: str) -> None:
+        limit = position_limit(backbone.config)
+        if template.max_length > limit:
+            prefix = f"{where}: " if where else ""
+            raise ModelConfigError(f"{prefix}template max_length={template.max_length} exceeds the model's "
+                                   f"{limit} positions")
+
+    def fresh_head(self, backbone: nn.Module, activation: str | None) -> ScoreHead:
+        """``dense -> tanh`` (BERT, RoBERTa) or ``-> gelu`` (ELECTRA) ``-> out_proj``, the config's dropout."""
+        act = activation or ("gelu" if backbone.model_type == "electra" else "tanh")
+        return ScoreHead(backbone.hidden_size, act, _classifier_dropout(backbone.config))
+
+    def pretrained_head(self, backbone: nn.Module, folder: Path, activation: str | None,
+                        name: str) -> tuple[ScoreHead, bool]:
+        """A ``*ForSequenceClassification`` checkpoint's own head (trained), else a fresh one (untrained)
+        whose dense layer starts from the pretrained pooler where there is one (tanh)."""
+        published = read_classification_head(folder)
+        if published is not None:
+            head = ScoreHead(backbone.hidden_size, published["activation"], _classifier_dropout(backbone.config))
+            head.load_state_dict(published["state"])
+            logger.info("%s: loaded its sequence-classification head", name)
+            return head, True
+        head = self.fresh_head(backbone, activation)
+        pooler = pretrained_pooler(folder) if head.activation == "tanh" else None
+        if pooler is not None:
+            head.load_state_dict(pooler, strict=False)
+        logger.info("%s: fresh scoring head (%s)", name, head.activation)
+        return head, False
+
+
+def _classifier_dropout(config) -> float:
+    p = getattr(config, "classifier_dropout", None)
+    return float(p if p is not None else getattr(config, "hidden_dropout_prob", 0.1))

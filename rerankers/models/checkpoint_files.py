@@ -1,5 +1,5 @@
-"""Checkpoint files shared by every backbone: finding and reading a folder's weights, and whether
-the Hugging Face hub may be reached.
+"""Checkpoint files shared by every backbone: finding, reading and writing a folder's weights, and
+fetching them from the Hugging Face hub (or its local cache).
 
 A folder holds ``model.safetensors``, ``model.safetensors.index.json`` (shards), ``pytorch_model.bin``
 or ``pytorch_model.bin.index.json``; safetensors are preferred. Missing or unreadable files raise
@@ -10,19 +10,25 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from rerankers.errors import CheckpointNotFoundError, ModelLoadingError
+from rerankers.utils.io import atomic_folder
 
 SAFETENSORS_NAME = "model.safetensors"
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 BIN_NAME = "pytorch_model.bin"
 BIN_INDEX = "pytorch_model.bin.index.json"
 _WEIGHT_FILES = (SAFETENSORS_NAME, SAFETENSORS_INDEX, BIN_NAME, BIN_INDEX)
-# other frameworks' weights, never fetched
-HUB_IGNORE = ["*.msgpack", "*.h5", "*.ot", "onnx/*", "openvino/*", "*.onnx"]
 # a checkpoint's files, safetensors first; the pickled weights only where a repository has none
 WEIGHT_PATTERNS = (["config.json", "model*.safetensors*"], ["config.json", "pytorch_model*.bin*"])
+# a tokenizer's files (never weights, nor a shard index that would pass for them)
+TOKENIZER_PATTERNS = ["tokenizer*", "special_tokens_map.json", "added_tokens.json", "vocab*", "merges.txt",
+                      "*.model"]
+# what a model of random weights needs: the architecture and the tokenizer
+CONFIG_PATTERNS = ["config.json", *TOKENIZER_PATTERNS]
+# a whole model folder: config, tokenizer and one format of weights
+MODEL_PATTERNS = tuple([*CONFIG_PATTERNS, *weights[1:]] for weights in WEIGHT_PATTERNS)
 
 if TYPE_CHECKING:  # torch loads on first read, so that resolving names (presets) stays light
     from torch import Tensor
@@ -39,12 +45,14 @@ def hub_offline() -> bool:
         return False
 
 
-def fetch_from_hub(repo_id: str, what: str, pattern_sets: Optional[Sequence[Sequence[str]]] = None) -> Path:
+def fetch_from_hub(repo_id: str, what: str, pattern_sets: Sequence[Sequence[str]] = MODEL_PATTERNS,
+                   need_weights: bool = True) -> Path:
     """A local folder for a Hugging Face hub repository, from the local cache only where
-    ``HF_HUB_OFFLINE`` is set. ``pattern_sets``: file patterns tried in turn, the first whose folder
-    holds weights wins (e.g. :data:`WEIGHT_PATTERNS`); None: the whole repository but
-    :data:`HUB_IGNORE`. Every failure is a :class:`CheckpointNotFoundError` that starts with ``what``
-    and names the repository and where it was looked for."""
+    ``HF_HUB_OFFLINE`` is set. ``pattern_sets``: file patterns tried in turn; with ``need_weights``
+    the first whose folder holds weights wins (:data:`MODEL_PATTERNS`, :data:`WEIGHT_PATTERNS`),
+    without it the first set is fetched (:data:`TOKENIZER_PATTERNS`, :data:`CONFIG_PATTERNS`).
+    Every failure is a :class:`CheckpointNotFoundError` that starts with ``what`` and names the
+    repository and where it was looked for."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
@@ -52,11 +60,9 @@ def fetch_from_hub(repo_id: str, what: str, pattern_sets: Optional[Sequence[Sequ
                                       "huggingface_hub is not installed (pip install huggingface_hub)") from None
     offline = hub_offline()
     try:
-        if pattern_sets is None:
-            return Path(snapshot_download(repo_id, local_files_only=offline, ignore_patterns=HUB_IGNORE))
         for patterns in pattern_sets:
             local = Path(snapshot_download(repo_id, allow_patterns=list(patterns), local_files_only=offline))
-            if find_weight_file(local, required=False) is not None:
+            if not need_weights or find_weight_file(local, required=False) is not None:
                 return local
         detail = ": it has no weights file"
     except Exception as e:  # hub errors: not cached, not found, no network, gated ...
@@ -65,7 +71,7 @@ def fetch_from_hub(repo_id: str, what: str, pattern_sets: Optional[Sequence[Sequ
     raise CheckpointNotFoundError(f"{what} {repo_id!r} is not available {where}{detail}")
 
 
-def find_weight_file(directory: Path, required: bool = True) -> Optional[Path]:
+def find_weight_file(directory: Path, required: bool = True) -> Path | None:
     """The weights file (or shard index) in ``directory``, safetensors preferred."""
     for name in _WEIGHT_FILES:
         if (directory / name).is_file():
@@ -110,6 +116,12 @@ def read_state_dict(directory: Path) -> dict[str, Tensor]:
         state.update(read_tensor_file(directory / shard))
     return state
 
+
+def write_transformers_folder(model, directory: str | os.PathLike) -> None:
+    """A transformers model's ``save_pretrained`` (config.json + model.safetensors) into ``directory``,
+    each file replaced atomically (:func:`rerankers.utils.io.atomic_folder`)."""
+    with atomic_folder(directory) as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
 
 
 def compare_keys(own: dict[str, Tensor], state: dict[str, Tensor], prefix: str = ""

@@ -1,5 +1,8 @@
 """CrossEncoder = backbone + pooling + head: a PackedBatch of (query, document) pairs -> scores (S,).
 
+What differs between backbone kinds (pooling, head, template, how to build and load) is a row of
+:mod:`rerankers.models.registry` and its adapter; this module only puts the pieces together:
+
 - Mamba: last-token pooling (causal; RankMamba template puts the query last), Linear head.
 - BERT family: [CLS] pooling, ``dense -> tanh/gelu -> out_proj`` head (the shape of the
   sequence-classification heads, so published cross-encoders load with their scores).
@@ -7,7 +10,7 @@
 
 Saved folder (``save_pretrained``)::
 
-    reranker_config.json   backbone type, base (preset/path), template, max lengths, head, token ids
+    reranker_config.json   backbone type, base (preset/path), template, head, head_trained, token ids
     backbone/              the backbone's own checkpoint (config.json + model.safetensors)
     head.safetensors       the head's weights (BERT family, Mamba)
     tokenizer files        (tokenizer.json, tokenizer_config.json, ...)
@@ -16,23 +19,24 @@ Loading our folder is strict: CheckpointMismatchError names missing / unexpected
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
 from rerankers.data.templates import EncodedPairs, TemplateConfig, TemplateError, encode_pairs
+from rerankers.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError, UsageError
 from rerankers.models.checkpoint_files import compare_keys, read_tensor_file
-from rerankers.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError
-from rerankers.models.heads import ScoreHead, true_false_score
-from rerankers.models.presets import Preset, detect_kind, fetch_folder, resolve
+from rerankers.models.heads import ScoreHead
+from rerankers.models.presets import Preset, resolve, tokenizer_folder
+from rerankers.models.registry import BackboneSpec, backbone_spec, detect_kind, read_config_json
+from rerankers.utils.io import atomic_folder
 
 logger = logging.getLogger(__name__)
 
@@ -41,29 +45,32 @@ HEAD_NAME = "head.safetensors"
 BACKBONE_DIR = "backbone"
 FORMAT = "rerankers-cross-encoder"
 FORMAT_VERSION = 1
+INITS = ("pretrained", "random")
 
 
 class CrossEncoder(nn.Module):
     """Scores (query, document) pairs.
 
     Attributes:
-        backbone:       BertBackbone | T5Backbone | MambaBackbone
-        head:           ScoreHead (None for T5)
+        backbone:       BertBackbone | T5Backbone | MambaBackbone (a registry kind's module)
+        head:           ScoreHead (None for a kind without one: T5)
         tokenizer:      a transformers tokenizer
         template:       TemplateConfig (template name, max lengths)
-        backbone_type:  "bert" | "t5" | "mamba"
+        backbone_type:  the registry kind: "bert" | "t5" | "mamba"
         base:           the preset name or path it was built from (informational)
+        head_trained:   False while the head (or, built with random weights, the whole scorer) has not
+                        been trained; saved, so a folder says whether its scores mean anything
     """
 
-    def __init__(self, backbone: nn.Module, head: Optional[ScoreHead], tokenizer, template: TemplateConfig,
-                 backbone_type: str, base: str = ""):
+    def __init__(self, backbone: nn.Module, head: ScoreHead | None, tokenizer, template: TemplateConfig,
+                 backbone_type: str, base: str = "", head_trained: bool = False):
         super().__init__()
-        if backbone_type not in ("bert", "t5", "mamba"):
-            raise ModelConfigError(f"unknown backbone_type {backbone_type!r} (bert, t5, mamba)")
-        if (head is None) != (backbone_type == "t5"):
-            raise ModelConfigError("a T5 cross-encoder has no head; the others need one")
-        if template.name != backbone_type:
-            raise ModelConfigError(f"a {backbone_type} backbone needs the {backbone_type!r} template, "
+        spec = backbone_spec(backbone_type)
+        if (head is None) == spec.has_head:
+            needs = "needs a head" if spec.has_head else "has no head"
+            raise ModelConfigError(f"a {backbone_type} cross-encoder {needs}")
+        if template.name != spec.template:
+            raise ModelConfigError(f"a {backbone_type} backbone needs the {spec.template!r} template, "
                                    f"got {template.name!r}")
         self.backbone = backbone
         self.head = head
@@ -71,19 +78,40 @@ class CrossEncoder(nn.Module):
         self.template = template
         self.backbone_type = backbone_type
         self.base = base
+        self.head_trained = bool(head_trained)
 
     # ---- scoring ------------------------------------------------------------------------------
     @property
+    def spec(self) -> BackboneSpec:
+        """The registry row of this model's backbone kind."""
+        return backbone_spec(self.backbone_type)
+
+    @property
     def pooling(self) -> str:
-        return getattr(self.backbone, "pooling", "cls")
+        return self.spec.pooling
+
+    @property
+    def pads(self) -> bool:
+        """True where the backbone pads internally (T5): batch budgets then count padded tokens."""
+        return self.spec.pads
 
     def forward(self, batch: PackedBatch) -> Tensor:
         """PackedBatch (S sequences, T tokens) -> scores (S,) (fp32 for T5, the head's dtype else)."""
-        if self.backbone_type == "t5":
-            return true_false_score(self.backbone(batch))
-        hidden = self.backbone(batch)  # (T, H)
+        output = self.backbone(batch)  # (T, H); T5: (S, 2)
+        if self.head is None:
+            return self.spec.adapter().score(output)
         index = batch.first_token_index if self.pooling == "cls" else batch.last_token_index
-        return self._head(hidden.index_select(0, index.to(hidden.device)))
+        return self._head(output.index_select(0, index.to(output.device)))
+
+    def forward_padded(self, batch: PackedBatch) -> Tensor:
+        """The padded oracle path for the same batch: scores (S,)."""
+        ids, mask, tt = batch.to_padded(int(getattr(self.backbone, "pad_token_id", 0) or 0))
+        output = self.backbone.forward_padded(ids, mask, tt)  # (S, L, H); T5: (S, 2)
+        if self.head is None:
+            return self.spec.adapter().score(output)
+        rows = torch.arange(ids.shape[0], device=ids.device)
+        cols = torch.zeros_like(rows) if self.pooling == "cls" else batch.seqlens.to(ids.device) - 1
+        return self._head(output[rows, cols])
 
     def _head(self, pooled: Tensor) -> Tensor:
         """(S, H) -> (S,) in the head's own dtype even under autocast: bf16 scores keep only 8
@@ -91,72 +119,47 @@ class CrossEncoder(nn.Module):
         with torch.autocast(pooled.device.type, enabled=False):
             return self.head(pooled.to(self.head.out_proj.weight.dtype))
 
-    def forward_padded(self, batch: PackedBatch) -> Tensor:
-        """The padded oracle path for the same batch: scores (S,)."""
-        ids, mask, tt = batch.to_padded(int(getattr(self.backbone, "pad_token_id", 0) or 0))
-        if self.backbone_type == "t5":
-            return true_false_score(self.backbone.forward_padded(ids, mask))
-        if self.backbone_type == "bert":
-            hidden = self.backbone.forward_padded(ids, mask, tt)
-        else:
-            hidden = self.backbone.forward_padded(ids, mask)
-        rows = torch.arange(ids.shape[0], device=ids.device)
-        cols = torch.zeros_like(rows) if self.pooling == "cls" else batch.seqlens.to(ids.device) - 1
-        return self._head(hidden[rows, cols])
-
-    def encode(self, queries: Sequence[str], docs: Sequence[str], ids: Optional[Sequence[Any]] = None,
+    def encode(self, queries: Sequence[str], docs: Sequence[str], ids: Sequence[Any] | None = None,
                warn: bool = True) -> EncodedPairs:
         """Token ids of the pairs with this model's template and truncation."""
         return encode_pairs(self.tokenizer, queries, docs, self.template, ids=ids, warn=warn)
 
-    @property
-    def pads(self) -> bool:
-        """True where the backbone pads internally (T5): batch budgets then count padded tokens."""
-        return self.backbone_type == "t5"
-
     # ---- building -----------------------------------------------------------------------------
     @classmethod
-    def from_backbone(cls, name_or_path: str | os.PathLike, template: Optional[dict[str, Any]] = None,
-                      head_activation: Optional[str] = None) -> "CrossEncoder":
-        """A cross-encoder on a pretrained backbone (preset name, hub id or local folder).
+    def from_backbone(cls, name_or_path: str | os.PathLike, template: dict[str, Any] | None = None,
+                      head_activation: str | None = None, *, init: str = "pretrained",
+                      tokenizer: str | os.PathLike | None = None, seed: int | None = 0) -> "CrossEncoder":
+        """A cross-encoder on a backbone (preset name, hub id or local folder).
 
-        A ``*ForSequenceClassification`` checkpoint (one logit) brings its trained head, so its
-        published scores are reproduced; otherwise the head is fresh (BERT: dense initialised from
-        the pretrained pooler where there is one).
+        init="pretrained": the checkpoint's weights. A ``*ForSequenceClassification`` checkpoint (one
+        logit) brings its trained head, so its published scores are reproduced; otherwise the head is
+        fresh (BERT: dense initialised from the pretrained pooler where there is one).
+        init="random": the preset's architecture (or the folder's / hub id's config.json) with random
+        weights; no weights are read or fetched, and the vocabulary follows the tokenizer.
+
+        tokenizer: a local folder, a preset or a hub id; default: the checkpoint's, else the preset's.
+        seed: the generator of everything random here (fresh head, random weights; None: 0), so that
+        two builds agree; the caller's generator is left as it was.
         """
-        folder, preset = resolve(name_or_path)
-        kind = preset.kind if preset is not None else detect_kind(folder)
-        tokenizer = _load_tokenizer(folder, preset)
-        base = str(name_or_path)
-        overrides = dict(preset.template) if preset is not None else {}
-        overrides.update(template or {})
-        if kind == "bert":
-            from rerankers.models.bert import BertBackbone, pretrained_pooler, read_classification_head
-            backbone = BertBackbone.from_pretrained(folder)
-            tcfg = _bert_template(backbone.config, overrides)
-            published = read_classification_head(folder)
-            if published is not None:
-                head = ScoreHead(backbone.hidden_size, published["activation"], _dropout(backbone.config))
-                head.load_state_dict(published["state"])
-                logger.info("%s: loaded its sequence-classification head", base)
+        if init not in INITS:
+            raise UsageError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+        pretrained = init == "pretrained"
+        name = str(name_or_path)
+        folder, preset = resolve(name_or_path, weights=pretrained)
+        config = preset.config_dict() if preset is not None else read_config_json(folder)
+        kind = preset.kind if preset is not None else detect_kind(config, str(folder / "config.json"))
+        adapter = backbone_spec(kind).adapter()
+        tok = _load_tokenizer(folder, preset, tokenizer)
+        overrides = {**(preset.template if preset is not None else {}), **(template or {})}
+        with _seeded(seed):
+            if pretrained:
+                backbone = adapter.pretrained(folder, tok)
+                head, trained = adapter.pretrained_head(backbone, folder, head_activation, name)
             else:
-                act = head_activation or ("gelu" if backbone.model_type == "electra" else "tanh")
-                head = ScoreHead(backbone.hidden_size, act, _dropout(backbone.config))
-                pooler = pretrained_pooler(folder) if act == "tanh" else None
-                if pooler is not None:
-                    head.load_state_dict(pooler, strict=False)
-                logger.info("%s: fresh scoring head (%s)", base, act)
-            return cls(backbone, head, tokenizer, tcfg, "bert", base)
-        if kind == "t5":
-            from rerankers.models.t5 import T5Backbone, true_false_ids
-            t, f = true_false_ids(tokenizer)
-            backbone = T5Backbone.from_pretrained(folder, t, f)
-            tcfg = _make_template({"name": "t5", **overrides})
-            return cls(backbone, None, tokenizer, tcfg, "t5", base)
-        backbone = _mamba_class().from_pretrained(folder)
-        tcfg = _make_template({"name": "mamba", **overrides})
-        head = ScoreHead(backbone.hidden_size, head_activation or "none")
-        return cls(backbone, head, tokenizer, tcfg, "mamba", base)
+                backbone = _random_backbone(adapter, config, tok, preset.name if preset else folder / "config.json")
+                head, trained = adapter.fresh_head(backbone, head_activation), False
+        model = cls(backbone, head, tok, adapter.template(backbone, overrides), kind, name, head_trained=trained)
+        return model._warn_if_untrained(name)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike) -> "CrossEncoder":
@@ -169,66 +172,55 @@ class CrossEncoder(nn.Module):
     @classmethod
     def _load_saved(cls, path: Path) -> "CrossEncoder":
         cfg_file = path / CONFIG_NAME
-        cfg, tcfg = _read_config(cfg_file)
-        kind = cfg["backbone_type"]
-        tokenizer = _load_tokenizer(path, None)
+        cfg, tcfg, spec = _read_config(cfg_file)
+        tokenizer = _load_tokenizer(path, None, None)
         bdir = path / BACKBONE_DIR
         if not bdir.is_dir():
             raise ModelLoadingError(f"{path}: no {BACKBONE_DIR}/ folder (the backbone's checkpoint)")
-        if kind == "bert":
-            from rerankers.models.bert import BertBackbone
-            backbone = BertBackbone.from_pretrained(bdir, strict=True)
-            if tcfg.max_length > _position_limit(backbone.config):
-                raise ModelConfigError(f"{cfg_file}: template max_length={tcfg.max_length} exceeds the model's "
-                                       f"{_position_limit(backbone.config)} positions")
-        elif kind == "t5":
-            from rerankers.models.t5 import T5Backbone
-            backbone = T5Backbone.from_pretrained(bdir, cfg["true_token_id"], cfg["false_token_id"], strict=True)
-        else:
-            backbone = _mamba_class().from_pretrained(bdir)
+        adapter = spec.adapter()
+        backbone = adapter.saved(bdir, cfg)
+        adapter.check_template(backbone, tcfg, str(cfg_file))
         head = None
-        if kind != "t5":
+        if spec.has_head:
             hcfg = cfg.get("head") or {}
             head = ScoreHead(backbone.hidden_size, hcfg.get("activation", "none"), float(hcfg.get("dropout", 0.0)))
             _load_head_strict(head, path / HEAD_NAME)
-        return cls(backbone, head, tokenizer, tcfg, kind, cfg.get("base", ""))
+        model = cls(backbone, head, tokenizer, tcfg, spec.kind, cfg.get("base", ""),
+                    head_trained=cfg.get("head_trained", True))
+        return model._warn_if_untrained(str(path))
+
+    def _warn_if_untrained(self, name: str) -> "CrossEncoder":
+        if not self.head_trained:
+            logger.warning("%s (%s backbone): the scoring head is not trained; its scores mean nothing until "
+                           "the model is fine-tuned", name, self.backbone_type)
+        return self
 
     # ---- saving -------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION,
                                "backbone_type": self.backbone_type, "base": self.base,
-                               "template": self.template.to_dict()}
+                               "template": self.template.to_dict(), "head_trained": self.head_trained}
         if self.head is not None:
             cfg["head"] = {"activation": self.head.activation, "dropout": float(self.head.dropout.p)}
-        else:
-            cfg["true_token_id"] = self.backbone.true_token_id
-            cfg["false_token_id"] = self.backbone.false_token_id
+        cfg.update(self.spec.adapter().saved_fields(self.backbone))
         return cfg
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """Write the folder described in the module doc; each file is replaced atomically."""
+        """Write the folder described in the module doc; each file is replaced atomically
+        (:func:`rerankers.utils.io.atomic_folder`)."""
         from safetensors.torch import save_file
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-save-", dir=out))
-        try:
+        with atomic_folder(directory) as tmp:
             self.backbone.save_pretrained(tmp / BACKBONE_DIR)
             if self.head is not None:
                 save_file({k: v.detach().contiguous().cpu() for k, v in self.head.state_dict().items()},
                           str(tmp / HEAD_NAME))
             self.tokenizer.save_pretrained(str(tmp))
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2) + "\n")
-            for f in sorted(tmp.rglob("*")):
-                if f.is_file():
-                    dest = out / f.relative_to(tmp)
-                    dest.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(f, dest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_config(cfg_file: Path) -> tuple[dict[str, Any], TemplateConfig]:
-    """A saved folder's config (checked) and its template; ModelConfigError names the file and field."""
+def _read_config(cfg_file: Path) -> tuple[dict[str, Any], TemplateConfig, BackboneSpec]:
+    """A saved folder's config (checked), its template and its kind's registry row; ModelConfigError
+    names the file and field."""
     try:
         cfg = json.loads(cfg_file.read_text())
     except (OSError, ValueError) as e:
@@ -236,64 +228,57 @@ def _read_config(cfg_file: Path) -> tuple[dict[str, Any], TemplateConfig]:
     if not isinstance(cfg, dict) or cfg.get("format") != FORMAT:
         found = cfg.get("format") if isinstance(cfg, dict) else type(cfg).__name__
         raise ModelConfigError(f"{cfg_file}: not a {FORMAT} config (format={found!r})")
-    kind = cfg.get("backbone_type")
-    for key in ("backbone_type", "template") + (("true_token_id", "false_token_id") if kind == "t5" else ()):
+    if "backbone_type" not in cfg:
+        raise ModelConfigError(f"{cfg_file}: missing field 'backbone_type'")
+    spec = backbone_spec(cfg["backbone_type"], str(cfg_file))
+    for key in ("template",) + spec.saved_fields:
         if key not in cfg:
             raise ModelConfigError(f"{cfg_file}: missing field {key!r}")
-    if kind not in ("bert", "t5", "mamba"):
-        raise ModelConfigError(f"{cfg_file}: unknown backbone_type {kind!r} (bert, t5, mamba)")
     if not isinstance(cfg["template"], dict) or not isinstance(cfg.get("head") or {}, dict):
         raise ModelConfigError(f"{cfg_file}: 'template' and 'head' must be JSON objects")
+    if not isinstance(cfg.get("head_trained", True), bool):
+        raise ModelConfigError(f"{cfg_file}: 'head_trained' must be true or false, got {cfg['head_trained']!r}")
     try:
         tcfg = TemplateConfig.from_dict(cfg["template"])
     except (TemplateError, TypeError) as e:
         raise ModelConfigError(f"{cfg_file}: template: {e}") from None
-    if tcfg.name != kind:
-        raise ModelConfigError(f"{cfg_file}: template {tcfg.name!r} does not fit backbone_type {kind!r}")
-    return cfg, tcfg
+    if tcfg.name != spec.template:
+        raise ModelConfigError(f"{cfg_file}: template {tcfg.name!r} does not fit backbone_type {spec.kind!r}")
+    return cfg, tcfg, spec
 
 
-def _dropout(config) -> float:
-    p = getattr(config, "classifier_dropout", None)
-    return float(p if p is not None else getattr(config, "hidden_dropout_prob", 0.1))
+@contextlib.contextmanager
+def _seeded(seed: int | None) -> Iterator[None]:
+    """The CPU generator seeded with ``seed`` (None: 0) inside, the caller's state restored after."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0 if seed is None else int(seed))
+        yield
 
 
-def _position_limit(config) -> int:
-    """The longest sequence a BERT-family model can take (RoBERTa numbers positions from pad + 1)."""
-    roberta = config.model_type in ("roberta", "xlm-roberta")
-    return int(config.max_position_embeddings) - (int(config.pad_token_id) + 1 if roberta else 0)
-
-
-def _bert_template(config, overrides: dict[str, Any]) -> TemplateConfig:
-    roberta = config.model_type in ("roberta", "xlm-roberta")
-    limit = _position_limit(config)
-    d = {"name": "bert", "max_length": min(512, limit), "max_query_tokens": 64,
-         "pair_separators": 2 if roberta else 1, "use_token_types": (not roberta) and config.type_vocab_size > 1}
-    d.update(overrides)
-    if d["max_length"] > limit:
-        raise ModelConfigError(f"template max_length={d['max_length']} exceeds the model's {limit} positions")
-    return _make_template(d)
-
-
-def _make_template(d: dict[str, Any]) -> TemplateConfig:
+def _random_backbone(adapter, config: dict[str, Any], tokenizer, where: str | Path) -> nn.Module:
+    """``adapter.random`` with the error naming the preset or config.json it came from."""
     try:
-        return TemplateConfig(**d)
-    except (TemplateError, TypeError) as e:  # TypeError: an unknown field
-        raise ModelConfigError(f"template {d}: {e}") from None
+        return adapter.random(config, tokenizer)
+    except (TypeError, ValueError) as e:  # ModelConfigError is a ValueError
+        raise ModelConfigError(f"{where}: cannot build a {adapter.kind} model of random weights: {e}") from None
 
 
-def _load_tokenizer(folder: Path, preset: Optional[Preset]):
+def _load_tokenizer(folder: Path | None, preset: Preset | None, tokenizer: str | os.PathLike | None):
+    """``tokenizer`` where given, else the checkpoint folder's, else the preset's."""
     from transformers import AutoTokenizer
-    try:
-        return AutoTokenizer.from_pretrained(str(folder))
-    except Exception as first:  # no tokenizer files in the folder
-        if preset is None or preset.tokenizer is None:
-            raise ModelLoadingError(f"{folder}: no tokenizer could be loaded ({type(first).__name__}: {first})") from None
-    tok_dir = fetch_folder(preset.tokenizer, f"tokenizer of preset {preset.name!r}")
+    if tokenizer is None and folder is not None:
+        try:
+            return AutoTokenizer.from_pretrained(str(folder))
+        except Exception as first:  # no tokenizer files in the folder
+            if preset is None or preset.tokenizer is None:
+                raise ModelLoadingError(f"{folder}: no tokenizer could be loaded ({type(first).__name__}: "
+                                        f"{first}); name one (a folder or hub id)") from None
+    source = tokenizer if tokenizer is not None else preset.name
+    tok_dir = tokenizer_folder(source)
     try:
         return AutoTokenizer.from_pretrained(str(tok_dir))
     except Exception as e:
-        raise ModelLoadingError(f"tokenizer {preset.tokenizer!r}: {type(e).__name__}: {e}") from None
+        raise ModelLoadingError(f"tokenizer {str(source)!r} ({tok_dir}): {type(e).__name__}: {e}") from None
 
 
 def _load_head_strict(head: ScoreHead, file: Path) -> None:
@@ -304,11 +289,3 @@ def _load_head_strict(head: ScoreHead, file: Path) -> None:
     if missing or unexpected or mismatched:
         raise CheckpointMismatchError(missing, unexpected, mismatched, source=str(file))
     head.load_state_dict(state)
-
-
-def _mamba_class():
-    try:
-        from rerankers.models.mamba import MambaBackbone
-    except ImportError as e:
-        raise ModelLoadingError(f"the Mamba backbone is not available: {e}") from None
-    return MambaBackbone

@@ -7,8 +7,6 @@ sequence-classification cross-encoders load into it exactly.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 from torch import Tensor, nn
 
@@ -25,7 +23,7 @@ class ScoreHead(nn.Module):
         if activation not in ACTIVATIONS:
             raise ModelConfigError(f"unknown head activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
         self.activation = activation
-        self.dense: Optional[nn.Linear] = nn.Linear(hidden_size, hidden_size) if activation != "none" else None
+        self.dense: nn.Linear | None = nn.Linear(hidden_size, hidden_size) if activation != "none" else None
         self.dropout = nn.Dropout(dropout)
         self.out_proj = nn.Linear(hidden_size, 1)
         nn.init.normal_(self.out_proj.weight, std=0.02)

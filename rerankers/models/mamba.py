@@ -21,28 +21,31 @@ starts from a zero state, nothing crosses a boundary.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from rerankers.data.packing import PackedBatch, cu_seqlens_from_lengths, position_ids_from_cu_seqlens
+from rerankers.data.packing import PackedBatch
+from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens
 from rerankers.kernels import causal_conv1d_varlen, selective_scan_varlen
 from rerankers.errors import ModelConfigError
-from rerankers.models.mamba_config import (HF_FORMAT, MAMBA_PRESETS, MAMBA_SSM_FORMAT, MambaConfig,
-                                           read_config_file)
-from rerankers.models.mamba_loading import (BACKBONE_PREFIX, LM_HEAD_KEY, load_strict, read_state_dict,
-                                            resolve_checkpoint_dir, write_checkpoint)
+from rerankers.models.adapter import BackboneAdapter, special_token_ids
+from rerankers.models.checkpoint_files import read_state_dict
+from rerankers.models.mamba_config import HF_FORMAT, MAMBA_SSM_FORMAT, MambaConfig, read_config_file
+from rerankers.models.mamba_loading import BACKBONE_PREFIX, LM_HEAD_KEY, load_strict, write_checkpoint
+from rerankers.models.presets import resolve
+from rerankers.models.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MambaBackbone", "MambaConfig", "MAMBA_PRESETS"]
+__all__ = ["MambaBackbone", "MambaConfig", "MambaAdapter"]
 
 
 class MambaNorm(nn.Module):
@@ -80,7 +83,7 @@ class MambaMixer(nn.Module):
         self.A_log = nn.Parameter(torch.empty(Di, N))
         self.D = nn.Parameter(torch.empty(Di))
         self.out_proj = nn.Linear(Di, H, bias=config.bias)
-        self.kernel_backend: Optional[str] = None
+        self.kernel_backend: str | None = None
         if not self.A_log.is_meta:
             self.reset_ssm_parameters(config)
 
@@ -122,7 +125,7 @@ class MambaBlock(nn.Module):
         self.norm = MambaNorm(config.d_model, config.norm_epsilon, rms=config.rms_norm)
         self.mixer = MambaMixer(config)
 
-    def forward(self, hidden: Tensor, residual: Optional[Tensor], cu_seqlens: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, hidden: Tensor, residual: Tensor | None, cu_seqlens: Tensor) -> tuple[Tensor, Tensor]:
         """hidden (T, H), residual (T, H) or None -> (mixer output (T, H), residual (T, H))."""
         residual = hidden if residual is None else residual + hidden
         if self.residual_in_fp32:
@@ -138,7 +141,7 @@ class MambaBackbone(nn.Module):
     ``kernel_backend`` (None = auto: Triton on CUDA, reference on CPU; see rerankers.kernels).
     """
 
-    pooling = "last"
+    pooling = BACKBONES["mamba"].pooling
 
     def __init__(self, config: MambaConfig):
         super().__init__()
@@ -152,11 +155,11 @@ class MambaBackbone(nn.Module):
             nn.init.normal_(self.embedding.weight, std=0.02)
 
     @property
-    def kernel_backend(self) -> Optional[str]:
+    def kernel_backend(self) -> str | None:
         return self.layers[0].mixer.kernel_backend if len(self.layers) else None
 
     @kernel_backend.setter
-    def kernel_backend(self, backend: Optional[str]) -> None:
+    def kernel_backend(self, backend: str | None) -> None:
         for layer in self.layers:
             layer.mixer.kernel_backend = backend
 
@@ -164,7 +167,7 @@ class MambaBackbone(nn.Module):
         return self.embedding
 
     # forward ----------------------------------------------------------------------------------
-    def forward(self, batch: PackedBatch, inputs_embeds: Optional[Tensor] = None) -> Tensor:
+    def forward(self, batch: PackedBatch, inputs_embeds: Tensor | None = None) -> Tensor:
         """Packed tokens -> final-normed hidden states (T, H) in the parameters' dtype.
 
         batch: PackedBatch (input_ids (T,), cu_seqlens (S+1,) int32); ``inputs_embeds`` (T, H)
@@ -173,8 +176,9 @@ class MambaBackbone(nn.Module):
         cu_seqlens = batch.cu_seqlens
         if inputs_embeds is None:
             ids = batch.input_ids
-            if not ids.is_cuda and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.embedding.num_embeddings):
-                raise ValueError(f"input_ids must lie in [0, {self.embedding.num_embeddings}), "
+            rows = self.embedding.num_embeddings
+            if not ids.is_cuda and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= rows):
+                raise ValueError(f"input_ids must lie in [0, {rows}), "
                                  f"got values in [{int(ids.min())}, {int(ids.max())}]")
             hidden = self.embedding(ids)
         else:
@@ -183,7 +187,7 @@ class MambaBackbone(nn.Module):
             hidden = inputs_embeds
         if int(hidden.shape[0]) != int(batch.num_tokens):
             raise ValueError(f"{hidden.shape[0]} embeddings for a batch of {batch.num_tokens} tokens")
-        residual: Optional[Tensor] = None
+        residual: Tensor | None = None
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
                 hidden, residual = checkpoint(layer, hidden, residual, cu_seqlens, use_reentrant=False)
@@ -192,12 +196,14 @@ class MambaBackbone(nn.Module):
         residual = hidden if residual is None else residual + hidden
         return self.norm_f(residual)
 
-    def forward_padded(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    def forward_padded(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         """Right-padded rows -> (S, L, H), zeros at padding.
 
         Each row runs alone (a one-sequence pack through the same machinery), so comparing it to
         :meth:`forward` on the whole pack tests that packing changes nothing.
-        input_ids (S, L) int64, attention_mask (S, L) 0/1 with each row's ones first.
+        input_ids (S, L) int64, attention_mask (S, L) 0/1 with each row's ones first;
+        ``token_type_ids``: unused (no segments), taken so that every backbone's padded path has the
+        same arguments.
         """
         if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
             raise ValueError(f"input_ids and attention_mask must be (S, L) of one shape, got "
@@ -219,16 +225,18 @@ class MambaBackbone(nn.Module):
 
     # checkpoints ------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, name_or_path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None,
-                        device: Union[str, torch.device, None] = None) -> "MambaBackbone":
-        """Load a local directory, a preset (``MAMBA_PRESETS``) or a hub id, in either format.
+    def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | None = None,
+                        device: str | torch.device | None = None) -> "MambaBackbone":
+        """Load a local directory, a Mamba preset (models/presets.py) or a hub id, in either format.
 
         The directory holds config.json (transformers or mamba_ssm keys) and model.safetensors,
         pytorch_model.bin or their sharded index. Loading is strict: CheckpointMismatchError names
         missing / unexpected / wrong-shape keys; ``lm_head.weight`` is dropped (tied or unused).
         dtype: parameters' dtype (default float32); device: where to put them (default CPU).
         """
-        directory = resolve_checkpoint_dir(name_or_path, MAMBA_PRESETS)
+        directory, preset = resolve(name_or_path)
+        if preset is not None and preset.kind != "mamba":
+            raise ModelConfigError(f"preset {preset.name!r} is a {preset.kind} backbone, not a Mamba one")
         config, fmt = read_config_file(directory / "config.json")
         state = read_state_dict(directory)
         with torch.device("meta"):
@@ -239,7 +247,7 @@ class MambaBackbone(nn.Module):
                     directory, fmt, config.n_layer, config.d_model)
         return model.to(device) if device is not None else model
 
-    def save_pretrained(self, directory: Union[str, os.PathLike], format: str = HF_FORMAT) -> None:
+    def save_pretrained(self, directory: str | os.PathLike, format: str = HF_FORMAT) -> None:
         """Write config.json + model.safetensors, loadable by :meth:`from_pretrained`.
 
         format "hf": transformers' MambaForCausalLM layout (``backbone.embeddings.weight`` ...,
@@ -257,3 +265,20 @@ class MambaBackbone(nn.Module):
             state[LM_HEAD_KEY] = self.embedding.weight.detach().clone()
         write_checkpoint(Path(directory), config, state)
 
+
+class MambaAdapter(BackboneAdapter):
+    """The registry's ``mamba`` row: a Linear head on the last token; the vocabulary of a model of
+    random weights is the tokenizer's, padded to a multiple of 8 rows."""
+
+    kind = "mamba"
+
+    def pretrained(self, folder: Path, tokenizer) -> MambaBackbone:
+        return MambaBackbone.from_pretrained(folder)
+
+    def saved(self, folder: Path, cfg: dict) -> MambaBackbone:
+        return MambaBackbone.from_pretrained(folder)  # always strict
+
+    def random(self, config: dict, tokenizer) -> MambaBackbone:
+        shape = MambaConfig.from_dict(config)
+        return MambaBackbone(dataclasses.replace(shape, vocab_size=len(tokenizer), pad_vocab_size_multiple=8,
+                                                 **special_token_ids(tokenizer)))

@@ -18,20 +18,11 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 from rerankers.errors import ModelConfigError
 
 logger = logging.getLogger(__name__)
-
-#: Preset names -> Hugging Face hub checkpoints (transformers format).
-MAMBA_PRESETS: dict[str, str] = {
-    "mamba-130m": "state-spaces/mamba-130m-hf",
-    "mamba-370m": "state-spaces/mamba-370m-hf",
-    "mamba-790m": "state-spaces/mamba-790m-hf",
-    "mamba-1.4b": "state-spaces/mamba-1.4b-hf",
-    "mamba-2.8b": "state-spaces/mamba-2.8b-hf",
-}
 
 HF_FORMAT = "hf"
 MAMBA_SSM_FORMAT = "mamba_ssm"
@@ -58,7 +49,7 @@ class MambaConfig:
     d_state: int = 16
     d_conv: int = 4
     expand: int = 2
-    dt_rank: Union[int, str] = "auto"
+    dt_rank: int | str = "auto"
     rms_norm: bool = True
     residual_in_fp32: bool = True
     norm_epsilon: float = 1e-5
@@ -71,9 +62,9 @@ class MambaConfig:
     dt_init: str = "random"
     dt_scale: float = 1.0
     dt_init_floor: float = 1e-4
-    pad_token_id: Optional[int] = None
-    bos_token_id: Optional[int] = None
-    eos_token_id: Optional[int] = None
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layer", "vocab_size", "d_state", "d_conv", "expand",
@@ -122,7 +113,7 @@ class MambaConfig:
         return cls.from_mamba_ssm_dict(cfg)
 
     @classmethod
-    def from_json_file(cls, path: Union[str, Path]) -> "MambaConfig":
+    def from_json_file(cls, path: str | Path) -> "MambaConfig":
         """Read either format's config.json; errors name the file."""
         return read_config_file(path)[0]
 
@@ -157,7 +148,8 @@ class MambaConfig:
     def from_mamba_ssm_dict(cls, cfg: dict[str, Any]) -> "MambaConfig":
         """Original mamba_ssm keys (``state-spaces/mamba-*``)."""
         if cfg.get("d_intermediate", 0):
-            raise ModelConfigError(f"d_intermediate={cfg['d_intermediate']}: Mamba blocks with an MLP are not supported")
+            raise ModelConfigError(f"d_intermediate={cfg['d_intermediate']}: Mamba blocks with an MLP are "
+                                   "not supported")
         if cfg.get("attn_layer_idx"):
             raise ModelConfigError(f"attn_layer_idx={cfg['attn_layer_idx']}: hybrid attention layers are not supported")
         ssm = dict(cfg.get("ssm_cfg") or {})
@@ -212,7 +204,7 @@ class MambaConfig:
                 "tie_embeddings": self.tie_embeddings}
 
 
-def read_config_file(path: Union[str, Path]) -> tuple[MambaConfig, str]:
+def read_config_file(path: str | Path) -> tuple[MambaConfig, str]:
     """(config, format) from a config.json of either format; ModelConfigError naming the file."""
     path = Path(path)
     try:

@@ -1,5 +1,5 @@
-"""Finding, strictly matching and writing Mamba-1 checkpoints (both formats; reading the files:
-:mod:`rerankers.models.checkpoint_files`).
+"""Strictly matching and writing Mamba-1 checkpoints (both formats; finding and reading the files:
+:mod:`rerankers.models.presets` and :mod:`rerankers.models.checkpoint_files`).
 
 Checkpoint keys (``N`` = layer index)::
 
@@ -17,48 +17,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 import torch
 from torch import Tensor, nn
 
-from rerankers.models.checkpoint_files import (SAFETENSORS_NAME, WEIGHT_PATTERNS, fetch_from_hub,  # noqa: F401
-                                               find_weight_file, hub_offline, read_state_dict)
-from rerankers.errors import CheckpointMismatchError, CheckpointNotFoundError
+from rerankers.errors import CheckpointMismatchError
+from rerankers.models.checkpoint_files import SAFETENSORS_NAME
+from rerankers.utils.io import atomic_path, atomic_write
 
 logger = logging.getLogger(__name__)
 
 BACKBONE_PREFIX = "backbone."
 LM_HEAD_KEY = "lm_head.weight"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-
-
-# -------------------------------------------------------------------------------------------------
-# resolving a name or path to a local directory
-# -------------------------------------------------------------------------------------------------
-def resolve_checkpoint_dir(name_or_path: Union[str, os.PathLike], presets: dict[str, str]) -> Path:
-    """A local directory holding config.json + weights, from a path, a preset name or a hub id.
-
-    Hub ids (and presets, mapped to hub ids) go through ``huggingface_hub.snapshot_download``:
-    from the local cache only where ``HF_HUB_OFFLINE`` is set, downloading otherwise.
-    """
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise CheckpointNotFoundError(f"{path} is a file; expected a directory with config.json and weights")
-    name = str(name_or_path)
-    repo_id = presets.get(name, name)
-    if not _HUB_ID.match(repo_id) or repo_id.startswith((".", "/", "~")):
-        raise CheckpointNotFoundError(
-            f"{name!r} is not a local directory, a known preset ({', '.join(sorted(presets))}) "
-            "or a Hugging Face hub id")
-    return fetch_from_hub(repo_id, f"{name!r} is not a local directory, and", WEIGHT_PATTERNS)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -79,7 +51,7 @@ class NormalizedCheckpoint:
     tensors: dict[str, Tensor]
     original: dict[str, str]
     foreign: list[str]
-    lm_head: Optional[Tensor]
+    lm_head: Tensor | None
     prefix: str
     embedding_name: str
 
@@ -146,26 +118,12 @@ def load_strict(model: nn.Module, state: dict[str, Tensor], source: str, dtype: 
 # -------------------------------------------------------------------------------------------------
 # writing
 # -------------------------------------------------------------------------------------------------
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then os.replace onto ``path`` (same directory)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_checkpoint(directory: Path, config_dict: dict, state: dict[str, Tensor]) -> None:
     """config.json + model.safetensors into ``directory`` (created), each written atomically."""
     from safetensors.torch import save_file
 
-    directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
-    _atomic_write(directory / SAFETENSORS_NAME,
-                  lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    text = json.dumps(config_dict, indent=2, sort_keys=True) + "\n"
-    _atomic_write(directory / "config.json", lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    with atomic_path(directory / SAFETENSORS_NAME) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    with atomic_write(directory / "config.json") as f:
+        f.write(json.dumps(config_dict, indent=2, sort_keys=True) + "\n")

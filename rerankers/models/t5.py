@@ -4,18 +4,23 @@ decoder step's logits of the "true" and "false" tokens give the score, log p(tru
 T5's relative position bias rules out plain varlen flash attention, so this backbone pads: the
 packed entry point (:meth:`T5Backbone.forward`) unpacks the PackedBatch to a right-padded
 (S, L) batch with a padding mask; each sequence is then independent of the others (tested).
+:class:`T5Adapter` is the registry's ``t5`` row: no head, the token ids of "true" / "false" saved.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
-from rerankers.models.checkpoint_files import compare_keys, read_state_dict
 from rerankers.errors import CheckpointMismatchError, ModelConfigError
+from rerankers.models.adapter import BackboneAdapter, architecture, transformers_config
+from rerankers.models.checkpoint_files import compare_keys, read_state_dict, write_transformers_folder
+from rerankers.models.heads import true_false_score
+from rerankers.models.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
 
@@ -39,11 +44,11 @@ class T5Backbone(nn.Module):
         pooling:         "t5" (the backbone gives (S, 2) logits, not per-token states)
     """
 
-    pooling = "t5"
+    pooling = BACKBONES["t5"].pooling
 
     def __init__(self, model: nn.Module, true_token_id: int, false_token_id: int):
         super().__init__()
-        if model.config.model_type not in ("t5", "mt5"):
+        if model.config.model_type not in BACKBONES["t5"].model_types:
             raise ModelConfigError(f"model_type {model.config.model_type!r} is not T5")
         self.model = model
         self.model.config._attn_implementation = "eager"  # T5's position bias: eager or sdpa, both exact
@@ -68,8 +73,11 @@ class T5Backbone(nn.Module):
         ids, mask, _ = batch.to_padded(self.pad_token_id)
         return self.forward_padded(ids, mask)
 
-    def forward_padded(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """input_ids, attention_mask (S, L) -> (S, 2) logits of [true, false] at the first decoder step."""
+    def forward_padded(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
+        """input_ids, attention_mask (S, L) -> (S, 2) logits of [true, false] at the first decoder step.
+
+        ``token_type_ids``: unused (T5 has no segments); taken so that every backbone's padded path
+        has the same arguments."""
         start = self.model.config.decoder_start_token_id
         start = self.pad_token_id if start is None else int(start)
         dec = torch.full((input_ids.shape[0], 1), start, dtype=torch.long, device=input_ids.device)
@@ -99,7 +107,7 @@ class T5Backbone(nn.Module):
         from transformers import AutoConfig
         path = Path(path)
         config = AutoConfig.from_pretrained(str(path))
-        if config.model_type not in ("t5", "mt5"):
+        if config.model_type not in BACKBONES["t5"].model_types:
             raise ModelConfigError(f"{path}: model_type {config.model_type!r} is not T5")
         backbone = cls.from_config(config, true_token_id, false_token_id)
         state = read_state_dict(path)
@@ -115,7 +123,8 @@ class T5Backbone(nn.Module):
         return backbone
 
     def save_pretrained(self, directory: str | Path) -> None:
-        self.model.save_pretrained(str(directory), safe_serialization=True)
+        """Write config.json + model.safetensors (a transformers folder)."""
+        write_transformers_folder(self.model, directory)
 
 
 def true_false_ids(tokenizer) -> tuple[int, int]:
@@ -127,3 +136,28 @@ def true_false_ids(tokenizer) -> tuple[int, int]:
             raise ModelConfigError(f"tokenizer has no token for {word!r}: it cannot serve a monoT5 scorer")
         ids.append(int(toks[0]))
     return ids[0], ids[1]
+
+
+class T5Adapter(BackboneAdapter):
+    """The registry's ``t5`` row: monoT5 scorers (no head; score = log p(true) over true/false)."""
+
+    kind = "t5"
+
+    def pretrained(self, folder: Path, tokenizer) -> T5Backbone:
+        return T5Backbone.from_pretrained(folder, *true_false_ids(tokenizer))
+
+    def saved(self, folder: Path, cfg: dict[str, Any]) -> T5Backbone:
+        return T5Backbone.from_pretrained(folder, cfg["true_token_id"], cfg["false_token_id"], strict=True)
+
+    def random(self, config: dict[str, Any], tokenizer) -> T5Backbone:
+        """The decoder starts from the padding token, as T5's pretraining has it."""
+        arch = architecture(config, tokenizer)
+        arch["decoder_start_token_id"] = arch.get("pad_token_id", 0)
+        return T5Backbone.from_config(transformers_config(arch), *true_false_ids(tokenizer))
+
+    def saved_fields(self, backbone: nn.Module) -> dict[str, Any]:
+        return {"true_token_id": backbone.true_token_id, "false_token_id": backbone.false_token_id}
+
+    def score(self, output: Tensor) -> Tensor:
+        """(S, 2) logits of [true, false] -> (S,) log p(true) over the two."""
+        return true_false_score(output)

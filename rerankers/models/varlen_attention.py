@@ -15,7 +15,6 @@ mask) otherwise, so one model object serves both the packed and the padded path.
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +46,7 @@ def varlen_backend(device: torch.device, dtype: torch.dtype) -> str:
 
 
 def per_sequence_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor,
-                           scale: Optional[float] = None, dropout_p: float = 0.0) -> Tensor:
+                           scale: float | None = None, dropout_p: float = 0.0) -> Tensor:
     """Reference: SDPA on each sequence's slice. q/k/v (T, heads, d) -> (T, heads, d)."""
     out = torch.empty_like(q)
     bounds = cu_seqlens.tolist()
@@ -58,7 +57,7 @@ def per_sequence_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor,
 
 
 def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int,
-                     scale: Optional[float] = None, dropout_p: float = 0.0) -> Tensor:
+                     scale: float | None = None, dropout_p: float = 0.0) -> Tensor:
     """Packed bidirectional attention. q/k/v (T, heads, d), cu_seqlens (S+1,) int32 -> (T, heads, d).
 
     Attention dropout is applied by the flash-attn and per-sequence backends; torch's varlen_attn
@@ -74,8 +73,8 @@ def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_se
     return per_sequence_attention(q, k, v, cu, scale=scale, dropout_p=dropout_p)
 
 
-def _hf_attention_forward(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Optional[Tensor],
-                          scaling: Optional[float] = None, dropout: float = 0.0, **kwargs):
+def _hf_attention_forward(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,
+                          scaling: float | None = None, dropout: float = 0.0, **kwargs):
     """transformers attention function. query/key/value (B, heads, L, d) -> ((B, L, heads, d), None).
 
     Packed when ``cu_seqlens`` is given (then B == 1 and L == T), padded SDPA otherwise.

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SCRIPT = r"""
 import json, sys
-from rerankers.cli import build_parser, load_rerank_inputs
+from rerankers.data.inputs import load_rerank_inputs
 from rerankers.data.datasets import load_dataset, resolve_qrels, resolve_queries
 out = {}
 ds = load_dataset("dl19")
@@ -27,8 +27,7 @@ queries, qrels, docs = ds
 out["dl19"] = {"id": ds.id, "queries": queries, "qrels": qrels, "doc": docs["1"], "ndocs": len(docs)}
 out["dl20_queries"] = resolve_queries("dl20")[0]
 out["dev_qrels"] = resolve_qrels("msmarco-dev")[0]
-args = build_parser().parse_args(["eval", "--run", sys.argv[1], "--dataset", "dl19", "--model", "m", "--depth", "2"])
-run, queries, docs = load_rerank_inputs(args)
+run, queries, docs = load_rerank_inputs(run=sys.argv[1], dataset="dl19", depth=2)
 out["rerank_inputs"] = [run, queries, docs]
 print(json.dumps(out))
 """

@@ -81,9 +81,11 @@ def test_multi_label_classifier_is_refused(tmp_path):
     (lambda c: [c], r"not a rerankers-cross-encoder config \(format='list'\)"),
     (lambda c: {**c, "template": "mamba"}, "'template' and 'head' must be JSON objects"),
     (lambda c: {**c, "template": {**c["template"], "name": "gpt"}}, "template: unknown template 'gpt'"),
-    (lambda c: {**c, "template": {**c["template"], "name": "mamba"}}, "template 'mamba' does not fit backbone_type 'bert'"),
+    (lambda c: {**c, "template": {**c["template"], "name": "mamba"}},
+     "template 'mamba' does not fit backbone_type 'bert'"),
     (lambda c: {**c, "template": {**c["template"], "max_length": "long"}}, "template: "),
-    (lambda c: {**c, "template": {**c["template"], "max_length": 4096}}, "max_length=4096 exceeds the model's 96 positions"),
+    (lambda c: {**c, "template": {**c["template"], "max_length": 4096}},
+     "max_length=4096 exceeds the model's 96 positions"),
     (lambda c: {**c, "head": {"activation": "relu"}}, "unknown head activation 'relu'"),
     (lambda c: {**c, "template": {**c["template"], "max_lenght": 64}}, "unknown template key\\(s\\) 'max_lenght'"),
 ], ids=["list", "template-string", "template-unknown", "template-of-mamba", "max-length-string", "max-length-too-long",
@@ -125,3 +127,21 @@ def test_template_errors_are_rerankers_errors():
         encode_pairs(word_tokenizer("bert"), ["a"], ["b", "c"], TemplateConfig("bert"))
     with pytest.raises(TemplateError, match="has no eos_token_id"):  # BERT's tokenizer has no EOS
         encode_pairs(word_tokenizer("bert"), ["a"], ["b"], TemplateConfig("mamba"))
+
+
+@pytest.mark.parametrize("kind", ["bert", "mamba"])
+def test_saved_files_follow_the_umask_and_leave_no_temporary(kind, tmp_path):
+    """Under umask 022 every file of a saved model is 0644 (the Mamba checkpoint writer once left 0600)."""
+    import os
+    ce = CrossEncoder.from_pretrained(BUILDERS[kind](tmp_path / "src"))
+    old = os.umask(0o022)
+    try:
+        ce.save_pretrained(tmp_path / "runs" / "saved")
+        ce.backbone.save_pretrained(tmp_path / "backbone-alone")  # the backbone's own writer, outside a model folder
+    finally:
+        os.umask(old)
+    for folder in (tmp_path / "runs" / "saved", tmp_path / "backbone-alone"):
+        files = [p for p in folder.rglob("*") if p.is_file()]
+        assert files and {p.stat().st_mode & 0o777 for p in files} == {0o644}, folder
+    assert (tmp_path / "runs" / "saved" / "backbone").stat().st_mode & 0o777 == 0o755
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["saved"]  # the temporary sibling is gone

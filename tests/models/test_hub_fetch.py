@@ -1,5 +1,5 @@
-"""Fetching checkpoints from the Hugging Face hub cache (offline): one code path for the presets,
-hub ids and Mamba checkpoints (rerankers.models.checkpoint_files.fetch_from_hub).
+"""Fetching checkpoints from the Hugging Face hub cache (offline): one resolver (rerankers.models.presets.resolve)
+and one fetch (rerankers.models.checkpoint_files.fetch_from_hub) for the presets, hub ids and Mamba checkpoints.
 
 The cache is a real on-disk Hugging Face cache built in a temporary folder; huggingface_hub resolves
 it with ``local_files_only`` exactly as it would a downloaded one.
@@ -12,7 +12,6 @@ import pytest
 
 from rerankers.models.checkpoint_files import WEIGHT_PATTERNS, fetch_from_hub
 from rerankers.errors import CheckpointNotFoundError
-from rerankers.models.mamba_loading import resolve_checkpoint_dir
 from rerankers.models.presets import resolve
 
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -44,7 +43,7 @@ def test_cached_repositories_resolve_offline(hub_cache):
     hub_cache("org/cross", {"config.json": cfg, "model.safetensors": b"x", "tokenizer.json": b"{}"})
     # pickled weights only (offline, the cached snapshot folder comes back whatever the patterns)
     assert (fetch_from_hub("org/mamba-bin", "checkpoint", WEIGHT_PATTERNS) / "pytorch_model.bin").is_file()
-    assert (resolve_checkpoint_dir("org/mamba-bin", {}) / "config.json").is_file()
+    assert (resolve("org/mamba-bin")[0] / "config.json").is_file()
     folder, preset = resolve("org/cross")  # a hub id through the presets' resolver: the whole folder
     assert preset is None and (folder / "tokenizer.json").is_file()
 
@@ -56,6 +55,18 @@ def test_missing_repository_or_weights_name_the_repository(hub_cache):
         fetch_from_hub("org/config-only", "checkpoint", WEIGHT_PATTERNS)
     with pytest.raises(CheckpointNotFoundError, match=r"'org/absent' is not a local directory, and 'org/absent' is "
                                                       r"not available in the local Hugging Face cache"):
-        resolve_checkpoint_dir("org/absent", {})
+        resolve("org/absent")
     with pytest.raises(CheckpointNotFoundError, match=r"^tokenizer 'org/absent' is not available"):
         fetch_from_hub("org/absent", "tokenizer")
+
+
+def test_random_weights_from_a_hub_id_need_only_its_config_and_tokenizer(hub_cache, tmp_path):
+    from rerankers.models.cross_encoder import CrossEncoder
+    from tiny_checkpoints import save_tiny_bert
+    folder = save_tiny_bert(tmp_path / "bert", "bert", classification=False)
+    hub_cache("org/tiny-bert", {f.name: f.read_bytes() for f in folder.iterdir() if f.name != "model.safetensors"})
+    ce = CrossEncoder.from_backbone("org/tiny-bert", init="random")
+    assert ce.head_trained is False and ce.backbone.config.hidden_size == 32
+    with pytest.raises(CheckpointNotFoundError, match=r"'org/tiny-bert' is not a local directory, and 'org/tiny-bert' "
+                                                      r"is not available .*: it has no weights file"):
+        CrossEncoder.from_backbone("org/tiny-bert")

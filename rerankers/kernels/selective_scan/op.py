@@ -1,0 +1,264 @@
+"""The Triton varlen selective scan: its config, the launchers, the custom ops with their autograd
+formula, and the public function (kernels: :mod:`.forward`, :mod:`.backward`).
+
+The launchers size every buffer from upper bounds (no host synchronisation). The forward and the
+backward are the custom ops ``rerankers::selective_scan_fwd`` / ``_bwd`` (``torch.compile`` traces
+around them); eager calls run the same implementations without the custom-op dispatch
+(:mod:`rerankers.kernels.custom_op`). Imports triton: import it only where the Triton backend runs.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..custom_op import kernel_op
+from ..triton_utils import cdiv, check_device, int32_cu, interpreting, log_s, next_pow2, row_major
+from .backward import _scan_bwd_kernel, _scan_bwd_local_kernel
+from .forward import _scan_chain_kernel, _scan_fwd_kernel, _scan_fwd_local_kernel
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Work split of the Triton scan (see :mod:`.forward`).
+
+    window / window_bwd: tokens per program (a multiple of block_t; 0 = chosen from T and D so that
+    the grid fills the GPU); block_t: chunk length (rows loaded together; the forward stores the
+    state at every chunk start for the backward, which recomputes a chunk from it); warps /
+    warps_bwd: warps per program, one channel per thread (32 * warps channels per program);
+    bwd_history: states the backward keeps in registers at a time (divides block_t; smaller
+    recomputes more and spills less).
+    """
+    window: int = 0
+    window_bwd: int = 0
+    block_t: int = 8
+    warps: int = 4
+    warps_bwd: int = 4
+    bwd_history: int = 4
+
+
+# measured on an H100 (benchmarks/KERNEL_NOTES.md)
+DEFAULT_CONFIG = ScanConfig()
+INTERPRET_CONFIG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1, bwd_history=4)
+CHAIN_GROUP = 8  # windows whose loads the carry pass issues together
+
+
+def _check_config(cfg: ScanConfig) -> None:
+    if cfg.block_t & (cfg.block_t - 1) or not 1 <= cfg.block_t <= 256:
+        raise ValueError(f"block_t must be a power of two in 1..256 (windows are), got {cfg.block_t}")
+    for name in ("window", "window_bwd"):
+        if getattr(cfg, name) % cfg.block_t:
+            raise ValueError(f"{name} {getattr(cfg, name)} must be a multiple of block_t {cfg.block_t}")
+    if cfg.block_t % cfg.bwd_history:
+        raise ValueError(f"bwd_history {cfg.bwd_history} must divide block_t {cfg.block_t}")
+
+
+_FLAT = ("window", "block_t", "warps", "window_bwd", "warps_bwd", "bwd_history")  # the custom ops' order
+
+
+def _flat(cfg: ScanConfig) -> tuple[int, ...]:
+    """The config as the custom ops take it (their schemas hold no dataclass)."""
+    return tuple(getattr(cfg, f) for f in _FLAT)
+
+
+def _unflat(*ints: int) -> ScanConfig:
+    return ScanConfig(**dict(zip(_FLAT, ints)))
+
+
+def _record(stats: Optional[dict], name: str, compiled) -> None:
+    """Registers / spills of a launched kernel into ``stats`` (where the caller asked for them)."""
+    if stats is None:
+        return
+    try:
+        stats[name] = dict(n_regs=int(compiled.n_regs), n_spills=int(compiled.n_spills))
+    except (AttributeError, TypeError, ValueError):  # interpreter / other Triton versions
+        pass
+
+
+@functools.lru_cache(maxsize=8)
+def _num_sms(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: torch.device) -> int:
+    """``window`` if set, else the largest power of two (block_t..256) that still gives about four
+    programs per SM."""
+    if window:
+        return window
+    sms = _num_sms(device.index or 0) if device.type == "cuda" else 132
+    want = 4 * sms
+    w = 256
+    while w > block_t and cdiv(T, w) * cdiv(Dm, 32 * warps) < want:
+        w //= 2
+    return w
+
+
+def _chain(vec: Tensor, dts: Tensor, flag: Tensor, A_t: Tensor, reverse: bool) -> Tensor:
+    n_win, N, Dm = vec.shape
+    if n_win == 1:  # nothing to carry (and Triton's coalesce pass trips over the empty loop)
+        return torch.zeros_like(vec)
+    out = torch.empty_like(vec)
+    _scan_chain_kernel[(cdiv(Dm, 32),)](vec, dts, flag, A_t, out, Dm, n_win, Dm, N, REVERSE=reverse,
+                                        G=CHAIN_GROUP, BD=32, NP=next_pow2(N), num_warps=1)
+    return out
+
+
+def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                   z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor, delta_softplus: bool,
+                   cfg: ScanConfig, stats: Optional[dict] = None) -> tuple[Tensor, Tensor]:
+    """Returns y (T, D) and the state before every chunk of block_t tokens, (cdiv(T, block_t), N, D)
+    fp32. ``stats``: a dict to record the kernels' registers / spills into (benchmarks)."""
+    u, delta, B, C, z = (row_major(t) for t in (u, delta, B, C, z))
+    T, Dm = u.shape
+    N = A.shape[1]
+    S = cu_seqlens.numel() - 1
+    block_t, warps = cfg.block_t, cfg.warps
+    y = torch.empty((T, Dm), dtype=u.dtype, device=u.device)
+    states = torch.empty((cdiv(T, block_t), N, Dm), dtype=torch.float32, device=u.device)
+    if T == 0 or S == 0:
+        return y, states
+    A_t = A.t().contiguous().float()  # (N, D)
+    cu = int32_cu(cu_seqlens)
+    W = pick_window(cfg.window, T, Dm, warps, block_t, u.device)
+    n_win = cdiv(T, W)
+    f32 = dict(dtype=torch.float32, device=u.device)
+    send, dts = torch.empty((n_win, N, Dm), **f32), torch.empty((n_win, Dm), **f32)
+    flag = torch.empty((n_win,), dtype=torch.int32, device=u.device)
+    bp = delta_bias if delta_bias is not None else u
+    grid = (n_win, cdiv(Dm, 32 * warps))
+    consts = dict(LOG_S=log_s(S), HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, W=W, BT=block_t,
+                  BD=32 * warps, NP=next_pow2(N), num_warps=warps)
+    k = _scan_fwd_local_kernel[grid](u, delta, A_t, B, bp, send, dts, flag, cu, u.stride(0), delta.stride(0),
+                                     B.stride(0), Dm, T, Dm, N, S, **consts)
+    _record(stats, "fwd_local", k)
+    hin = _chain(send, dts, flag, A_t, reverse=False)
+    k = _scan_fwd_kernel[grid](
+        u, delta, A_t, B, C, D if D is not None else u, z if z is not None else u, bp, y, hin, states, cu,
+        u.stride(0), delta.stride(0), B.stride(0), C.stride(0), z.stride(0) if z is not None else 0, y.stride(0),
+        Dm, T, Dm, N, S, HAS_D=D is not None, HAS_Z=z is not None, **consts)
+    _record(stats, "fwd", k)
+    return y, states
+
+
+def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                    z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor, states: Tensor,
+                    delta_softplus: bool, cfg: ScanConfig, stats: Optional[dict] = None
+                    ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Returns du, ddelta, dA, dB, dC, dD, dz, ddelta_bias (empty tensors for absent inputs), with
+    the backward's window_bwd / warps_bwd / bwd_history of ``cfg``; ``stats`` as in the forward."""
+    dy, u, delta, B, C, z = (row_major(t) for t in (dy, u, delta, B, C, z))
+    T, Dm = u.shape
+    N = A.shape[1]
+    S = cu_seqlens.numel() - 1
+    block_t, warps = cfg.block_t, cfg.warps_bwd
+    dev = u.device
+    du = torch.empty((T, Dm), dtype=u.dtype, device=dev)
+    ddelta = torch.empty((T, Dm), dtype=delta.dtype, device=dev)
+    dz = torch.empty((T, Dm), dtype=z.dtype, device=dev) if z is not None else u.new_empty((0,))
+    # summed with atomics (fp32); outputs of a custom op may not alias each other, so no shared buffer
+    dB, dC = torch.zeros((T, N), dtype=torch.float32, device=dev), torch.zeros((T, N), dtype=torch.float32, device=dev)
+    dA_t = torch.zeros((N, Dm), dtype=torch.float32, device=dev)
+    dD, dbias = torch.zeros((Dm,), dtype=torch.float32, device=dev), torch.zeros((Dm,), dtype=torch.float32, device=dev)
+    if T > 0 and S > 0:
+        A_t = A.t().contiguous().float()
+        cu = int32_cu(cu_seqlens)
+        W = pick_window(cfg.window_bwd, T, Dm, warps, block_t, dev)
+        n_win = cdiv(T, W)
+        f32 = dict(dtype=torch.float32, device=dev)
+        gin, dts = torch.empty((n_win, N, Dm), **f32), torch.empty((n_win, Dm), **f32)
+        flag = torch.empty((n_win,), dtype=torch.int32, device=dev)
+        zp = z if z is not None else u
+        bp = delta_bias if delta_bias is not None else u
+        grid = (n_win, cdiv(Dm, 32 * warps))
+        consts = dict(LOG_S=log_s(S), HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+                      W=W, BT=block_t, BD=32 * warps, NP=next_pow2(N), num_warps=warps)
+        k = _scan_bwd_local_kernel[grid](dy, delta, A_t, C, zp, bp, gin, dts, flag, cu, dy.stride(0),
+                                         delta.stride(0), C.stride(0), zp.stride(0), Dm, T, Dm, N, S, **consts)
+        _record(stats, "bwd_local", k)
+        gout = _chain(gin, dts, flag, A_t, reverse=True)
+        dzp = dz if z is not None else du
+        k = _scan_bwd_kernel[grid](
+            dy, u, delta, A_t, B, C, D if D is not None else u, zp, bp, states, gout, cu,
+            du, ddelta, dzp, dB, dC, dA_t, dD, dbias,
+            dy.stride(0), u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0),
+            du.stride(0), ddelta.stride(0), dzp.stride(0), Dm, T, Dm, N, S,
+            HAS_D=D is not None, BH=cfg.bwd_history, BFLY=next_pow2(N) == 16 and not interpreting(), **consts)
+        _record(stats, "bwd", k)
+    else:
+        du.zero_(), ddelta.zero_(), dz.zero_()
+    dDo = dD.to(D.dtype) if D is not None else u.new_empty((0,))
+    dbo = dbias.to(delta_bias.dtype) if delta_bias is not None else u.new_empty((0,))
+    dA = dA_t.t().to(A.dtype, memory_format=torch.contiguous_format)
+    return du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dDo, dz, dbo
+
+
+# ---- the custom ops (the config as the six ints of _FLAT) and their autograd formula
+def _fwd_impl(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+              z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
+              delta_softplus: bool, window: int, block_t: int, warps: int, window_bwd: int,
+              warps_bwd: int, bwd_history: int) -> tuple[Tensor, Tensor]:
+    cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history)
+    return launch_forward(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, cfg)
+
+
+def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, window, block_t, warps, window_bwd,
+              warps_bwd, bwd_history):
+    T, Dm = u.shape
+    return u.new_empty((T, Dm)), u.new_empty((cdiv(T, block_t), A.shape[1], Dm), dtype=torch.float32)
+
+
+def _bwd_impl(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+              D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+              cu_seqlens: Tensor, states: Tensor, delta_softplus: bool, window: int, block_t: int,
+              warps: int, window_bwd: int, warps_bwd: int, bwd_history: int
+              ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history)
+    return launch_backward(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplus, cfg)
+
+
+def _bwd_fake(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplus, window, block_t, warps,
+              window_bwd, warps_bwd, bwd_history):
+    e = u.new_empty((0,))
+    return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
+            torch.empty_like(C), torch.empty_like(D) if D is not None else e,
+            torch.empty_like(z) if z is not None else e,
+            torch.empty_like(delta_bias) if delta_bias is not None else e)
+
+
+def _setup_context(ctx, inputs, output):
+    u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus = inputs[:10]
+    _, states = output
+    ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states)
+    ctx.args = (delta_softplus, *inputs[10:])
+    ctx.has = (D is not None, z is not None, delta_bias is not None)
+
+
+def _backward(ctx, bwd, dy, _ds):
+    u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states = ctx.saved_tensors
+    du, ddelta, dA, dB, dC, dD, dz, dbias = bwd(
+        dy.contiguous(), u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, *ctx.args)
+    has_D, has_z, has_bias = ctx.has
+    return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None,
+            dbias if has_bias else None, None, None, None, None, None, None, None, None)
+
+
+_op = kernel_op("selective_scan", _fwd_impl, _fwd_fake, _bwd_impl, _bwd_fake, _setup_context, _backward)
+
+
+def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
+                          z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
+                          delta_softplus: bool = True, config: Optional[ScanConfig] = None,
+                          direct: bool = True) -> Tensor:
+    """Triton varlen selective scan (see :func:`rerankers.kernels.selective_scan_varlen`).
+
+    config: the work split (None: :data:`DEFAULT_CONFIG`, or :data:`INTERPRET_CONFIG` under the
+    interpreter); direct: eager calls skip the custom-op dispatch (False: always the custom ops).
+    """
+    check_device(u, "selective scan")
+    cfg = config or (INTERPRET_CONFIG if interpreting() else DEFAULT_CONFIG)
+    _check_config(cfg)
+    y, _ = _op(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, *_flat(cfg), direct=direct)
+    return y

@@ -1,0 +1,236 @@
+"""The workflows the ``rerank`` command runs, as library functions with keyword arguments.
+
+    evaluate_runs       ``rerank eval``: evaluate runs, optionally rerank the first one with a model first
+    retrieve_bm25       ``rerank retrieve``: BM25 over a corpus, written as a TREC run
+    run_demo            ``rerank demo``: the bundled sample, BM25 retrieve -> rerank -> evaluate
+    rerank_with_model   the reranking step of eval and demo: load a cross-encoder, score a run's top candidates
+
+Each returns what the command prints (a :class:`Report`, or a run with its throughput) and writes
+the files it was asked for; printing is the CLI's. :class:`UsageError` messages name the
+``rerank eval`` flags of the arguments, since the command line is where most users meet them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from rerankers.data.datasets import resolve_qrels, resolve_queries
+from rerankers.data.inputs import load_rerank_inputs
+from rerankers.data.texts import read_candidates, read_corpus, read_queries
+from rerankers.data.trec import Qrels, Run, read_qrels, read_run, write_run
+from rerankers.errors import ModelLoadingError, RerankersError, UsageError
+from rerankers.eval.metric_names import DEFAULT_METRICS
+from rerankers.eval.metrics import evaluate
+from rerankers.eval.report import Report, ReportRow
+from rerankers.retrieval import BM25Config, bm25_retrieve
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH_TOKENS = 16384
+SAMPLE_FILES = ("queries.tsv", "collection.tsv", "qrels.txt")
+DEMO_METRICS = ("MRR@10", "nDCG@10", "MAP@1000", "R@100", "P@10")
+
+
+# ------------------------------------------------------------------------------------ reranking
+def rerank_with_model(model: str | os.PathLike, run: Run, queries: Mapping[str, str], docs: Mapping[str, str], *,
+                      device: str | None = None, dtype: str | None = None, batch_tokens: int | None = None,
+                      depth: int | None = None) -> tuple[Run, dict[str, float]]:
+    """Rerank ``run`` with the cross-encoder ``model``.
+
+    Args:
+        model: a saved cross-encoder folder, a local checkpoint, or a preset name.
+        run: the whole first-stage run ``{qid: {docid: score}}``.
+        queries: ``{qid: text}`` for every qid of ``run``.
+        docs: ``{docid: text}`` for at least every document in a query's top ``depth``.
+        device: e.g. ``cpu``, ``cuda``; None = automatic.
+        dtype: ``float32``, ``bfloat16``, ``float16``; None = bf16 autocast on the GPU, fp32 on the CPU.
+        batch_tokens: token budget per packed batch; None = 16384.
+        depth: how many candidates of each query to rerank; None = every candidate.
+
+    Returns:
+        ``(reranked_run, throughput)``: model scores for each query's top ``depth``, the rest of
+        the run kept below them in first-stage order (:meth:`Reranker.rerank_run`), and
+        ``{"pairs/s": ..., "tokens/s": ...}`` (real, unpadded tokens; model time, device-synchronised).
+    """
+    from rerankers.reranker import Reranker
+
+    batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS
+    depth = depth or max((len(d) for d in run.values()), default=1)
+    try:
+        reranker = Reranker.from_pretrained(model, device=device, dtype=dtype, batch_tokens=batch_tokens)
+    except (ModelLoadingError, ImportError) as e:  # ImportError: a preset's optional package is missing
+        raise ModelLoadingError(f"--model {model}: {e}") from None
+    reranked = reranker.rerank_run(run, queries, docs, depth=depth)
+    st = reranker.last_stats
+    logger.info("reranked %d pairs (%d tokens) in %.2fs: %.1f pairs/s, %.0f tokens/s (model only: %.1f pairs/s)",
+                st.pairs, st.tokens, st.seconds, st.pairs_per_s, st.tokens_per_s, st.model_pairs_per_s)
+    return reranked, {"pairs/s": round(st.model_pairs_per_s, 1), "tokens/s": round(st.model_tokens_per_s, 0)}
+
+
+def _model_name(model: str | os.PathLike) -> str:
+    return Path(str(model)).name
+
+
+def _row(name: str, source: str, run: Run, qrels: Qrels, metrics: Sequence[str], *, qrels_name: str,
+         run_name: str, extra: Mapping[str, Any] | None = None, rel_level: int | None = None,
+         missing_as_zero: bool = False) -> ReportRow:
+    """One evaluated run of a report (``run_name`` and ``qrels_name`` name the inputs in errors)."""
+    result = evaluate(run, qrels, metrics, rel_level=rel_level, missing_as_zero=missing_as_zero, run_name=run_name,
+                      qrels_name=qrels_name)
+    return ReportRow(name=name, source=source, extra=dict(extra or {}), result=result)
+
+
+# ----------------------------------------------------------------------------------------- eval
+def run_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Short distinct names for run files: the file stem, with parent folders where stems repeat."""
+    names = [Path(p).stem for p in paths]
+    depth = 1
+    while len(set(names)) < len(names) and depth < 4:
+        depth += 1
+        names = ["/".join(Path(p).with_suffix("").parts[-depth:]) for p in paths]
+    return names
+
+
+def _check_eval_arguments(runs: Sequence[str], *, qrels: str | None, dataset: str | None, model: object,
+                          candidates: object, corpus: object, max_p: float) -> None:
+    """Arguments of :func:`evaluate_runs` that do not fit together, checked before anything is read."""
+    if not qrels and not dataset:
+        raise UsageError("give the judgments: --qrels FILE|NAME or --dataset ID")
+    if not runs and not candidates:
+        raise UsageError("nothing to evaluate: give --run FILE [FILE ...] (or --candidates with --model)")
+    if runs and not model and (candidates or corpus):
+        what = "--candidates" if candidates else "--corpus"
+        raise UsageError(f"{what} gives texts to rerank with; it needs --model (or drop it to evaluate --run alone)")
+    if not 0.0 < max_p < 1.0:
+        raise UsageError(f"--max-p must be a significance level between 0 and 1, got {max_p:g}")
+
+
+def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None = None, dataset: str | None = None,
+                  metrics: Sequence[str] = DEFAULT_METRICS, rel_level: int | None = None,
+                  missing_as_zero: bool = False, test: str = "student", max_p: float = 0.05,
+                  model: str | os.PathLike | None = None, candidates: str | os.PathLike | None = None,
+                  corpus: str | os.PathLike | None = None, queries: str | None = None, depth: int = 100,
+                  output: str | os.PathLike | None = None, device: str | None = None, dtype: str | None = None,
+                  batch_tokens: int | None = None, save_report: str | os.PathLike | None = None) -> Report:
+    """Evaluate TREC ``runs`` (the first is the baseline of the significance tests); with ``model``,
+    rerank the first-stage run first and report the reranked run second.
+
+    Args:
+        runs: TREC run files (``--run``).
+        qrels: a qrels file or dataset name; else the judgments of ``dataset``.
+        dataset: a dataset (short name or ir_datasets id) giving qrels, and queries/documents to rerank.
+        metrics, rel_level, missing_as_zero: as :func:`rerankers.eval.metrics.evaluate`.
+        test, max_p: the paired significance test against the first run (``student``, ``fisher``) and its level.
+        model: rerank the first-stage run (``runs[0]``, else ``candidates``) with this cross-encoder.
+        candidates, corpus, queries: texts for the reranking, see :func:`load_rerank_inputs`; ``candidates``
+            alone (no ``runs``, no ``model``) is evaluated as a run.
+        depth, device, dtype, batch_tokens: the reranking, see :func:`rerank_with_model`.
+        output: write the reranked run here (TREC format).
+        save_report: also write the report files (:meth:`Report.save`) into this folder.
+
+    Returns:
+        The report, one row per run: the first run, the reranked one (with throughput columns), the others.
+    """
+    runs = [str(p) for p in runs]
+    _check_eval_arguments(runs, qrels=qrels, dataset=dataset, model=model, candidates=candidates, corpus=corpus,
+                          max_p=max_p)
+    judgments, qrels_name = resolve_qrels(qrels or dataset)
+
+    entries: list[tuple[str, str, Run, dict]] = [(name, path, read_run(path), {})  # (name, source, run, extra)
+                                                 for name, path in zip(run_names(runs), runs)]
+    if model:
+        run, query_texts, doc_texts = load_rerank_inputs(run=runs[0] if runs else None, candidates=candidates,
+                                                         queries=queries, corpus=corpus, dataset=dataset,
+                                                         depth=depth)
+        base_name, base_source = entries[0][:2] if entries else (Path(candidates).stem, str(candidates))
+        if not entries:
+            entries.append((base_name, base_source, run, {}))
+        reranked, throughput = rerank_with_model(model, run, query_texts, doc_texts, device=device, dtype=dtype,
+                                                 batch_tokens=batch_tokens, depth=depth)
+        if output:
+            write_run(reranked, output, tag=_model_name(model).replace(" ", "_") or "rerankers")
+            logger.info("wrote the reranked run to %s", output)
+        name = f"{base_name} >> {_model_name(model)}@{depth}"
+        entries.insert(1, (name, str(output or model), reranked, dict(throughput or {})))
+    elif candidates and not runs:
+        entries.append((Path(candidates).stem, str(candidates), read_candidates(candidates)[1], {}))
+
+    rows = [_row(name, src, run, judgments, metrics, qrels_name=qrels_name, run_name=src, extra=extra,
+                 rel_level=rel_level, missing_as_zero=missing_as_zero)
+            for name, src, run, extra in entries]
+    report = Report.build(rows, test=test, max_p=max_p, qrels=qrels_name)
+    if save_report:
+        paths = report.save(save_report)
+        logger.info("report written to %s", ", ".join(map(str, paths)))
+    return report
+
+
+# ------------------------------------------------------------------------------------- retrieve
+def retrieve_bm25(corpus: str | os.PathLike, queries: str, output: str | os.PathLike, *, k: int = 1000,
+                  backend: str = "bm25s", k1: float = 0.9, b: float = 0.4, tag: str | None = None) -> Run:
+    """BM25 (:func:`bm25_retrieve`) of the queries in ``queries`` (a file or dataset name) over the
+    ``corpus`` file; the top ``k`` per query are written to ``output`` as a TREC run (``tag``, default
+    ``bm25-<backend>``) and returned."""
+    tag = tag or f"bm25-{backend}"
+    if tag.split() != [tag]:  # checked before retrieval, which may take long
+        raise UsageError(f"--tag {tag!r}: a run tag must be one word without whitespace")
+    docs = read_corpus(corpus)
+    query_texts, _ = resolve_queries(queries)
+    run = bm25_retrieve(docs, query_texts, k=k, config=BM25Config(k1=k1, b=b, backend=backend))
+    write_run(run, output, tag=tag)
+    logger.info("wrote %d queries x <= %d documents to %s", len(run), k, output)
+    return run
+
+
+# ----------------------------------------------------------------------------------------- demo
+def sample_data_dir() -> Path:
+    """The folder of the bundled sample collection (``queries.tsv``, ``collection.tsv``, ``qrels.txt``)."""
+    return Path(str(resources.files("rerankers") / "sample_data"))
+
+
+def run_demo(out_dir: str | os.PathLike = "demo_out", *, k: int = 100, data_dir: str | os.PathLike | None = None,
+             metrics: Sequence[str] = DEMO_METRICS, model: str | os.PathLike | None = None,
+             device: str | None = None, dtype: str | None = None) -> Report:
+    """The main job on a small collection: BM25 retrieve -> rerank -> evaluate; runs and report go to ``out_dir``.
+
+    ``rerank demo --out DIR`` (and ``make demo``) runs this. The collection is ``data_dir``, by
+    default the sample that ships with the package (:func:`sample_data_dir`), so this needs no
+    download. Outputs in ``out_dir``: ``bm25.trec``, ``reranked.trec`` (with ``model``), and the
+    report files of :meth:`Report.save`.
+
+    A cross-encoder only reranks usefully once trained, and none ships with the package (weights
+    are too large to bundle, and nothing may be downloaded), so without ``model`` the reranking is
+    skipped and the report holds the BM25 row alone. With ``model`` (a saved CrossEncoder, a local
+    checkpoint, or a preset where the hub is reachable) every BM25 candidate is reranked
+    (:func:`rerank_with_model`, the same step as ``rerank eval --model``).
+    """
+    data = Path(data_dir) if data_dir is not None else sample_data_dir()
+    missing = [f for f in SAMPLE_FILES if not (data / f).is_file()]
+    if missing:
+        raise RerankersError(f"sample collection incomplete in {data}: missing {', '.join(missing)}")
+    out = Path(out_dir)
+    queries = read_queries(data / "queries.tsv")
+    docs = read_corpus(data / "collection.tsv")
+    qrels = read_qrels(data / "qrels.txt")
+    qrels_name = str(data / "qrels.txt")
+    logger.info("sample collection: %d queries, %d passages, %d judgments", len(queries), len(docs),
+                sum(map(len, qrels.values())))
+
+    run = bm25_retrieve(docs, queries, k=k, config=BM25Config())
+    write_run(run, out / "bm25.trec", tag="bm25")
+    rows = [_row("BM25", str(out / "bm25.trec"), run, qrels, metrics, qrels_name=qrels_name, run_name="BM25")]
+    if model is None:
+        logger.info("no --model given: reporting BM25 only (pass --model PATH to add the reranked row)")
+    else:
+        reranked, throughput = rerank_with_model(model, run, queries, docs, device=device, dtype=dtype)
+        write_run(reranked, out / "reranked.trec", tag="reranked")
+        name = f"BM25 >> {_model_name(model)}"
+        rows.append(_row(name, str(out / "reranked.trec"), reranked, qrels, metrics, qrels_name=qrels_name,
+                         run_name=name, extra=throughput))
+    report = Report.build(rows, qrels=qrels_name)
+    report.save(out)
+    logger.info("demo outputs in %s", out)
+    return report

@@ -1,0 +1,372 @@
+"""The training loop of ``rerank train``: packed groups -> loss -> AdamW, with exact resume.
+
+Read bottom-up: :func:`train` prepares the run (settings, data, model, optimizer, resume) and
+calls :func:`_run_steps`; each optimizer step draws its groups from the sampler, packs them into
+micro-batches of whole groups (:mod:`rerankers.train.batches`), accumulates the loss of every
+micro-batch (scaled by ``1 / groups in the step`` so that micro-batching and process count do
+not change the gradient), sums gradients over processes, clips, steps, logs, evaluates and saves.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from rerankers.errors import NonFiniteLossError, TrainingConfigError, UsageError
+from rerankers.train import checkpoint as ckpt
+from rerankers.train.batches import micro_batches
+from rerankers.train.config import TrainConfig, check_config, load_saved_config, merge_resume, save_config
+from rerankers.train.dev_eval import DevSet, evaluate_dev, load_dev_set
+from rerankers.train.distributed import (ProcessInfo, barrier, broadcast_object, init_processes, shutdown,
+                                         sum_gradients, sum_scalars)
+from rerankers.train.optim import build_optimizer, build_scheduler
+from rerankers.train.progress import JsonlLog, StepTimer, device_name, peak_memory_gib, training_flops_per_token
+from rerankers.train.sampler import GroupSampler, usable_queries
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced: the final model folder, the report (also in train_report.json)."""
+
+    model_dir: Path
+    report: dict[str, Any]
+    steps: int
+    final_loss: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A few lines: the model folder, the dev metrics (final and best), the training throughput."""
+        q, t = self.report.get("quality", {}), self.report.get("throughput", {})
+        lines = [f"model         {self.model_dir}", f"steps         {self.steps}, final loss "
+                 f"{self.final_loss:.4f}" if self.final_loss is not None else f"steps         {self.steps}"]
+        if q.get("final_dev"):
+            lines.append("dev (final)   " + ", ".join(f"{k} {v:.4f}" for k, v in q["final_dev"].items()))
+        if q.get("best"):
+            b = q["best"]
+            lines.append(f"dev (best)    {b['metric']} {b['value']:.4f} at step {b['step']} -> "
+                         f"{self.model_dir.parent / 'best'}")
+        if t:
+            mfu = f", MFU {t['mfu']:.1%}" if t.get("mfu") else ""
+            lines.append(f"throughput    {t['tokens_per_s']:,.0f} real tokens/s, {t['pairs_per_s']:,.1f} pairs/s"
+                         f"{mfu}, peak {t['peak_memory_gib']:.2f} GiB on {t['card']} (median of "
+                         f"{t['steps_timed']} steps)")
+        return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------ building
+def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if cfg.dtype == "bfloat16" or (cfg.dtype == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _template_overrides(cfg: TrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in (("max_length", cfg.max_length), ("max_query_tokens", cfg.max_query_tokens))
+            if v is not None}
+
+
+def _enable_gradient_checkpointing(model) -> None:
+    backbone = model.backbone
+    if hasattr(backbone, "gradient_checkpointing") and not hasattr(backbone, "model"):
+        backbone.gradient_checkpointing = True
+    elif hasattr(getattr(backbone, "model", None), "gradient_checkpointing_enable"):
+        backbone.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        raise TrainingConfigError(f"--gradient-checkpointing: the {type(backbone).__name__} backbone has no "
+                                  "gradient checkpointing")
+
+
+def build_model(cfg: TrainConfig):
+    """The cross-encoder to train: a preset/folder/hub backbone (pretrained weights, or the same shape with
+    random weights for ``--init random``), with a fresh head where the checkpoint has none."""
+    from rerankers.models.cross_encoder import CrossEncoder
+
+    torch.manual_seed(cfg.seed)
+    return CrossEncoder.from_backbone(cfg.backbone, template=_template_overrides(cfg) or None, init=cfg.init,
+                                      tokenizer=cfg.tokenizer, seed=cfg.seed)
+
+
+def load_data(cfg: TrainConfig, needs_teacher: bool) -> list:
+    from rerankers.train.sources import load_training_queries
+
+    queries = load_training_queries(sources=cfg.train, qrels=cfg.train_qrels or None, corpus=cfg.corpus,
+                                    queries=cfg.queries, rel_level=cfg.rel_level,
+                                    negatives_depth=cfg.negatives_depth, teacher=cfg.teacher,
+                                    negatives_run=cfg.negatives_run)
+    return usable_queries(queries, cfg.group_size, needs_teacher=needs_teacher)
+
+
+# --------------------------------------------------------------------------------------------- steps
+def _forward_loss(model, loss_fn, mb, device, autocast_dtype, group_size: int):
+    batch = mb.batch.to(device)
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        scores = model(batch)
+    scores = scores.float().view(mb.num_groups, group_size)
+    teacher = None if mb.teacher is None else mb.teacher.to(device)
+    return loss_fn(scores, mb.labels.to(device), teacher)
+
+
+def _optimizer_step(state: "_RunState", step: int) -> dict[str, float]:
+    """One optimizer step; returns the step's numbers (loss summed over processes, tokens, pairs)."""
+    cfg, model, info = state.cfg, state.model, state.info
+    epoch, groups, n_global = state.sampler.step(step, info.rank, info.world_size)
+    mbs = micro_batches(model, groups, cfg.micro_batch_tokens)
+    loss_sum = torch.zeros((), dtype=torch.float64, device=state.device)
+    tokens = pairs = truncated = 0
+    for mb in mbs:
+        loss = _forward_loss(model, state.loss_fn, mb, state.device, state.autocast_dtype, cfg.group_size)
+        scaled = loss * (mb.num_groups / n_global)
+        scaled.backward()
+        loss_sum += scaled.detach().double()
+        tokens += mb.batch.num_tokens
+        pairs += mb.batch.num_sequences
+        truncated += mb.truncated
+    for p in state.params:  # every process sums the same parameters, even those without a gradient here
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    sum_gradients(state.params, info)
+    loss_total, tokens, pairs, truncated = sum_scalars([float(loss_sum), tokens, pairs, truncated], info,
+                                                       state.device)
+    qids = [g.qid for g in groups]
+    if not math.isfinite(loss_total):
+        raise NonFiniteLossError(f"step {step + 1} (epoch {epoch + 1}): the loss is {loss_total} on the batch of "
+                                 f"queries {', '.join(qids[:8])}{' ...' if len(qids) > 8 else ''}; training stopped, "
+                                 f"the last checkpoint in {cfg.out} is intact (lower --lr, check the data)")
+    grad_norm = float("nan")
+    if cfg.max_grad_norm is not None:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(state.params, cfg.max_grad_norm))
+        if not math.isfinite(grad_norm):
+            raise NonFiniteLossError(f"step {step + 1} (epoch {epoch + 1}): the gradient norm is {grad_norm} on the "
+                                     f"batch of queries {', '.join(qids[:8])}; training stopped, the last "
+                                     f"checkpoint in {cfg.out} is intact")
+    lr = state.optimizer.param_groups[0]["lr"]
+    state.optimizer.step()
+    state.scheduler.step()
+    state.optimizer.zero_grad(set_to_none=True)
+    return {"epoch": epoch, "loss": loss_total, "tokens": tokens, "pairs": pairs, "truncated": truncated,
+            "grad_norm": grad_norm, "lr": lr}
+
+
+@dataclass
+class _RunState:
+    cfg: TrainConfig
+    info: ProcessInfo
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    model: Any
+    loss_fn: Any
+    sampler: GroupSampler
+    optimizer: Any
+    scheduler: Any
+    total_steps: int
+    dev: DevSet | None
+    out: Path
+    params: list = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    dev_history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _evaluate(state: _RunState, step: int, log: JsonlLog | None) -> dict[str, float]:
+    means, speed = evaluate_dev(state.model, state.dev, device=state.device, autocast_dtype=state.autocast_dtype,
+                                depth=state.cfg.eval_depth, batch_tokens=state.cfg.eval_batch_tokens,
+                                info=state.info)
+    state.model.train()
+    record = {"step": step, "dev": means, "dev_pairs_per_s": speed["pairs_per_s"]}
+    state.dev_history.append(record)
+    metric = state.cfg.eval_metric
+    text = ", ".join(f"{k} {v:.4f}" for k, v in means.items())
+    logger.info("step %d: dev %s", step, text)
+    improved = not state.best or means[metric] > state.best["value"]
+    if improved:
+        state.best = {"metric": metric, "value": means[metric], "step": step, "dev": means}
+        if state.info.is_main:
+            _save_model(state, state.out / "best", extra={"best": state.best})
+    if log is not None:
+        log.write({**record, "best": improved})
+    return means
+
+
+def _save_model(state: _RunState, folder: Path, extra: dict[str, Any] | None = None) -> None:
+    """A CrossEncoder folder (head marked trained), assembled aside and published whole."""
+    import json
+
+    from rerankers.utils.io import atomic_write, publish_folder
+
+    tmp = folder.parent / f".{folder.name}.partial"
+    if tmp.exists():
+        import shutil
+        shutil.rmtree(tmp)
+    state.model.head_trained = True
+    state.model.save_pretrained(tmp)
+    if extra:
+        with atomic_write(tmp / "training.json") as f:
+            json.dump(extra, f, indent=2)
+    publish_folder(tmp, folder)
+
+
+def _save_checkpoint(state: _RunState, step: int, log: JsonlLog | None) -> None:
+    info = state.info
+    tmp = ckpt.partial_folder(state.out, step) if info.is_main else None
+    tmp = Path(broadcast_object(str(tmp) if tmp else None, info))
+    ckpt.write_process_state(tmp, info.rank)
+    barrier(info)
+    if info.is_main:
+        state.model.head_trained = True
+        trainer_state = {"best": state.best, "dev_history": state.dev_history,
+                         "log_lines": log.lines if log else 0, "world_size": info.world_size}
+        best = state.out / "best"
+        ckpt.write_checkpoint(tmp, state.out, step, state.model, state.optimizer, state.scheduler, trainer_state,
+                              keep=state.cfg.save_total_limit, protect=best if best.exists() else None)
+    barrier(info)
+
+
+def _run_steps(state: _RunState, start_step: int, log: JsonlLog | None) -> tuple[StepTimer, list[dict]]:
+    cfg, info = state.cfg, state.info
+    timer = StepTimer(state.device, training_flops_per_token(state.model))
+    history: list[dict] = []
+    state.model.train()
+    window = {"loss": 0.0, "n": 0}
+    bar = tqdm(total=state.total_steps, initial=start_step, desc="train", unit="step", disable=not info.is_main
+               or None, dynamic_ncols=True)
+    for step in range(start_step, state.total_steps):
+        timer.start()
+        numbers = _optimizer_step(state, step)
+        timer.stop(numbers["tokens"], numbers["pairs"])
+        done = step + 1
+        window["loss"] += numbers["loss"]
+        window["n"] += 1
+        rates = timer.rates(last=min(cfg.log_every, len(timer.seconds)))
+        bar.update(1)
+        bar.set_postfix(loss=f"{numbers['loss']:.4f}", lr=f"{numbers['lr']:.2e}",
+                        tok_s=f"{rates['tokens_per_s']:.0f}", refresh=False)
+        if done % cfg.log_every == 0 or done == state.total_steps:
+            record = {"step": done, "epoch": numbers["epoch"] + 1, "loss": window["loss"] / window["n"],
+                      "lr": numbers["lr"], "grad_norm": numbers["grad_norm"], **rates,
+                      "peak_memory_gib": peak_memory_gib(state.device), "truncated_pairs": numbers["truncated"]}
+            history.append(record)
+            if log is not None:
+                log.write(record)
+            logger.debug("step %d: %s", done, record)
+            window = {"loss": 0.0, "n": 0}
+        if state.dev is not None and cfg.eval_every and done % cfg.eval_every == 0:
+            _evaluate(state, done, log)
+        if cfg.save_every and done % cfg.save_every == 0 and done < state.total_steps:
+            _save_checkpoint(state, done, log)
+    bar.close()
+    return timer, history
+
+
+# ------------------------------------------------------------------------------------------- the run
+def _prepare_out(cfg: TrainConfig, resume: bool, info: ProcessInfo) -> Path:
+    from rerankers.utils.io import check_writable_dir
+
+    out = Path(cfg.out)
+    check_writable_dir(out)
+    if not resume and (out / ckpt.CONFIG_NAME).is_file():
+        raise UsageError(f"--out {out}: holds an earlier run ({ckpt.CONFIG_NAME}); continue it with "
+                         f"--resume {out}, or choose another --out")
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / ckpt.CONFIG_NAME)
+    return out
+
+
+def resolve_resume(folder: str, overrides: dict[str, Any]) -> TrainConfig:
+    """The settings of the run in ``folder`` with the given flags (only harmless ones may differ)."""
+    saved_file = Path(folder) / ckpt.CONFIG_NAME
+    if not saved_file.is_file():
+        raise UsageError(f"--resume {folder}: no {ckpt.CONFIG_NAME} there (not a rerank train output folder)")
+    saved = load_saved_config(saved_file)
+    return merge_resume(saved, {**overrides, "out": saved.out if "out" not in overrides else overrides["out"]},
+                        folder)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train ``cfg`` (resolved settings); ``resume`` continues from the latest checkpoint in ``cfg.out``."""
+    from rerankers.train.losses import build_loss
+
+    check_config(cfg)
+    info, device = init_processes(cfg.device)
+    try:
+        loss_fn = build_loss(cfg.loss, **cfg.loss_args)
+        out = _prepare_out(cfg, resume, info)
+        dev = load_dev_set(cfg.eval_candidates, cfg.eval_qrels, cfg.eval_metric) if cfg.eval_candidates else None
+        queries = load_data(cfg, needs_teacher=getattr(loss_fn, "needs_teacher", False))
+        sampler = GroupSampler(queries, cfg.group_size, cfg.queries_per_step, cfg.seed)
+        total = sampler.total_steps(cfg.epochs, cfg.max_steps)
+        latest = ckpt.list_checkpoints(out)[-1:] if resume else []
+        if resume and not latest:
+            logger.warning("--resume %s: no complete checkpoint yet; starting the run from step 0", out)
+        if latest:
+            from rerankers.models.cross_encoder import CrossEncoder
+            model = CrossEncoder.from_pretrained(latest[0][1])
+        else:
+            model = build_model(cfg)
+        if cfg.gradient_checkpointing:
+            _enable_gradient_checkpointing(model)
+        model.to(device)
+        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
+        scheduler = build_scheduler(optimizer, total, cfg.warmup_steps, cfg.schedule)
+        state = _RunState(cfg, info, device, _autocast_dtype(cfg, device), model, loss_fn, sampler, optimizer,
+                          scheduler, total, dev, out, params=[p for p in model.parameters() if p.requires_grad])
+        start, log_lines = 0, None
+        if latest:
+            start, folder = latest[0]
+            saved = ckpt.load_training_state(folder, optimizer, scheduler, info.rank)
+            if saved.get("world_size", 1) != info.world_size:
+                logger.warning("resuming a %d-process run with %d processes: the same global batch, "
+                               "but not bitwise the same sums", saved.get("world_size", 1), info.world_size)
+            state.best, state.dev_history = saved.get("best") or {}, saved.get("dev_history") or []
+            log_lines = saved.get("log_lines", 0)
+            logger.info("resuming %s from step %d of %d", folder, start, total)
+        log = JsonlLog(out / "train_log.jsonl", keep_lines=log_lines) if info.is_main else None
+        logger.info("training %s on %d queries: %d steps of %d groups x %d documents, %s on %s",
+                    cfg.backbone, len(queries), total, cfg.queries_per_step, cfg.group_size, cfg.loss,
+                    device_name(device))
+        timer, history = _run_steps(state, start, log)
+        final_dev = None
+        if dev is not None:  # the last evaluation, unless --eval-every just made it
+            done = state.dev_history[-1] if state.dev_history else None
+            final_dev = done["dev"] if done and done["step"] == total else _evaluate(state, total, log)
+        if info.is_main:
+            _save_model(state, out / "model")
+        report = _report(state, timer, history, final_dev, len(queries), start)
+        if info.is_main:
+            from rerankers.utils.io import atomic_write
+            import json
+            with atomic_write(out / "train_report.json") as f:
+                json.dump(report, f, indent=2)
+        barrier(info)
+        return TrainResult(out / "model", report, total, history[-1]["loss"] if history else None, history)
+    finally:
+        shutdown(info)
+
+
+def _report(state: _RunState, timer: StepTimer, history: list[dict], final_dev: dict | None, n_queries: int,
+            start: int) -> dict[str, Any]:
+    import platform
+
+    import transformers
+
+    cfg = state.cfg
+    n_params = sum(p.numel() for p in state.model.parameters())
+    return {
+        "settings": cfg.to_dict(),
+        "data": {"training_queries": n_queries, "steps": state.total_steps, "steps_per_epoch":
+                 state.sampler.steps_per_epoch, "groups_per_step": cfg.queries_per_step, "group_size": cfg.group_size,
+                 "resumed_from_step": start or None},
+        "model": {"backbone": cfg.backbone, "init": cfg.init, "parameters": n_params,
+                  "trainable_parameters": sum(p.numel() for p in state.params)},
+        "quality": {"final_dev": final_dev, "best": state.best or None, "dev_history": state.dev_history},
+        "throughput": {**timer.summary(), "processes": state.info.world_size},
+        "final_loss": history[-1]["loss"] if history else None,
+        "software": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "python": platform.python_version()},
+    }

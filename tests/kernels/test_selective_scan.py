@@ -1,0 +1,236 @@
+"""rerankers.kernels.selective_scan: Triton kernels (TRITON_INTERPRET=1 on the CPU) against the references.
+
+Oracle: an independent direct fp64 loop over time written here (mamba_ssm ``selective_scan_ref``
+semantics for one sequence), then the pure-PyTorch varlen reference, then the Triton kernels.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rerankers.kernels import selective_scan_ref_varlen, selective_scan_varlen
+from rerankers.kernels.selective_scan.op import ScanConfig, selective_scan_triton
+from rerankers.kernels.varlen import cu_seqlens_from_lengths
+
+# small windows so that tiny shapes cross chunk (8 tokens) and window edges, with other windows in
+# the backward than in the forward; 32 channels per program (one warp)
+CFG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1, bwd_history=4)
+# windows of one or two 4-token chunks: long chains of carried windows (more than the carry
+# pass's group of 8)
+CFG_SMALL = ScanConfig(window=8, window_bwd=4, block_t=4, warps=1, warps_bwd=1, bwd_history=2)
+# one window holds several whole sequences
+CFG_WIDE = ScanConfig(window=64, window_bwd=128, block_t=8, warps=1, warps_bwd=1, bwd_history=8)
+NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+
+
+def make(T: int, Dm: int, N: int, seed: int, dtype=torch.float32, grad: bool = True) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    xs = [r(T, Dm), 0.5 * r(T, Dm), -torch.exp(torch.rand(Dm, N, generator=g, dtype=torch.float64) * math.log(8)),
+          r(T, N), r(T, N), r(Dm), r(T, Dm), 0.5 * r(Dm) - 1.0]
+    return [x.to(dtype).requires_grad_(grad) for x in xs]
+
+
+def direct_loop(u, delta, A, B, C, D, z, delta_bias, softplus=True):
+    """One sequence, fp64, mamba_ssm selective_scan_ref semantics, written as plainly as possible."""
+    T, Dm = u.shape
+    N = A.shape[1]
+    y = torch.zeros(T, Dm, dtype=torch.float64)
+    for d in range(Dm):
+        h = [0.0] * N
+        for t in range(T):
+            dt = float(delta[t, d]) + (float(delta_bias[d]) if delta_bias is not None else 0.0)
+            if softplus:
+                dt = math.log1p(math.exp(dt)) if dt <= 20 else dt
+            acc = 0.0
+            for n in range(N):
+                h[n] = math.exp(dt * float(A[d, n])) * h[n] + dt * float(B[t, n]) * float(u[t, d])
+                acc += h[n] * float(C[t, n])
+            if D is not None:
+                acc += float(D[d]) * float(u[t, d])
+            if z is not None:
+                zz = float(z[t, d])
+                acc *= zz / (1.0 + math.exp(-zz))
+            y[t, d] = acc
+    return y
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def test_reference_matches_direct_loop_one_sequence():
+    xs = make(11, 3, 4, seed=0, dtype=torch.float64, grad=False)
+    cu = cu_seqlens_from_lengths([11])
+    for opt in [dict(), dict(z=None), dict(D=None, delta_bias=None)]:
+        args = dict(zip(NAMES, xs)) | opt
+        y = selective_scan_ref_varlen(**args, cu_seqlens=cu)
+        assert rel(y, direct_loop(**args)) < 1e-12
+    y = selective_scan_ref_varlen(*xs, cu, delta_softplus=False)
+    assert rel(y, direct_loop(*xs, softplus=False)) < 1e-12
+
+
+def test_triton_matches_direct_loop_one_sequence():
+    xs = make(19, 5, 4, seed=1)
+    y = selective_scan_varlen(*xs, cu_seqlens_from_lengths([19]), backend="triton")
+    assert rel(y, direct_loop(*[x.double() for x in xs])) < 1e-5
+
+
+# lengths around the chunk (8) and window (16, 24) edges, several chunks and windows, random splits
+LENGTHS = {
+    "edges": [1, 7, 8, 9, 31, 32, 33],
+    "several_segments": [70, 3, 41],
+    "random": None,
+}
+
+
+@pytest.mark.parametrize("case,cfg", [(c, CFG) for c in LENGTHS] + [("random", CFG_SMALL),
+                                                                     ("several_segments", CFG_SMALL),
+                                                                     ("edges", CFG_WIDE)])
+def test_triton_equals_reference_output_and_every_gradient(case, cfg):
+    lengths = LENGTHS[case]
+    if lengths is None:
+        g = torch.Generator().manual_seed(7)
+        cuts = sorted(torch.randperm(127, generator=g)[:6].add(1).tolist())
+        lengths = [b - a for a, b in zip([0] + cuts, cuts + [128])]
+    # 40 channels: a full block of 32 and a partial one
+    T, Dm, N = sum(lengths), 40 if cfg is CFG else 24, 4
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(T, Dm, N, seed=len(case))
+    y = selective_scan_triton(*xs, cu, config=cfg)
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    yr = selective_scan_ref_varlen(*xr, cu)
+    assert rel(y, yr) <= 1e-5
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
+    grads = torch.autograd.grad(y, xs, gy)
+    grads_r = torch.autograd.grad(yr, xr, gy.double())
+    for name, a, b in zip(NAMES, grads, grads_r):
+        assert a.dtype == xs[NAMES.index(name)].dtype
+        assert rel(a, b) <= 1e-5, f"d{name}: {rel(a, b):.2e}"
+
+
+def test_packed_equals_concatenated_sequences_and_no_leak():
+    lengths = [9, 1, 40, 17]
+    T, Dm, N = sum(lengths), 16, 4
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(T, Dm, N, seed=11)
+    y = selective_scan_triton(*xs, cu, config=CFG)
+    # each sequence alone through the same kernel
+    for i, (a, b) in enumerate(zip(cu[:-1].tolist(), cu[1:].tolist())):
+        part = [x[a:b] if x.shape[0] == T and x.dim() == 2 and name in ("u", "delta", "B", "C", "z") else x
+                for name, x in zip(NAMES, xs)]
+        yi = selective_scan_triton(*part, cu_seqlens_from_lengths([b - a]), config=CFG)
+        assert rel(y[a:b], yi) <= 1e-6
+    # a loss on sequence 2 only: exactly zero gradient on every other sequence's tokens
+    a, b = cu[2].item(), cu[3].item()
+    grads = torch.autograd.grad(y[a:b].square().sum(), xs, allow_unused=True)
+    for name, gr in zip(NAMES, grads):
+        if name in ("u", "delta", "B", "C", "z"):
+            outside = torch.cat([gr[:a], gr[b:]])
+            assert torch.count_nonzero(outside) == 0, name
+            assert torch.count_nonzero(gr[a:b]) > 0, name
+
+
+@pytest.mark.parametrize("opts", [dict(z=None), dict(D=None, delta_bias=None), dict(delta_softplus=False)])
+def test_optional_inputs(opts):
+    lengths = [12, 21]
+    T, Dm, N = sum(lengths), 8, 4
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = dict(zip(NAMES, make(T, Dm, N, seed=5)))
+    if opts.get("delta_softplus") is False:
+        xs["delta"] = xs["delta"].detach().abs().add(0.05).requires_grad_()
+        xs["delta_bias"] = xs["delta_bias"].detach().abs().mul(0.1).requires_grad_()  # keep delta > 0
+    args = xs | opts
+    y = selective_scan_triton(**args, cu_seqlens=cu, config=CFG)
+    yr = selective_scan_ref_varlen(**args, cu_seqlens=cu)
+    assert rel(y, yr) <= 1e-5
+    leaves = [v for k, v in args.items() if isinstance(v, torch.Tensor)]
+    g1 = torch.autograd.grad(y.sum(), leaves)
+    g2 = torch.autograd.grad(yr.sum(), leaves)
+    for a, b in zip(g1, g2):
+        assert rel(a, b) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_inputs_fp32_state(dtype):
+    lengths = [30, 5]
+    T, Dm, N = sum(lengths), 16, 4
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(T, Dm, N, seed=9)
+    lp = [x.detach().to(dtype).requires_grad_() if x.dim() == 2 and x.shape[0] == T else x for x in xs]
+    y = selective_scan_triton(*lp, cu, config=CFG)
+    assert y.dtype == dtype
+    yr = selective_scan_ref_varlen(*[x.detach().float() for x in lp], cu)
+    assert rel(y, yr) < 1e-2
+    grads = torch.autograd.grad(y.float().sum(), lp)
+    assert all(torch.isfinite(g_.float()).all() for g_ in grads)
+    assert grads[0].dtype == dtype and grads[2].dtype == torch.float32
+
+
+def test_empty_sequences():
+    lengths = [3, 0, 5]
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(8, 4, 2, seed=2)
+    y = selective_scan_triton(*xs, cu, config=CFG)
+    assert rel(y, selective_scan_ref_varlen(*xs, cu)) <= 1e-5
+
+
+def test_scan_config_is_checked():
+    xs = make(8, 4, 2, seed=2, grad=False)
+    cu = cu_seqlens_from_lengths([8])
+    for bad, msg in [(ScanConfig(block_t=6), "power of two"), (ScanConfig(window=12, block_t=8), "multiple of block_t"),
+                     (ScanConfig(block_t=8, bwd_history=3), "divide block_t")]:
+        with pytest.raises(ValueError, match=msg):
+            selective_scan_triton(*xs, cu, config=bad)
+
+
+def test_empty_sequences_everywhere_output_and_gradients():
+    # empty sequences first, in a row and last: repeated cu_seqlens entries inside windows, at window
+    # edges (window 8/4 tokens) and around a sequence that spans several windows
+    lengths = [0, 3, 0, 0, 13, 1, 0, 4, 0]
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(sum(lengths), 8, 4, seed=12)
+    y = selective_scan_triton(*xs, cu, config=CFG_SMALL)
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    yr = selective_scan_ref_varlen(*xr, cu)
+    assert rel(y, yr) <= 1e-5
+    for name, a, b in zip(NAMES, torch.autograd.grad(y.sum(), xs), torch.autograd.grad(yr.sum(), xr)):
+        assert rel(a, b) <= 1e-5, name
+
+
+def test_torch_compile_traces_the_custom_op():
+    lengths = [6, 13]
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(sum(lengths), 8, 4, seed=4)
+
+    def f(*args):
+        return selective_scan_varlen(*args, cu, backend="triton").square().sum()
+    cf = torch.compile(f, backend="aot_eager", fullgraph=True)
+    l1, l0 = cf(*xs), f(*xs)
+    assert torch.allclose(l1, l0)
+    for a, b in zip(torch.autograd.grad(l1, xs), torch.autograd.grad(l0, xs)):
+        assert torch.allclose(a, b)
+
+
+def test_custom_op_opcheck():
+    lengths = [5, 12]
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = [x.detach() for x in make(sum(lengths), 8, 4, seed=6)]
+    args = (*xs, cu, True, CFG.window, CFG.block_t, CFG.warps, CFG.window_bwd, CFG.warps_bwd, CFG.bwd_history)
+    torch.library.opcheck(torch.ops.rerankers.selective_scan_fwd.default, args,
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_softplus_overflow_branch_matches():
+    # delta + bias > 20 takes softplus's linear branch
+    xs = make(10, 4, 2, seed=8)
+    xs[1] = (xs[1].detach() + 25.0).requires_grad_()
+    xs[2] = (xs[2].detach() * 0.01).requires_grad_()
+    cu = cu_seqlens_from_lengths([10])
+    y = selective_scan_triton(*xs, cu, config=CFG)
+    assert rel(y, selective_scan_ref_varlen(*[x.double() for x in xs], cu)) <= 1e-5
+    assert not F.softplus(torch.tensor(25.0)).isnan()

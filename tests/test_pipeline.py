@@ -1,0 +1,149 @@
+"""The workflows of rerankers.pipeline, called with keyword arguments: evaluate (and rerank), retrieve, demo.
+
+The model runs use a tiny random BERT cross-encoder on the CPU (the ``tiny_cross_encoder`` fixture).
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import rerankers.pipeline as pipeline
+from rerankers.data.texts import read_candidates
+from rerankers.data.trec import ranked, read_run
+from rerankers.errors import ModelLoadingError, RerankersError, UsageError
+from rerankers.pipeline import evaluate_runs, retrieve_bm25, run_demo, run_names, sample_data_dir
+
+QRELS = "q1 0 a 2\nq1 0 b 1\nq2 0 c 2\n"
+
+
+@pytest.fixture()
+def toy(tmp_path):
+    """Two queries, four passages, qrels and two runs (the second ranks the relevant passage first)."""
+    (tmp_path / "collection.tsv").write_text("a\tapples are red fruit\nb\tbananas are yellow\n"
+                                             "c\tcherries grow on trees\nd\tconcrete is grey\n")
+    (tmp_path / "queries.tsv").write_text("q1\tred fruit\nq2\tcherry trees\n")
+    (tmp_path / "qrels.txt").write_text(QRELS)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    (tmp_path / "x" / "run.trec").write_text("q1 Q0 b 1 2.0 r\nq1 Q0 a 2 1.0 r\nq2 Q0 d 1 2.0 r\nq2 Q0 c 2 1.0 r\n")
+    (tmp_path / "y" / "run.trec").write_text("q1 Q0 a 1 2.0 r\nq1 Q0 b 2 1.0 r\nq2 Q0 c 1 2.0 r\nq2 Q0 d 2 1.0 r\n")
+    return tmp_path
+
+
+def test_run_names_are_short_and_distinct():
+    assert run_names(["runs/bm25.trec", "runs/splade.txt"]) == ["bm25", "splade"]
+    assert run_names(["a/BM25/dl19.txt", "a/SPLADE/dl19.txt"]) == ["BM25/dl19", "SPLADE/dl19"]
+
+
+def test_evaluate_runs_baseline_first_with_significance_and_saved_report(toy):
+    runs = [toy / "x" / "run.trec", toy / "y" / "run.trec"]
+    report = evaluate_runs(runs, qrels=str(toy / "qrels.txt"), metrics=["MRR@10", "P@1"], test="fisher",
+                           save_report=toy / "rep")
+    assert [r.name for r in report.rows] == ["x/run", "y/run"]
+    assert report.rows[0].result.means["MRR@10"] == 0.5 and report.rows[1].result.means["MRR@10"] == 1.0
+    assert set(report.rows[1].p_values) == {"MRR@10", "P@1"} and not report.rows[0].p_values
+    saved = json.loads((toy / "rep" / "report.json").read_text())
+    assert saved["test"] == "fisher" and [r["name"] for r in saved["runs"]] == ["x/run", "y/run"]
+    # --rel-level 1: grade 1 of b counts, so the first run's q1 is found at rank 1
+    lenient = evaluate_runs(runs[:1], qrels=str(toy / "qrels.txt"), metrics=["MRR@10"], rel_level=1)
+    assert lenient.rows[0].result.means["MRR@10"] == 0.75
+
+
+def test_evaluate_runs_reranks_the_first_run_and_writes_it(toy, monkeypatch):
+    calls = []
+
+    def fake_rerank(model, run, queries, docs, **options):
+        calls.append((model, run, queries, docs, options))
+        return {q: {d: -s for d, s in ds.items()} for q, ds in run.items()}, {"pairs/s": 7.0}
+
+    monkeypatch.setattr(pipeline, "rerank_with_model", fake_rerank)
+    output = toy / "out" / "reranked.trec"
+    report = evaluate_runs([toy / "x" / "run.trec", toy / "y" / "run.trec"], qrels=str(toy / "qrels.txt"),
+                           metrics=["MRR@10"], model="some/model dir", corpus=toy / "collection.tsv",
+                           queries=str(toy / "queries.tsv"), depth=1, output=output, batch_tokens=512,
+                           test="fisher")
+    (model, run, queries, docs, options), = calls
+    assert model == "some/model dir" and run == read_run(toy / "x" / "run.trec")
+    assert queries == {"q1": "red fruit", "q2": "cherry trees"}
+    assert docs == {"b": "bananas are yellow", "d": "concrete is grey"}  # the texts of the top 1 only
+    assert options == {"device": None, "dtype": None, "batch_tokens": 512, "depth": 1}
+    assert [r.name for r in report.rows] == ["x/run", "x/run >> model dir@1", "y/run"]
+    assert report.rows[1].source == str(output) and report.rows[1].extra == {"pairs/s": 7.0}
+    assert read_run(output)["q1"] == {"b": -2.0, "a": -1.0}
+    assert output.read_text().split("\n")[0].split()[-1] == "model_dir"  # the run tag: one word
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(runs=["r.trec"]), "give the judgments: --qrels FILE|NAME or --dataset ID"),
+    (dict(qrels="q.txt"), "nothing to evaluate: give --run FILE"),
+    (dict(runs=["r.trec"], qrels="q.txt", candidates="c.json"), "--candidates gives texts to rerank with"),
+    (dict(runs=["r.trec"], qrels="q.txt", max_p=0.0), "--max-p must be a significance level between 0 and 1"),
+])
+def test_evaluate_runs_usage_errors_name_the_flags(kwargs, message):
+    with pytest.raises(UsageError, match=message.replace("[", r"\[").replace("|", r"\|")):
+        evaluate_runs(**kwargs)
+
+
+def test_retrieve_bm25_writes_and_returns_the_run(toy):
+    out = toy / "bm25.trec"
+    run = retrieve_bm25(toy / "collection.tsv", str(toy / "queries.tsv"), out, k=2, k1=1.2, b=0.75)
+    assert read_run(out) == run and set(run) == {"q1", "q2"} and all(len(d) <= 2 for d in run.values())
+    assert next(iter(ranked(run["q1"])))[0] == "a"
+    assert out.read_text().split("\n")[0].split()[-1] == "bm25-bm25s"
+    with pytest.raises(UsageError, match="--tag 'two words'"):
+        retrieve_bm25(toy / "collection.tsv", str(toy / "queries.tsv"), toy / "never.trec", tag="two words")
+    assert not (toy / "never.trec").exists()
+
+
+def test_rerank_eval_with_model_on_dl19_candidates(shared_data, tiny_cross_encoder, tmp_path):
+    cands = shared_data / "trec-dl" / "candidates" / "BM25" / "retrieve_results_dl19.json"
+    qrels = shared_data / "trec-dl" / "qrels" / "qrels.dl19-passage.txt"
+    out = tmp_path / "reranked.trec"
+    report = evaluate_runs(model=tiny_cross_encoder, candidates=cands, qrels=str(qrels), depth=10, device="cpu",
+                           batch_tokens=4096, output=out)
+    printed = report.render("table")
+    run = read_run(out)
+    _, first_stage, _ = read_candidates(cands)
+    assert len(run) == 43 and all(len(docs) == 100 for docs in run.values())
+    for qid, docs in run.items():  # the top 10 reranked among themselves, the other 90 below in BM25 order
+        bm25_order = [d for d, _ in ranked(first_stage[qid])]
+        new_order = [d for d, _ in ranked(docs)]
+        assert set(new_order[:10]) == set(bm25_order[:10]) and new_order[10:] == bm25_order[10:]
+    rows = [line for line in printed.splitlines() if "retrieve_results_dl19" in line]
+    assert len(rows) == 2 and "tiny-bert@10" in rows[1]  # first stage, then reranked
+    assert "pairs/s" in printed and "tokens/s" in printed
+
+
+def test_rerank_with_an_unknown_model_names_the_flag():
+    with pytest.raises(ModelLoadingError, match="--model bert-gigantic: .*unknown backbone 'bert-gigantic'"):
+        pipeline.rerank_with_model("bert-gigantic", {"q": {"d": 1.0}}, {"q": "query"}, {"d": "document"},
+                                   device="cpu")
+
+
+def test_demo_reranks_bm25_candidates_with_a_model(tiny_cross_encoder, tmp_path):
+    out = tmp_path / "demo"
+    report = run_demo(out, k=8, model=tiny_cross_encoder, device="cpu")
+    printed = report.render("table")
+    bm25, reranked = read_run(out / "bm25.trec"), read_run(out / "reranked.trec")
+    assert set(bm25) == set(reranked) and len(bm25) == 40
+    assert all(set(bm25[q]) == set(reranked[q]) for q in bm25)  # same candidates, new order
+    rows = [line for line in printed.splitlines() if "BM25" in line]
+    assert len(rows) == 2 and "tiny-bert" in rows[1] and "pairs/s" in printed
+
+
+def test_demo_on_bundled_sample(tmp_path):
+    if not (sample_data_dir() / "collection.tsv").is_file():
+        pytest.skip("bundled sample collection not present")
+    report = run_demo(tmp_path / "demo")
+    rows = report.render("table").splitlines()
+    bm25 = rows[2].split()
+    assert bm25[0] == "BM25" and int(bm25[1]) >= 10 and 0.3 < float(bm25[3].rstrip("^v")) <= 1.0
+    assert {"bm25.trec", "report.json", "report.md"} <= {p.name for p in (tmp_path / "demo").iterdir()}
+    assert not (tmp_path / "demo" / "reranked.trec").exists()  # no model: the BM25 row alone
+
+
+def test_demo_on_an_incomplete_folder(tmp_path):
+    (tmp_path / "queries.tsv").write_text("q1\tquery\n")
+    with pytest.raises(RerankersError, match="missing collection.tsv, qrels.txt"):
+        run_demo(tmp_path / "out", data_dir=tmp_path)

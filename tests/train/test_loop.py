@@ -1,0 +1,190 @@
+"""The training loop on tiny random models: the loss falls, outputs are complete and loadable, resume
+after SIGKILL is bitwise exact, two gloo processes equal one, bad input stops cleanly with nothing lost."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rerankers.errors import NonFiniteLossError, ResumeMismatchError, TrainingDataError, UsageError
+from rerankers.train.config import resolve_config
+from rerankers.train.loop import train
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+def _settings(model_dir: Path, data: dict, out: Path, **kw) -> dict:
+    base = dict(backbone=str(model_dir), out=str(out), train=[data["run"]], train_qrels=[data["qrels"]],
+                corpus=data["corpus"], queries=data["queries"], group_size=4, queries_per_step=4, lr=3e-3,
+                warmup_steps=5, max_steps=60, log_every=5, max_length=128, seed=1)
+    base.update(kw)
+    return base
+
+
+def _weights(folder: Path) -> dict[str, torch.Tensor]:
+    files = sorted(folder.rglob("*.safetensors"))
+    assert files, f"no weights in {folder}"
+    return {f"{f.relative_to(folder)}:{k}": v for f in files for k, v in load_file(f).items()}
+
+
+def _cli(*args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "rerankers.cli", "-q", "train", *args], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def _flags(settings: dict) -> list[str]:
+    out = []
+    for k, v in settings.items():
+        out.append("--" + k.replace("_", "-"))
+        out.extend(map(str, v) if isinstance(v, list) else [str(v)])
+    return out
+
+
+@pytest.mark.parametrize("kind", ["bert", "mamba"])
+def test_loss_falls_and_the_outputs_are_complete(kind, tiny_bert_dir, tiny_mamba_dir, sample_training, tmp_path):
+    model_dir = tiny_bert_dir if kind == "bert" else tiny_mamba_dir
+    cfg = resolve_config(None, _settings(model_dir, sample_training, tmp_path / "run",
+                                         eval_candidates=sample_training["candidates"],
+                                         eval_qrels=sample_training["qrels"], eval_every=30))
+    result = train(cfg)
+    losses = [h["loss"] for h in result.history]
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:2]) / 2, losses
+    out = tmp_path / "run"
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == list(range(5, 61, 5))
+    assert [r["step"] for r in log if "dev" in r] == [30, 60]
+    assert all(r["tokens_per_s"] > 0 and r["pairs_per_s"] > 0 and r["peak_memory_gib"] > 0 for r in log if "loss" in r)
+    report = json.loads((out / "train_report.json").read_text())
+    assert report["quality"]["final_dev"]["nDCG@10"] == result.report["quality"]["final_dev"]["nDCG@10"]
+    assert report["throughput"]["tokens_per_s"] > 0 and report["throughput"]["card"].startswith("CPU")
+    assert report["data"]["training_queries"] == 40 and report["settings"]["backbone"] == str(model_dir)
+    best = report["quality"]["best"]
+    assert best["value"] == max(r["dev"]["nDCG@10"] for r in report["quality"]["dev_history"])
+    # the final and the best model are CrossEncoder folders that rerank
+    from rerankers.models.cross_encoder import CrossEncoder
+    from rerankers.reranker import Reranker
+    for folder in (out / "model", out / "best"):
+        model = CrossEncoder.from_pretrained(folder)
+        assert model.head_trained
+        scores = Reranker(model, device="cpu").score("what is the capital of turkey", ["ankara is the capital", "a cat"])
+        assert len(scores) == 2
+    assert (out / "train_config.json").is_file() and not list(out.glob(".*partial"))
+
+
+def test_loss_falls_on_msmarco_toy_triples(shared_data, tiny_bert_for, tmp_path):
+    triples = shared_data / "msmarco-toy" / "triplets" / "raw.tsv"
+    model_dir = tiny_bert_for(tmp_path / "bert", triples.read_text(encoding="utf-8").replace("\t", "\n").splitlines())
+    cfg = resolve_config(None, dict(backbone=str(model_dir), out=str(tmp_path / "toy"), train=[str(triples)],
+                                    group_size=2, queries_per_step=8, lr=3e-3, warmup_steps=5, max_steps=40,
+                                    log_every=5, max_length=128, seed=0))
+    result = train(cfg)
+    losses = [h["loss"] for h in result.history]
+    assert result.report["data"]["training_queries"] > 50
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:2]) / 2, losses
+
+
+def test_resume_after_sigkill_ends_bitwise_where_an_uninterrupted_run_ends(tiny_mamba_dir, sample_training,
+                                                                           tmp_path):
+    settings = _settings(tiny_mamba_dir, sample_training, tmp_path / "whole", max_steps=24, save_every=4,
+                         log_every=2)
+    whole = _cli(*_flags(settings))
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()
+
+    killed_out = tmp_path / "killed"
+    proc = _cli(*_flags({**settings, "out": str(killed_out)}))
+    deadline = time.time() + 240
+    while not (killed_out / "checkpoint-8").is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed: make it longer"
+    assert not (killed_out / "model").exists()
+    resumed = _cli("--resume", str(killed_out))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    a, b = _weights(tmp_path / "whole" / "model"), _weights(killed_out / "model")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log_a = (tmp_path / "whole" / "train_log.jsonl").read_text().splitlines()
+    log_b = (killed_out / "train_log.jsonl").read_text().splitlines()
+    assert [json.loads(x)["loss"] for x in log_a] == [json.loads(x)["loss"] for x in log_b]
+    report = json.loads((killed_out / "train_report.json").read_text())
+    assert report["data"]["resumed_from_step"] >= 8
+
+
+def test_two_gloo_processes_equal_one_process(tiny_bert_for, sample_training, tmp_path):
+    # no dropout: each process draws its own masks, so only a deterministic model can agree exactly
+    model_dir = tiny_bert_for(tmp_path / "bert", dropout=0.0)
+    settings = _settings(model_dir, sample_training, tmp_path / "one", max_steps=6, queries_per_step=6,
+                         micro_batch_tokens=400, lr=3e-4)
+    one = _cli(*_flags(settings))
+    assert one.wait(timeout=300) == 0, one.stderr.read()
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "rerankers.cli", "-q", "train", *_flags({**settings, "out": str(tmp_path / "two")})],
+                         env=ENV, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a, b = _weights(tmp_path / "one" / "model"), _weights(tmp_path / "two" / "model")
+    for k in a:
+        if k == "head.safetensors:out_proj.bias":
+            # LCE is invariant to a shift of all scores: this bias's gradient is 0 up to rounding, and
+            # AdamW turns rounding noise into steps of size lr. It must only stay near its start.
+            assert float((b[k] - a[k]).abs().max()) <= 2 * 3e-4 * 6
+            continue
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    la = [json.loads(x)["loss"] for x in (tmp_path / "one" / "train_log.jsonl").read_text().splitlines()]
+    lb = [json.loads(x)["loss"] for x in (tmp_path / "two" / "train_log.jsonl").read_text().splitlines()]
+    assert la == pytest.approx(lb, rel=1e-5)
+    report = json.loads((tmp_path / "two" / "train_report.json").read_text())
+    assert report["throughput"]["processes"] == 2
+
+
+def test_a_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_bert_dir, sample_training, tmp_path):
+    cfg = resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "nan", lr=1e30, warmup_steps=0,
+                                         max_grad_norm=None, save_every=1, max_steps=20))
+    with pytest.raises(NonFiniteLossError, match=r"step (\d+) .*queries .*last checkpoint .* is intact"):
+        train(cfg)
+    checkpoints = sorted((tmp_path / "nan").glob("checkpoint-*"))
+    assert checkpoints and not (tmp_path / "nan" / "model").exists()
+    from rerankers.models.cross_encoder import CrossEncoder
+    CrossEncoder.from_pretrained(checkpoints[0])  # loads: nothing half-written
+
+
+def test_bad_input_is_one_clear_error(tiny_bert_dir, tiny_mamba_dir, sample_training, tmp_path):
+    with pytest.raises(TrainingDataError, match="group of 40"):
+        train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "a", group_size=40)))
+    no_pos = tmp_path / "nopos.jsonl"
+    no_pos.write_text(json.dumps({"query": "a query", "negatives": ["x", "y"]}) + "\n")
+    with pytest.raises(TrainingDataError):
+        train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "b", train=[str(no_pos)],
+                                             train_qrels=[])))
+    done = tmp_path / "done"
+    train(resolve_config(None, _settings(tiny_bert_dir, sample_training, done, max_steps=2)))
+    with pytest.raises(UsageError, match="holds an earlier run"):
+        train(resolve_config(None, _settings(tiny_bert_dir, sample_training, done, max_steps=2)))
+    from rerankers.train.run import resolve_training_config
+    with pytest.raises(ResumeMismatchError, match="backbone"):
+        resolve_training_config(resume=str(done), overrides={"backbone": str(tiny_mamba_dir)})
+    with pytest.raises(UsageError, match="no train_config.json"):
+        resolve_training_config(resume=str(tmp_path / "nothing"), overrides={})
+
+
+def test_cli_dry_run_prints_the_plan_and_trains_nothing(tiny_bert_dir, sample_training, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"backbone: {tiny_bert_dir}\ntrain: {sample_training['run']}\ntrain-qrels: "
+                      f"{sample_training['qrels']}\ncorpus: {sample_training['corpus']}\nqueries: "
+                      f"{sample_training['queries']}\ngroup_size: 4\nlr: 1e-4\n")
+    proc = _cli("--config", str(config), "--out", str(tmp_path / "plan"), "--dry-run")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "40 usable queries" in out and "5 (5/epoch) of 8 groups x 4 documents" in out
+    assert not (tmp_path / "plan").exists()
+    config.write_text(config.read_text() + "learning_rate: 3\n")
+    proc = _cli("--config", str(config), "--out", str(tmp_path / "plan"), "--dry-run")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "unknown key(s) 'learning_rate'" in err and "run.yaml" in err
