@@ -24,6 +24,7 @@ demo: install
 	$(BIN)/rerank demo --out demo_out
 
 test: install
+	$(BIN)/ruff check .
 	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q
 
 # GPU only (run with the GPU machine's python): correctness first, then timings; see BENCHMARKS.md

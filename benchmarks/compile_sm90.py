@@ -75,8 +75,10 @@ def report(name: str, k, sass_dir: str | None) -> dict:
 
 
 def main() -> None:
-    from rerankers.kernels.causal_conv1d import backward as conv_bwd, forward as conv_fwd
-    from rerankers.kernels.selective_scan import backward as scan_bwd, forward as scan_fwd
+    from rerankers.kernels.causal_conv1d import backward as conv_bwd
+    from rerankers.kernels.causal_conv1d import forward as conv_fwd
+    from rerankers.kernels.selective_scan import backward as scan_bwd
+    from rerankers.kernels.selective_scan import forward as scan_fwd
     ap = argparse.ArgumentParser()
     ap.add_argument("--warps", type=int, default=4)
     ap.add_argument("--block-t", type=int, default=8)

@@ -19,7 +19,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from rerankers.errors import RerankersError
+from rerankers.errors import RerankersError, UsageError
 from rerankers.eval.metric_names import DEFAULT_METRICS
 
 logger = logging.getLogger("rerankers.cli")
@@ -103,18 +103,24 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
                    help="a folder with queries.tsv, collection.tsv, qrels.txt (default: the bundled sample)")
     p.add_argument("--format", choices=("table", "markdown", "json"), default="table", help="output format")
     p.add_argument("--model", default=None, metavar="PATH_OR_NAME",
-                   help="a trained cross-encoder to rerank the BM25 candidates with (default: BM25 only)")
+                   help="also rerank with this trained cross-encoder (a saved folder or a preset)")
+    p.add_argument("--no-train", dest="train", action="store_false",
+                   help="skip training the tiny Mamba and BERT rerankers (BM25, and --model if given)")
+    p.add_argument("--steps", type=int, default=150, help="training steps of each tiny model (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tiny models and their training")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
                    help="model dtype (default: bf16 autocast on the GPU, fp32 on the CPU)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """``rerank demo``: BM25 -> (rerank) -> evaluate on the bundled sample collection."""
+    """``rerank demo``: BM25 -> train tiny Mamba and BERT -> rerank -> evaluate on the bundled sample."""
     from rerankers.pipeline import run_demo
 
+    if args.steps < 1:
+        raise UsageError(f"--steps must be positive, got {args.steps}")
     report = run_demo(args.out, k=args.k, data_dir=args.data, model=args.model, device=args.device,
-                      dtype=args.dtype)
+                      dtype=args.dtype, train=args.train, steps=args.steps, seed=args.seed)
     sys.stdout.write(report.render(args.format))
     return 0
 
@@ -211,7 +217,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "train": ("train a cross-encoder on packed groups (LCE, BCE, Margin-MSE, listwise)", _add_train_args, cmd_train),
     "eval": ("evaluate runs (and rerank with --model); print a metrics table", _add_eval_args, cmd_eval),
     "retrieve": ("first-stage BM25 retrieval into a TREC run", _add_retrieve_args, cmd_retrieve),
-    "demo": ("the main job on the bundled sample: BM25 -> rerank -> evaluate", _add_demo_args, cmd_demo),
+    "demo": ("the main job on the bundled sample: BM25 -> train tiny Mamba and BERT -> rerank -> evaluate",
+             _add_demo_args, cmd_demo),
 }
 
 

@@ -34,7 +34,7 @@ also derives from the builtin exception a caller would expect (``ValueError``, `
 from __future__ import annotations
 
 import os
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Sequence
 
 
 class RerankersError(Exception):
@@ -147,7 +147,7 @@ class CheckpointMismatchError(ModelLoadingError):
     """
 
     def __init__(self, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
-                 mismatched: Iterable[tuple[str, tuple, tuple]] = (), source: Optional[str] = None,
+                 mismatched: Iterable[tuple[str, tuple, tuple]] = (), source: str | None = None,
                  limit: int = 10):
         self.missing = sorted(missing)
         self.unexpected = sorted(unexpected)

@@ -191,45 +191,106 @@ def sample_data_dir() -> Path:
     return Path(str(resources.files("rerankers") / "sample_data"))
 
 
+DEMO_STEPS = 150
+
+
+def _split_queries(qids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Every other query (sorted by id) for training, the rest held out for evaluation."""
+    ordered = sorted(qids)
+    return ordered[0::2], ordered[1::2]
+
+
+def _train_demo_model(kind: str, folder: Path, texts: Sequence[str], train_files: Mapping[str, str], *,
+                      steps: int, seed: int, device: str | None) -> Any:
+    """Build a tiny from-scratch ``kind`` backbone over ``texts`` and fine-tune it with LCE on ``train_files``."""
+    from rerankers.train import resolve_training_config, run_training
+    from rerankers.train.tiny import save_tiny_backbone
+
+    params = save_tiny_backbone(kind, folder / "init", texts, seed=seed)
+    cfg = resolve_training_config(overrides=dict(
+        backbone=str(folder / "init"), out=str(folder / "run"), train=[train_files["run"]],
+        train_qrels=[train_files["qrels"]], corpus=train_files["corpus"], queries=train_files["queries"],
+        group_size=8, queries_per_step=4, lr=3e-3, warmup_steps=10, max_steps=steps, max_length=128, seed=seed,
+        log_every=25, weight_decay=0.01, device=device, **({"dtype": "float32"} if device in (None, "cpu") else {})))
+    result = run_training(cfg)
+    return result, params
+
+
 def run_demo(out_dir: str | os.PathLike = "demo_out", *, k: int = 100, data_dir: str | os.PathLike | None = None,
              metrics: Sequence[str] = DEMO_METRICS, model: str | os.PathLike | None = None,
-             device: str | None = None, dtype: str | None = None) -> Report:
-    """The main job on a small collection: BM25 retrieve -> rerank -> evaluate; runs and report go to ``out_dir``.
+             device: str | None = None, dtype: str | None = None, train: bool = True, steps: int = DEMO_STEPS,
+             seed: int = 0) -> Report:
+    """The main job on a small collection: BM25 -> train tiny Mamba and BERT rerankers -> rerank -> evaluate.
 
     ``rerank demo --out DIR`` (and ``make demo``) runs this. The collection is ``data_dir``, by
-    default the sample that ships with the package (:func:`sample_data_dir`), so this needs no
-    download. Outputs in ``out_dir``: ``bm25.trec``, ``reranked.trec`` (with ``model``), and the
-    report files of :meth:`Report.save`.
+    default the sample that ships with the package (:func:`sample_data_dir`), so nothing is
+    downloaded. Its queries are split by id: every other query trains, the rest are held out, and
+    every row of the report is evaluated on the held-out queries only.
 
-    A cross-encoder only reranks usefully once trained, and none ships with the package (weights
-    are too large to bundle, and nothing may be downloaded), so without ``model`` the reranking is
-    skipped and the report holds the BM25 row alone. With ``model`` (a saved CrossEncoder, a local
-    checkpoint, or a preset where the hub is reachable) every BM25 candidate is reranked
-    (:func:`rerank_with_model`, the same step as ``rerank eval --model``).
+    With ``train`` (the default), a tiny Mamba and a tiny BERT of about equal size are built from
+    scratch over one word vocabulary of the training texts (:mod:`rerankers.train.tiny`), trained
+    for ``steps`` steps with LCE on the training queries' BM25 candidates and graded judgments
+    (``rerank train``, the same loop), and rerank the held-out queries' BM25 candidates; their rows
+    give the training throughput (real tokens/s) beside the inference throughput. With ``model``
+    (a saved CrossEncoder, a local checkpoint, or a preset where the hub is reachable) that model's
+    row is added. Outputs in ``out_dir``: ``bm25.trec``, ``train/`` (the training split),
+    ``tiny-mamba/``, ``tiny-bert/`` (each ``init/`` and the training run ``run/``),
+    ``reranked-*.trec``, and the report files of :meth:`Report.save`.
     """
+    from rerankers.data.trec import write_qrels
+    from rerankers.utils.io import check_writable_dir
+
     data = Path(data_dir) if data_dir is not None else sample_data_dir()
     missing = [f for f in SAMPLE_FILES if not (data / f).is_file()]
     if missing:
         raise RerankersError(f"sample collection incomplete in {data}: missing {', '.join(missing)}")
     out = Path(out_dir)
+    check_writable_dir(out)
+    if model is not None:  # an unknown model fails now, not after the training
+        from rerankers.models.presets import resolve
+        try:
+            resolve(model)
+        except ModelLoadingError as e:
+            raise ModelLoadingError(f"--model {model}: {e}") from None
     queries = read_queries(data / "queries.tsv")
     docs = read_corpus(data / "collection.tsv")
     qrels = read_qrels(data / "qrels.txt")
-    qrels_name = str(data / "qrels.txt")
-    logger.info("sample collection: %d queries, %d passages, %d judgments", len(queries), len(docs),
-                sum(map(len, qrels.values())))
+    train_ids, test_ids = _split_queries(sorted(set(queries) & set(qrels)))
+    logger.info("collection: %d queries (%d train, %d held out), %d passages, %d judgments", len(queries),
+                len(train_ids), len(test_ids), len(docs), sum(map(len, qrels.values())))
 
     run = bm25_retrieve(docs, queries, k=k, config=BM25Config())
     write_run(run, out / "bm25.trec", tag="bm25")
-    rows = [_row("BM25", str(out / "bm25.trec"), run, qrels, metrics, qrels_name=qrels_name, run_name="BM25")]
-    if model is None:
-        logger.info("no --model given: reporting BM25 only (pass --model PATH to add the reranked row)")
-    else:
-        reranked, throughput = rerank_with_model(model, run, queries, docs, device=device, dtype=dtype)
+    test_run = {q: run[q] for q in test_ids if q in run}
+    test_qrels = {q: qrels[q] for q in test_ids}
+    qrels_name = f"{data / 'qrels.txt'} (held-out queries)"
+
+    def row(name: str, source: Path, ranked: Run, extra: Mapping[str, Any] | None = None) -> ReportRow:
+        return _row(name, str(source), ranked, test_qrels, metrics, qrels_name=qrels_name, run_name=name,
+                    extra=extra)
+
+    rows = [row("BM25", out / "bm25.trec", test_run)]
+    if train:
+        split = out / "train"
+        write_run({q: run[q] for q in train_ids if q in run}, split / "bm25.trec", tag="bm25")
+        write_qrels({q: qrels[q] for q in train_ids}, split / "qrels.txt")
+        files = {"run": str(split / "bm25.trec"), "qrels": str(split / "qrels.txt"),
+                 "corpus": str(data / "collection.tsv"), "queries": str(data / "queries.tsv")}
+        texts = [*docs.values(), *(queries[q] for q in train_ids)]
+        for kind in ("mamba", "bert"):
+            result, params = _train_demo_model(kind, out / f"tiny-{kind}", texts, files, steps=steps, seed=seed,
+                                               device=device)
+            reranked, speed = rerank_with_model(result.model_dir, test_run, queries, docs, device=device, dtype=dtype)
+            write_run(reranked, out / f"reranked-{kind}.trec", tag=f"tiny-{kind}")
+            trained = result.report["throughput"]
+            rows.append(row(f"BM25 >> tiny {kind.capitalize() if kind == 'mamba' else kind.upper()}",
+                            out / f"reranked-{kind}.trec", reranked,
+                            {"params": params["non_embedding"], "train tokens/s": round(trained["tokens_per_s"]),
+                             **speed}))
+    if model is not None:
+        reranked, throughput = rerank_with_model(model, test_run, queries, docs, device=device, dtype=dtype)
         write_run(reranked, out / "reranked.trec", tag="reranked")
-        name = f"BM25 >> {_model_name(model)}"
-        rows.append(_row(name, str(out / "reranked.trec"), reranked, qrels, metrics, qrels_name=qrels_name,
-                         run_name=name, extra=throughput))
+        rows.append(row(f"BM25 >> {_model_name(model)}", out / "reranked.trec", reranked, throughput))
     report = Report.build(rows, qrels=qrels_name)
     report.save(out)
     logger.info("demo outputs in %s", out)

@@ -11,15 +11,15 @@ import logging
 import os
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
 from rerankers.data.batching import pack_encoded, restore_order, token_budget_batches
 from rerankers.data.templates import check_not_empty
 from rerankers.data.trec import ranked
-from rerankers.models.cross_encoder import CrossEncoder
 from rerankers.errors import MissingDocumentsError, RerankersError, UnknownQueryError
+from rerankers.models.cross_encoder import CrossEncoder
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Throughput:
         return d
 
 
-def parse_dtype(dtype: Any) -> Optional[torch.dtype]:
+def parse_dtype(dtype: Any) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     key = str(dtype).lower().removeprefix("torch.")
@@ -100,8 +100,8 @@ class Reranker:
         chunk_pairs:   pairs encoded at a time (bounds host memory on big runs)
     """
 
-    def __init__(self, model: CrossEncoder, device: Optional[str | torch.device] = None, dtype: Any = None,
-                 batch_tokens: int = 16384, max_pairs: Optional[int] = None, chunk_pairs: int = 32768):
+    def __init__(self, model: CrossEncoder, device: str | torch.device | None = None, dtype: Any = None,
+                 batch_tokens: int = 16384, max_pairs: int | None = None, chunk_pairs: int = 32768):
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
@@ -124,7 +124,7 @@ class Reranker:
         self.last_stats = Throughput()
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, device: Optional[str | torch.device] = None,
+    def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None,
                         dtype: Any = None, **kwargs) -> "Reranker":
         """Load a saved cross-encoder folder, a sequence-classification checkpoint, or a preset name."""
         return cls(CrossEncoder.from_pretrained(name_or_path), device=device, dtype=dtype, **kwargs)
@@ -135,7 +135,7 @@ class Reranker:
             torch.cuda.synchronize(self.device)
 
     @torch.no_grad()
-    def score_pairs(self, queries: Sequence[str], docs: Sequence[str], ids: Optional[Sequence[Any]] = None
+    def score_pairs(self, queries: Sequence[str], docs: Sequence[str], ids: Sequence[Any] | None = None
                     ) -> list[float]:
         """Scores (N,) of aligned (query, doc) pairs, in input order. ``ids`` name pairs in errors."""
         check_not_empty(queries, docs, ids)
@@ -175,8 +175,8 @@ class Reranker:
         """Scores of ``docs`` for one query, in input order."""
         return self.score_pairs([query] * len(docs), list(docs))
 
-    def rerank(self, query: str, docs: Sequence[str], top_k: Optional[int] = None,
-               doc_ids: Optional[Sequence[Any]] = None) -> list[RankedResult]:
+    def rerank(self, query: str, docs: Sequence[str], top_k: int | None = None,
+               doc_ids: Sequence[Any] | None = None) -> list[RankedResult]:
         """``docs`` ranked by score (descending; ties keep input order), the top ``top_k`` of them.
 
         ``doc_ids`` default to the documents' input positions (0, 1, ...).

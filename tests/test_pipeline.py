@@ -123,24 +123,34 @@ def test_rerank_with_an_unknown_model_names_the_flag():
 
 def test_demo_reranks_bm25_candidates_with_a_model(tiny_cross_encoder, tmp_path):
     out = tmp_path / "demo"
-    report = run_demo(out, k=8, model=tiny_cross_encoder, device="cpu")
+    report = run_demo(out, k=8, model=tiny_cross_encoder, device="cpu", train=False)
     printed = report.render("table")
     bm25, reranked = read_run(out / "bm25.trec"), read_run(out / "reranked.trec")
-    assert set(bm25) == set(reranked) and len(bm25) == 40
-    assert all(set(bm25[q]) == set(reranked[q]) for q in bm25)  # same candidates, new order
+    held_out = sorted(bm25)[1::2]  # every other query trains, the rest are evaluated
+    assert len(bm25) == 40 and sorted(reranked) == held_out
+    assert all(set(bm25[q]) == set(reranked[q]) for q in reranked)  # same candidates, new order
     rows = [line for line in printed.splitlines() if "BM25" in line]
     assert len(rows) == 2 and "tiny-bert" in rows[1] and "pairs/s" in printed
+    assert all(len(row.result.qids) == 20 for row in report.rows)
 
 
-def test_demo_on_bundled_sample(tmp_path):
+def test_demo_trains_tiny_mamba_and_bert_on_the_bundled_sample(tmp_path):
     if not (sample_data_dir() / "collection.tsv").is_file():
         pytest.skip("bundled sample collection not present")
-    report = run_demo(tmp_path / "demo")
+    out = tmp_path / "demo"
+    report = run_demo(out, steps=12)
     rows = report.render("table").splitlines()
+    assert [r.split()[0] for r in rows[2:5]] == ["BM25", "BM25", "BM25"] and "tiny Mamba" in rows[3]
+    assert "tiny BERT" in rows[4] and "train tokens/s" in rows[0]
     bm25 = rows[2].split()
-    assert bm25[0] == "BM25" and int(bm25[1]) >= 10 and 0.3 < float(bm25[3].rstrip("^v")) <= 1.0
-    assert {"bm25.trec", "report.json", "report.md"} <= {p.name for p in (tmp_path / "demo").iterdir()}
-    assert not (tmp_path / "demo" / "reranked.trec").exists()  # no model: the BM25 row alone
+    assert int(bm25[1]) == 20 and 0.3 < float(bm25[3].rstrip("^v")) <= 1.0
+    for kind in ("mamba", "bert"):
+        assert (out / f"tiny-{kind}" / "run" / "model" / "reranker_config.json").is_file()
+        assert read_run(out / f"reranked-{kind}.trec").keys() == set(sorted(read_run(out / "bm25.trec"))[1::2])
+        assert report.rows[1 + (kind == "bert")].extra["train tokens/s"] > 0
+    # the two backbones are of about equal size outside their (shared-vocabulary) embeddings
+    sizes = [row.extra["params"] for row in report.rows[1:]]
+    assert 0.8 < sizes[0] / sizes[1] < 1.25
 
 
 def test_demo_on_an_incomplete_folder(tmp_path):

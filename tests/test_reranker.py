@@ -2,17 +2,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "models"))
-from tiny_checkpoints import save_tiny_bert  # noqa: E402
-
-from rerankers import CrossEncoder, RankedResult, Reranker  # noqa: E402
-from rerankers.errors import EmptyInputError, MissingDocumentsError, UnknownQueryError  # noqa: E402
+from rerankers import CrossEncoder, RankedResult, Reranker
+from rerankers.errors import EmptyInputError, MissingDocumentsError, UnknownQueryError
 
 QUERY = "what is a cat"
 DOCS = ["a cat is an animal that purrs", "dogs bark loudly at night", "the sun is hot", "fish swim in the river",
@@ -20,9 +16,9 @@ DOCS = ["a cat is an animal that purrs", "dogs bark loudly at night", "the sun i
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory) -> Path:
+def saved(tmp_path_factory, tiny_checkpoints) -> Path:
     root = tmp_path_factory.mktemp("reranker")
-    ce = CrossEncoder.from_pretrained(save_tiny_bert(root / "hf", "bert"))
+    ce = CrossEncoder.from_pretrained(tiny_checkpoints.save_tiny_bert(root / "hf", "bert"))
     ce.save_pretrained(root / "model")
     return root / "model"
 

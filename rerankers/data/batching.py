@@ -6,7 +6,7 @@ scores are put back in input order with :func:`restore_order`.
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -16,7 +16,7 @@ from rerankers.data.templates import EncodedPairs
 
 
 def token_budget_batches(lengths: Sequence[int], max_tokens: int, sort: bool = True,
-                         padded: bool = False, max_pairs: Optional[int] = None) -> list[list[int]]:
+                         padded: bool = False, max_pairs: int | None = None) -> list[list[int]]:
     """Split N sequences into batches of indices whose tokens fit ``max_tokens``.
 
     lengths:    (N,) sequence lengths
@@ -56,7 +56,7 @@ def pack_encoded(enc: EncodedPairs, indices: Sequence[int]) -> PackedBatch:
 
 
 def iter_packed_batches(enc: EncodedPairs, max_tokens: int, sort: bool = True, padded: bool = False,
-                        max_pairs: Optional[int] = None) -> Iterator[tuple[list[int], PackedBatch]]:
+                        max_pairs: int | None = None) -> Iterator[tuple[list[int], PackedBatch]]:
     """Yield (indices, PackedBatch) over all pairs of ``enc``, batched by the token budget."""
     for idx in token_budget_batches(enc.lengths, max_tokens, sort=sort, padded=padded, max_pairs=max_pairs):
         yield idx, pack_encoded(enc, idx)

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
-from rerankers.errors import DatasetLoadError, UnknownDatasetError
 from rerankers.data.texts import Texts, read_corpus, read_queries
 from rerankers.data.trec import Qrels, read_qrels
+from rerankers.errors import DatasetLoadError, UnknownDatasetError
 
 logger = logging.getLogger(__name__)
 

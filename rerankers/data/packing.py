@@ -8,7 +8,7 @@ padded view where a kernel needs padding (CPU references), and tests assert padd
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Optional, Sequence
+from typing import Sequence
 
 import torch
 from torch import Tensor
@@ -31,7 +31,7 @@ class PackedBatch:
     cu_seqlens: Tensor
     max_seqlen: int
     position_ids: Tensor
-    token_type_ids: Optional[Tensor] = None
+    token_type_ids: Tensor | None = None
 
     @property
     def num_sequences(self) -> int:
@@ -61,7 +61,7 @@ class PackedBatch:
         return replace(self, input_ids=self.input_ids.to(device), cu_seqlens=self.cu_seqlens.to(device),
                        position_ids=self.position_ids.to(device), token_type_ids=tt)
 
-    def to_padded(self, pad_id: int = 0) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    def to_padded(self, pad_id: int = 0) -> tuple[Tensor, Tensor, Tensor | None]:
         """Right-padded view: input_ids (S, L), attention_mask (S, L), token_type_ids (S, L) or None."""
         S, L = self.num_sequences, self.max_seqlen
         dev = self.input_ids.device
@@ -77,7 +77,7 @@ class PackedBatch:
 
 
 def pack_token_ids(sequences: Sequence[Sequence[int]],
-                   token_types: Optional[Sequence[Sequence[int]]] = None) -> PackedBatch:
+                   token_types: Sequence[Sequence[int]] | None = None) -> PackedBatch:
     """Pack S lists of token ids (each non-empty) into a PackedBatch."""
     if len(sequences) == 0:
         raise ValueError("pack_token_ids: no sequences to pack")

@@ -10,14 +10,15 @@ Templates (by ``name``):
 - ``bert``:    ``[CLS] q [SEP] d [SEP]`` with token types 0 for ``[CLS] q [SEP]``, 1 for ``d [SEP]``
                (``pair_separators=2`` gives RoBERTa's ``<s> q </s></s> d </s>``, all types 0).
 - ``mamba``:   RankMamba ``Document: {doc}\\n\\nQuery: {query}<eos>``: document first, query last, EOS
-               last (a causal model pools the last token, which has then read both).
+               last (a causal model pools the last token, which has then read both); [SEP] ends the
+               sequence where the tokenizer has no EOS (a BERT vocabulary shared with a BERT model).
 - ``t5``:      monoT5 ``Query: {q} Document: {d} Relevant:</s>`` (the decoder then emits true/false).
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Sequence
 
 from rerankers.errors import EmptyInputError, TemplateError
 
@@ -76,7 +77,7 @@ class EncodedPairs:
     """
 
     input_ids: list[list[int]]
-    token_type_ids: Optional[list[list[int]]]
+    token_type_ids: list[list[int]] | None
     truncated: list[int] = field(default_factory=list)
 
     @property
@@ -84,7 +85,7 @@ class EncodedPairs:
         return [len(s) for s in self.input_ids]
 
 
-def _special(tokenizer, attr: str, fallback_attr: Optional[str] = None) -> int:
+def _special(tokenizer, attr: str, fallback_attr: str | None = None) -> int:
     tid = getattr(tokenizer, attr, None)
     if tid is None and fallback_attr is not None:
         tid = getattr(tokenizer, fallback_attr, None)
@@ -101,7 +102,7 @@ def _tokenize(tokenizer, texts: Sequence[str]) -> list[list[int]]:
 
 
 def check_not_empty(queries: Sequence[str], docs: Sequence[str],
-                    ids: Optional[Sequence[Any]] = None) -> None:
+                    ids: Sequence[Any] | None = None) -> None:
     """Raise EmptyInputError naming the first empty query or document (by id where given, else index)."""
     if len(queries) != len(docs):
         raise TemplateError(f"{len(queries)} queries but {len(docs)} documents: pairs must align")
@@ -114,7 +115,7 @@ def check_not_empty(queries: Sequence[str], docs: Sequence[str],
 
 
 def encode_pairs(tokenizer, queries: Sequence[str], docs: Sequence[str], config: TemplateConfig,
-                 ids: Optional[Sequence[Any]] = None, warn: bool = True) -> EncodedPairs:
+                 ids: Sequence[Any] | None = None, warn: bool = True) -> EncodedPairs:
     """Encode N (query, doc) pairs with ``config``'s template; see the module doc for truncation.
 
     ``ids`` (optional, N) name the pairs in errors (e.g. doc ids). With ``warn``, one warning
@@ -162,7 +163,7 @@ def _encode_bert(tokenizer, queries, docs, config: TemplateConfig) -> EncodedPai
 
 
 def _encode_mamba(tokenizer, queries, docs, config: TemplateConfig) -> EncodedPairs:
-    eos_id = _special(tokenizer, "eos_token_id")
+    eos_id = _special(tokenizer, "eos_token_id", "sep_token_id")  # a BERT vocabulary ends with [SEP]
     prefix = _tokenize(tokenizer, ["Document:"])[0]
     middle = _tokenize(tokenizer, ["\n\nQuery:"])[0]
     fixed = len(prefix) + len(middle) + 1

@@ -22,9 +22,9 @@ import os
 from pathlib import Path
 from typing import Any, Collection, Dict, Iterator
 
-from rerankers.errors import DataFormatError
 from rerankers.data.lines import check_readable, iter_lines
 from rerankers.data.trec import Run
+from rerankers.errors import DataFormatError
 
 Texts = Dict[str, str]
 

@@ -20,8 +20,8 @@ import math
 import os
 from typing import Dict, Mapping
 
-from rerankers.errors import DataFormatError
 from rerankers.data.lines import iter_lines
+from rerankers.errors import DataFormatError
 from rerankers.utils.io import atomic_write
 
 Run = Dict[str, Dict[str, float]]

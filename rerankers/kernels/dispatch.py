@@ -11,8 +11,6 @@ Torch only: the Triton modules are imported where the Triton backend is used.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from torch import Tensor
 
 from rerankers.errors import KernelBackendError
@@ -24,7 +22,7 @@ from .varlen import check_cu_seqlens
 BACKENDS = ("auto", "triton", "reference", "mamba_ssm")
 
 
-def _resolve(backend: Optional[str], device_is_cuda: bool) -> str:
+def _resolve(backend: str | None, device_is_cuda: bool) -> str:
     b = "auto" if backend is None else backend
     if b not in BACKENDS:
         raise KernelBackendError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -33,8 +31,8 @@ def _resolve(backend: Optional[str], device_is_cuda: bool) -> str:
     return b
 
 
-def _check_scan_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                       z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor) -> None:
+def _check_scan_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                       z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor) -> None:
     if u.dim() != 2:
         raise ValueError(f"u must be (T, D), got shape {tuple(u.shape)}")
     T, Dm = u.shape
@@ -48,8 +46,8 @@ def _check_scan_shapes(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     check_cu_seqlens(cu_seqlens, T, check_values=False)
 
 
-def _check_conv_shapes(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
-                       activation: Optional[str]) -> Tensor:
+def _check_conv_shapes(x: Tensor, weight: Tensor, bias: Tensor | None, cu_seqlens: Tensor,
+                       activation: str | None) -> Tensor:
     """Returns the weight as (D, W)."""
     if x.dim() != 2:
         raise ValueError(f"x must be (T, D), got shape {tuple(x.shape)}")
@@ -64,9 +62,9 @@ def _check_conv_shapes(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seq
     return weight
 
 
-def selective_scan_varlen(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                          z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
-                          delta_softplus: bool = True, backend: Optional[str] = None) -> Tensor:
+def selective_scan_varlen(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                          z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor,
+                          delta_softplus: bool = True, backend: str | None = None) -> Tensor:
     """Varlen Mamba-1 selective scan over packed sequences (each starts from a zero state).
 
     u, delta, z: (T, D); B, C: (T, N); A: (D, N); D, delta_bias: (D,); cu_seqlens: (S+1,) int32.
@@ -85,8 +83,8 @@ def selective_scan_varlen(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
     return selective_scan_mamba_ssm(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus)
 
 
-def causal_conv1d_varlen(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
-                         activation: Optional[str] = "silu", backend: Optional[str] = None) -> Tensor:
+def causal_conv1d_varlen(x: Tensor, weight: Tensor, bias: Tensor | None, cu_seqlens: Tensor,
+                         activation: str | None = "silu", backend: str | None = None) -> Tensor:
     """Varlen depthwise causal conv1d (+ SiLU) over packed sequences; no tap crosses a boundary.
 
     x: (T, D); weight: (D, W) with W in 2..4 (1 is accepted too; nn.Conv1d's (D, 1, W) as well);

@@ -5,8 +5,6 @@ unpadded (padding sits after each sequence's end, so results equal the packed se
 """
 from __future__ import annotations
 
-from typing import Optional
-
 from torch import Tensor
 
 from .varlen import max_seqlen, position_ids_from_cu_seqlens, sequence_ids
@@ -27,7 +25,7 @@ class _Padding:
         self.seq_id, self.pos = sequence_ids(cu_seqlens, T), position_ids_from_cu_seqlens(cu_seqlens, T)
         self.S, self.L = cu_seqlens.numel() - 1, max_seqlen(cu_seqlens)
 
-    def pad(self, x: Optional[Tensor]) -> Optional[Tensor]:
+    def pad(self, x: Tensor | None) -> Tensor | None:
         """(T, F) -> (S, F, L) contiguous, zeros after each sequence's end (None stays None)."""
         if x is None:
             return None
@@ -39,8 +37,8 @@ class _Padding:
         return y.transpose(1, 2)[self.seq_id, self.pos]
 
 
-def selective_scan_mamba_ssm(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                             z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
+def selective_scan_mamba_ssm(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                             z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor,
                              delta_softplus: bool = True) -> Tensor:
     mod = _require("mamba_ssm.ops.selective_scan_interface")
     p = _Padding(cu_seqlens, u.shape[0])
@@ -49,8 +47,8 @@ def selective_scan_mamba_ssm(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: 
     return p.unpad(y)
 
 
-def causal_conv1d_mamba_ssm(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
-                            activation: Optional[str] = "silu") -> Tensor:
+def causal_conv1d_mamba_ssm(x: Tensor, weight: Tensor, bias: Tensor | None, cu_seqlens: Tensor,
+                            activation: str | None = "silu") -> Tensor:
     mod = _require("causal_conv1d")
     p = _Padding(cu_seqlens, x.shape[0])
     return p.unpad(mod.causal_conv1d_fn(p.pad(x), weight, bias, activation=activation))

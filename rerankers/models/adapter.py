@@ -23,6 +23,39 @@ from rerankers.models.registry import BACKBONES, BackboneSpec
 _METADATA_KEYS = ("architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype", "auto_map")
 
 
+def make_template(fields: dict[str, Any]) -> TemplateConfig:
+    """TemplateConfig(**fields); ModelConfigError naming the fields where they do not make one."""
+    try:
+        return TemplateConfig(**fields)
+    except (TemplateError, TypeError) as e:  # TypeError: an unknown field
+        raise ModelConfigError(f"template {fields}: {e}") from None
+
+
+def special_token_ids(tokenizer) -> dict[str, int]:
+    """The tokenizer's pad / bos / eos ids under config.json's key names (those it has)."""
+    ids = {key: getattr(tokenizer, key, None) for key in ("pad_token_id", "bos_token_id", "eos_token_id")}
+    return {key: int(value) for key, value in ids.items() if value is not None}
+
+
+def architecture(config: dict[str, Any], tokenizer) -> dict[str, Any]:
+    """``config`` without its metadata keys, with the tokenizer's vocabulary size and special token ids."""
+    arch = {k: v for k, v in config.items() if k not in _METADATA_KEYS}
+    arch["vocab_size"] = len(tokenizer)
+    arch.update(special_token_ids(tokenizer))
+    return arch
+
+
+def transformers_config(arch: dict[str, Any]):
+    """A transformers config of ``arch``'s ``model_type`` (e.g. BertConfig) with the other keys."""
+    from transformers import AutoConfig
+    fields = dict(arch)
+    model_type = fields.pop("model_type", None)
+    try:
+        return AutoConfig.for_model(model_type, **fields)
+    except (ValueError, TypeError) as e:
+        raise ModelConfigError(f"model_type {model_type!r}: {e}") from None
+
+
 class BackboneAdapter(abc.ABC):
     """The building and scoring rules of one backbone kind (``kind``: its registry key)."""
 
@@ -74,38 +107,3 @@ class BackboneAdapter(abc.ABC):
     def score(self, output: Tensor) -> Tensor:
         """A headless kind: the backbone's output for S sequences -> scores (S,)."""
         raise TypeError(f"a {self.kind} backbone is scored by its head")
-
-
-def make_template(fields: dict[str, Any]) -> TemplateConfig:
-    """TemplateConfig(**fields); ModelConfigError naming the fields where they do not make one."""
-    try:
-        return TemplateConfig(**fields)
-    except (TemplateError, TypeError) as e:  # TypeError: an unknown field
-        raise ModelConfigError(f"template {fields}: {e}") from None
-
-
-def architecture(config: dict[str, Any], tokenizer, **overrides: Any) -> dict[str, Any]:
-    """``config`` without its metadata keys, with the tokenizer's vocabulary size and special token ids,
-    then ``overrides``."""
-    arch = {k: v for k, v in config.items() if k not in _METADATA_KEYS}
-    arch["vocab_size"] = len(tokenizer)
-    arch.update(special_token_ids(tokenizer))
-    arch.update(overrides)
-    return arch
-
-
-def special_token_ids(tokenizer) -> dict[str, int]:
-    """The tokenizer's pad / bos / eos ids under config.json's key names (those it has)."""
-    ids = {key: getattr(tokenizer, key, None) for key in ("pad_token_id", "bos_token_id", "eos_token_id")}
-    return {key: int(value) for key, value in ids.items() if value is not None}
-
-
-def transformers_config(arch: dict[str, Any]):
-    """A transformers config of ``arch``'s ``model_type`` (e.g. BertConfig) with the other keys."""
-    from transformers import AutoConfig
-    fields = dict(arch)
-    model_type = fields.pop("model_type", None)
-    try:
-        return AutoConfig.for_model(model_type, **fields)
-    except (ValueError, TypeError) as e:
-        raise ModelConfigError(f"model_type {model_type!r}: {e}") from None

@@ -35,7 +35,7 @@ from rerankers.errors import CheckpointMismatchError, ModelConfigError, ModelLoa
 from rerankers.models.checkpoint_files import compare_keys, read_tensor_file
 from rerankers.models.heads import ScoreHead
 from rerankers.models.presets import Preset, resolve, tokenizer_folder
-from rerankers.models.registry import BackboneSpec, backbone_spec, detect_kind, read_config_json
+from rerankers.models.registry import BackboneSpec, backbone_spec, detect_backbone_kind, read_config_json
 from rerankers.utils.io import atomic_folder
 
 logger = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class CrossEncoder(nn.Module):
         name = str(name_or_path)
         folder, preset = resolve(name_or_path, weights=pretrained)
         config = preset.config_dict() if preset is not None else read_config_json(folder)
-        kind = preset.kind if preset is not None else detect_kind(config, str(folder / "config.json"))
+        kind = preset.kind if preset is not None else detect_backbone_kind(config, str(folder / "config.json"))
         adapter = backbone_spec(kind).adapter()
         tok = _load_tokenizer(folder, preset, tokenizer)
         overrides = {**(preset.template if preset is not None else {}), **(template or {})}

@@ -33,9 +33,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from rerankers.data.packing import PackedBatch
-from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens
-from rerankers.kernels import causal_conv1d_varlen, selective_scan_varlen
 from rerankers.errors import ModelConfigError
+from rerankers.kernels import causal_conv1d_varlen, selective_scan_varlen
+from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens
 from rerankers.models.adapter import BackboneAdapter, special_token_ids
 from rerankers.models.checkpoint_files import read_state_dict
 from rerankers.models.mamba_config import HF_FORMAT, MAMBA_SSM_FORMAT, MambaConfig, read_config_file

@@ -26,6 +26,12 @@ if TYPE_CHECKING:
     from rerankers.models.adapter import BackboneAdapter
 
 
+@functools.lru_cache(maxsize=None)
+def _adapter(path: str) -> BackboneAdapter:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)()
+
+
 @dataclass(frozen=True)
 class BackboneSpec:
     """One backbone kind.
@@ -93,7 +99,7 @@ def read_config_json(folder: Path) -> dict[str, Any]:
     return cfg
 
 
-def detect_kind(config: dict[str, Any], where: str = "config.json") -> str:
+def detect_backbone_kind(config: dict[str, Any], where: str = "config.json") -> str:
     """The kind of a config.json's contents: by ``model_type``, else by a kind's ``config_keys``."""
     model_type = config.get("model_type")
     for spec in BACKBONES.values():
@@ -104,9 +110,3 @@ def detect_kind(config: dict[str, Any], where: str = "config.json") -> str:
             return spec.kind
     kinds = ", ".join(f"{s.kind} ({'/'.join(s.model_types)})" for s in BACKBONES.values())
     raise ModelConfigError(f"{where}: model_type {model_type!r} is not a supported backbone; known: {kinds}")
-
-
-@functools.lru_cache(maxsize=None)
-def _adapter(path: str) -> BackboneAdapter:
-    module, _, name = path.partition(":")
-    return getattr(importlib.import_module(module), name)()

@@ -8,7 +8,6 @@ tokenizes: texts stay texts until the batch is built with the model's template.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 
 @dataclass(frozen=True)
@@ -25,7 +24,7 @@ class Candidate:
     docid: str
     text: str
     label: float = 0.0
-    teacher: Optional[float] = None
+    teacher: float | None = None
 
 
 @dataclass

@@ -22,8 +22,15 @@ from rerankers.train import checkpoint as ckpt
 from rerankers.train.batches import micro_batches
 from rerankers.train.config import TrainConfig, check_config, load_saved_config, merge_resume, save_config
 from rerankers.train.dev_eval import DevSet, evaluate_dev, load_dev_set
-from rerankers.train.distributed import (ProcessInfo, barrier, broadcast_object, init_processes, shutdown,
-                                         sum_gradients, sum_scalars)
+from rerankers.train.distributed import (
+    ProcessInfo,
+    barrier,
+    broadcast_object,
+    init_processes,
+    shutdown,
+    sum_gradients,
+    sum_scalars,
+)
 from rerankers.train.optim import build_optimizer, build_scheduler
 from rerankers.train.progress import JsonlLog, StepTimer, device_name, peak_memory_gib, training_flops_per_token
 from rerankers.train.sampler import GroupSampler, usable_queries
@@ -339,8 +346,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             _save_model(state, out / "model")
         report = _report(state, timer, history, final_dev, len(queries), start)
         if info.is_main:
-            from rerankers.utils.io import atomic_write
             import json
+
+            from rerankers.utils.io import atomic_write
             with atomic_write(out / "train_report.json") as f:
                 json.dump(report, f, indent=2)
         barrier(info)

@@ -74,9 +74,18 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
-from rerankers.data.datasets import (dataset_entities, is_file_argument, iter_dataset_docpairs, load_dataset_docs,
-                                     load_dataset_qrels, load_dataset_queries, resolve_dataset_id, resolve_docs,
-                                     resolve_qrels, resolve_queries)
+from rerankers.data.datasets import (
+    dataset_entities,
+    is_file_argument,
+    iter_dataset_docpairs,
+    load_dataset_docs,
+    load_dataset_qrels,
+    load_dataset_queries,
+    resolve_dataset_id,
+    resolve_docs,
+    resolve_qrels,
+    resolve_queries,
+)
 from rerankers.data.lines import check_readable, iter_lines
 from rerankers.data.texts import Texts, _iter_jsonl, read_candidates
 from rerankers.data.trec import Qrels, Run, ranked, read_run

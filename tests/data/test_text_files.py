@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from rerankers.errors import DataFormatError
 from rerankers.data.texts import read_candidates, read_corpus, read_queries
+from rerankers.errors import DataFormatError
 
 
 def test_queries_tsv_and_jsonl(tmp_path):

@@ -3,8 +3,8 @@ import gzip
 
 import pytest
 
-from rerankers.errors import DataFormatError
 from rerankers.data.trec import ranked, read_qrels, read_run, truncate_run, write_qrels, write_run
+from rerankers.errors import DataFormatError
 
 
 def test_write_run_sorts_breaks_ties_and_round_trips(tmp_path):

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_checkpoints import BUILDERS, save_tiny_t5
 
 from rerankers.data.batching import pack_encoded
 from rerankers.models.cross_encoder import CrossEncoder
-
-from tiny_checkpoints import BUILDERS, save_tiny_t5
 
 QUERY = "what is a cat"
 DOCS = ["a cat is an animal that purrs", "dogs bark loudly at night", "the sun is hot", "fish swim in the river",

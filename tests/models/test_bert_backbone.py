@@ -5,15 +5,13 @@ import json
 
 import pytest
 import torch
+from tiny_checkpoints import save_tiny_bert
 
 from rerankers.data.batching import pack_encoded
+from rerankers.errors import CheckpointMismatchError, UnknownBackboneError
 from rerankers.models.bert import BertBackbone
 from rerankers.models.cross_encoder import CrossEncoder
-from rerankers.errors import CheckpointMismatchError
-from rerankers.errors import UnknownBackboneError
 from rerankers.models.varlen_attention import per_sequence_attention, varlen_attention
-
-from tiny_checkpoints import save_tiny_bert
 
 QUERIES = ["what is a cat", "how many people live in berlin", "dogs"]
 DOCS = ["a cat is an animal that purrs loudly at night", "berlin is the capital city of germany", "dogs bark"]
@@ -101,6 +99,7 @@ def test_checkpoint_config_mismatch_names_keys(tmp_path):
 @pytest.mark.parametrize("kind", ["bert", "t5"])
 def test_missing_or_unreadable_weights_are_loading_errors(kind, tmp_path):
     from tiny_checkpoints import BUILDERS
+
     from rerankers.errors import CheckpointNotFoundError, ModelLoadingError
     folder = BUILDERS[kind](tmp_path / kind)
     weights = folder / "model.safetensors"

@@ -5,13 +5,12 @@ import json
 
 import pytest
 import torch
+from tiny_checkpoints import BUILDERS, save_tiny_bert
 
 from rerankers.data.batching import pack_encoded
 from rerankers.data.templates import TemplateConfig
-from rerankers.models.cross_encoder import CrossEncoder
 from rerankers.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError
-
-from tiny_checkpoints import BUILDERS, save_tiny_bert
+from rerankers.models.cross_encoder import CrossEncoder
 
 QUERIES = ["what is a cat", "dogs"]
 DOCS = ["a cat is an animal that purrs", "dogs bark loudly at night"]
@@ -68,8 +67,8 @@ def test_bad_config_files(tmp_path):
 
 
 def test_multi_label_classifier_is_refused(tmp_path):
-    from transformers import BertForSequenceClassification
     from tiny_checkpoints import bert_config, word_tokenizer
+    from transformers import BertForSequenceClassification
     tok = word_tokenizer("bert")
     BertForSequenceClassification(bert_config("bert", len(tok), num_labels=3)).save_pretrained(str(tmp_path / "m"))
     tok.save_pretrained(str(tmp_path / "m"))
@@ -118,10 +117,10 @@ def test_t5_config_without_token_ids_and_bad_template_overrides(tmp_path):
 
 
 def test_template_errors_are_rerankers_errors():
-    from rerankers.data.templates import encode_pairs
-    from rerankers.errors import TemplateError
-    from rerankers.errors import RerankersError
     from tiny_checkpoints import word_tokenizer
+
+    from rerankers.data.templates import encode_pairs
+    from rerankers.errors import RerankersError, TemplateError
     assert issubclass(TemplateError, RerankersError)
     with pytest.raises(TemplateError, match="1 queries but 2 documents"):
         encode_pairs(word_tokenizer("bert"), ["a"], ["b", "c"], TemplateConfig("bert"))

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
-from rerankers.models.checkpoint_files import WEIGHT_PATTERNS, fetch_from_hub
 from rerankers.errors import CheckpointNotFoundError
+from rerankers.models.checkpoint_files import WEIGHT_PATTERNS, fetch_from_hub
 from rerankers.models.presets import resolve
 
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -61,8 +61,9 @@ def test_missing_repository_or_weights_name_the_repository(hub_cache):
 
 
 def test_random_weights_from_a_hub_id_need_only_its_config_and_tokenizer(hub_cache, tmp_path):
-    from rerankers.models.cross_encoder import CrossEncoder
     from tiny_checkpoints import save_tiny_bert
+
+    from rerankers.models.cross_encoder import CrossEncoder
     folder = save_tiny_bert(tmp_path / "bert", "bert", classification=False)
     hub_cache("org/tiny-bert", {f.name: f.read_bytes() for f in folder.iterdir() if f.name != "model.safetensors"})
     ce = CrossEncoder.from_backbone("org/tiny-bert", init="random")

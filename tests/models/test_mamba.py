@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from rerankers.data.packing import pack_token_ids
-from rerankers.errors import (CheckpointMismatchError, CheckpointNotFoundError, ModelConfigError,
-                                     ModelLoadingError)
+from rerankers.errors import CheckpointMismatchError, CheckpointNotFoundError, ModelConfigError, ModelLoadingError
 from rerankers.models.mamba import MambaBackbone, MambaConfig
 from rerankers.models.presets import PRESETS
 

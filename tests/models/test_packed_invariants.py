@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_checkpoints import BUILDERS
 
 from rerankers.data.batching import pack_encoded
 from rerankers.data.packing import pack_token_ids
 from rerankers.models.cross_encoder import CrossEncoder
-
-from tiny_checkpoints import BUILDERS
 
 QUERIES = ["what is a cat", "how many people live in berlin", "dogs", "water boils at how many degrees celsius"]
 DOCS = ["a cat is an animal that purrs loudly at night", "berlin is the capital city of germany",

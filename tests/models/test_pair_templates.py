@@ -5,12 +5,11 @@ import logging
 
 import pytest
 import torch
+from tiny_checkpoints import word_tokenizer
 
 from rerankers.data.batching import iter_packed_batches, restore_order, token_budget_batches
 from rerankers.data.templates import TemplateConfig, encode_pairs
 from rerankers.errors import EmptyInputError
-
-from tiny_checkpoints import word_tokenizer
 
 Q = "what is a cat"
 D = "a cat is an animal that purrs"

@@ -8,13 +8,12 @@ import logging
 
 import pytest
 import torch
+from tiny_checkpoints import BUILDERS, word_tokenizer
 
 from rerankers.data.batching import pack_encoded
 from rerankers.errors import CheckpointNotFoundError, ModelConfigError, UsageError
 from rerankers.models.cross_encoder import CrossEncoder
 from rerankers.models.presets import PRESETS
-
-from tiny_checkpoints import BUILDERS, word_tokenizer
 
 QUERIES = ["what is a cat", "dogs"]
 DOCS = ["a cat is an animal that purrs", "dogs bark loudly at night"]

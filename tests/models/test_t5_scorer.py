@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_checkpoints import save_tiny_t5
 
 from rerankers.data.batching import pack_encoded
-from rerankers.models.cross_encoder import CrossEncoder
 from rerankers.errors import CheckpointMismatchError
-
-from tiny_checkpoints import save_tiny_t5
+from rerankers.models.cross_encoder import CrossEncoder
 
 QUERIES = ["what is a cat", "how many people live in berlin", "dogs"]
 DOCS = ["a cat is an animal that purrs loudly at night", "berlin is the capital city of germany", "dogs bark"]

@@ -1,6 +1,7 @@
 """Tiny random checkpoints and word-level tokenizers for model tests (built locally, never downloaded).
 
-Imported by tests/models/* and by the top-level reranker tests (they put this folder on sys.path).
+Imported by tests/models/* (pytest puts their folder on sys.path) and, elsewhere, through the
+``tiny_checkpoints`` fixture of tests/conftest.py.
 """
 from __future__ import annotations
 

@@ -74,7 +74,8 @@ def test_loss_falls_and_the_outputs_are_complete(kind, tiny_bert_dir, tiny_mamba
     for folder in (out / "model", out / "best"):
         model = CrossEncoder.from_pretrained(folder)
         assert model.head_trained
-        scores = Reranker(model, device="cpu").score("what is the capital of turkey", ["ankara is the capital", "a cat"])
+        scores = Reranker(model, device="cpu").score("what is the capital of turkey",
+                                                     ["ankara is the capital", "a cat"])
         assert len(scores) == 2
     assert (out / "train_config.json").is_file() and not list(out.glob(".*partial"))
 

@@ -9,7 +9,6 @@ Imports triton: import it only where the Triton backend runs.
 from __future__ import annotations
 
 from dataclasses import astuple, dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -56,7 +55,7 @@ def _walk_grid(T: int, block_t: int, warps: int, row_blocks: int) -> tuple[int, 
     return R, cdiv(T, block_t * R), 32 * warps
 
 
-def launch_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor, silu: bool,
+def launch_forward(x: Tensor, weight: Tensor, bias: Tensor | None, cu_seqlens: Tensor, silu: bool,
                    cfg: ConvConfig) -> Tensor:
     """Returns y (T, D) in x's dtype."""
     x = row_major(x)
@@ -73,7 +72,7 @@ def launch_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens
     return y
 
 
-def launch_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor, silu: bool,
+def launch_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, cu_seqlens: Tensor, silu: bool,
                     cfg: ConvConfig) -> tuple[Tensor, Tensor, Tensor]:
     """Returns dx (x's dtype), dweight, dbias (empty where bias is None); dW/dbias are summed in fp32
     per row block by the kernel and over row blocks here (a fixed order: deterministic)."""
@@ -100,7 +99,7 @@ def launch_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor
 
 
 # ---- the custom ops (the config as its six ints, in field order) and their autograd formula
-def _fwd_impl(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor, silu: bool, block_t: int,
+def _fwd_impl(x: Tensor, weight: Tensor, bias: Tensor | None, cu_seqlens: Tensor, silu: bool, block_t: int,
               warps: int, row_blocks: int, block_t_bwd: int, warps_bwd: int, row_blocks_bwd: int) -> Tensor:
     cfg = ConvConfig(block_t, warps, row_blocks, block_t_bwd, warps_bwd, row_blocks_bwd)
     return launch_forward(x, weight, bias, cu_seqlens, silu, cfg)
@@ -110,7 +109,7 @@ def _fwd_fake(x, weight, bias, cu_seqlens, silu, *config):
     return torch.empty_like(x)
 
 
-def _bwd_impl(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor, silu: bool,
+def _bwd_impl(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, cu_seqlens: Tensor, silu: bool,
               block_t: int, warps: int, row_blocks: int, block_t_bwd: int, warps_bwd: int, row_blocks_bwd: int
               ) -> tuple[Tensor, Tensor, Tensor]:
     cfg = ConvConfig(block_t, warps, row_blocks, block_t_bwd, warps_bwd, row_blocks_bwd)
@@ -138,8 +137,8 @@ def _backward(ctx, bwd, dy):
 _op = kernel_op("causal_conv1d", _fwd_impl, _fwd_fake, _bwd_impl, _bwd_fake, _setup_context, _backward)
 
 
-def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
-                         activation: Optional[str] = "silu", config: Optional[ConvConfig] = None,
+def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Tensor | None, cu_seqlens: Tensor,
+                         activation: str | None = "silu", config: ConvConfig | None = None,
                          direct: bool = True) -> Tensor:
     """Triton varlen causal conv1d (see :func:`rerankers.kernels.causal_conv1d_varlen`).
 

@@ -7,8 +7,6 @@ dtype of ``x``. Differentiable through autograd.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -17,14 +15,14 @@ from ..precision import reference_dtype
 from ..varlen import check_cu_seqlens, position_ids_from_cu_seqlens
 
 
-def check_activation(activation: Optional[str]) -> None:
+def check_activation(activation: str | None) -> None:
     """The conv's activations: "silu" (alias "swish") or None."""
     if activation not in (None, "silu", "swish"):
         raise ValueError(f"activation must be 'silu' or None, got {activation!r}")
 
 
-def causal_conv1d_ref_varlen(x: Tensor, weight: Tensor, bias: Optional[Tensor], cu_seqlens: Tensor,
-                             activation: Optional[str] = "silu") -> Tensor:
+def causal_conv1d_ref_varlen(x: Tensor, weight: Tensor, bias: Tensor | None, cu_seqlens: Tensor,
+                             activation: str | None = "silu") -> Tensor:
     """Reference varlen depthwise causal conv1d.
 
     x: (T, Dm); weight: (Dm, W), 1 <= W <= 4; bias: (Dm,) or None; activation "silu" or None.

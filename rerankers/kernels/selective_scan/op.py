@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -68,7 +67,7 @@ def _unflat(*ints: int) -> ScanConfig:
     return ScanConfig(**dict(zip(_FLAT, ints)))
 
 
-def _record(stats: Optional[dict], name: str, compiled) -> None:
+def _record(stats: dict | None, name: str, compiled) -> None:
     """Registers / spills of a launched kernel into ``stats`` (where the caller asked for them)."""
     if stats is None:
         return
@@ -106,9 +105,9 @@ def _chain(vec: Tensor, dts: Tensor, flag: Tensor, A_t: Tensor, reverse: bool) -
     return out
 
 
-def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                   z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor, delta_softplus: bool,
-                   cfg: ScanConfig, stats: Optional[dict] = None) -> tuple[Tensor, Tensor]:
+def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                   z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor, delta_softplus: bool,
+                   cfg: ScanConfig, stats: dict | None = None) -> tuple[Tensor, Tensor]:
     """Returns y (T, D) and the state before every chunk of block_t tokens, (cdiv(T, block_t), N, D)
     fp32. ``stats``: a dict to record the kernels' registers / spills into (benchmarks)."""
     u, delta, B, C, z = (row_major(t) for t in (u, delta, B, C, z))
@@ -143,9 +142,9 @@ def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     return y, states
 
 
-def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                    z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor, states: Tensor,
-                    delta_softplus: bool, cfg: ScanConfig, stats: Optional[dict] = None
+def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                    z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor, states: Tensor,
+                    delta_softplus: bool, cfg: ScanConfig, stats: dict | None = None
                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns du, ddelta, dA, dB, dC, dD, dz, ddelta_bias (empty tensors for absent inputs), with
     the backward's window_bwd / warps_bwd / bwd_history of ``cfg``; ``stats`` as in the forward."""
@@ -196,8 +195,8 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
 
 
 # ---- the custom ops (the config as the six ints of _FLAT) and their autograd formula
-def _fwd_impl(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-              z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
+def _fwd_impl(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+              z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor,
               delta_softplus: bool, window: int, block_t: int, warps: int, window_bwd: int,
               warps_bwd: int, bwd_history: int) -> tuple[Tensor, Tensor]:
     cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history)
@@ -211,7 +210,7 @@ def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, w
 
 
 def _bwd_impl(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-              D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+              D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None,
               cu_seqlens: Tensor, states: Tensor, delta_softplus: bool, window: int, block_t: int,
               warps: int, window_bwd: int, warps_bwd: int, bwd_history: int
               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
@@ -248,9 +247,9 @@ def _backward(ctx, bwd, dy, _ds):
 _op = kernel_op("selective_scan", _fwd_impl, _fwd_fake, _bwd_impl, _bwd_fake, _setup_context, _backward)
 
 
-def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor],
-                          z: Optional[Tensor], delta_bias: Optional[Tensor], cu_seqlens: Tensor,
-                          delta_softplus: bool = True, config: Optional[ScanConfig] = None,
+def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                          z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor,
+                          delta_softplus: bool = True, config: ScanConfig | None = None,
                           direct: bool = True) -> Tensor:
     """Triton varlen selective scan (see :func:`rerankers.kernels.selective_scan_varlen`).
 

@@ -13,8 +13,6 @@ Semantics, for one sequence (as mamba_ssm's ``selective_scan_ref``)::
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -24,7 +22,7 @@ from ..varlen import check_cu_seqlens, max_seqlen, position_ids_from_cu_seqlens,
 
 
 def selective_scan_ref_varlen(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                              D: Optional[Tensor], z: Optional[Tensor], delta_bias: Optional[Tensor],
+                              D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None,
                               cu_seqlens: Tensor, delta_softplus: bool = True) -> Tensor:
     """Reference varlen selective scan.
 

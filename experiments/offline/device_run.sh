@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The offline recipe on the lent GPU (one call of the device tool), every variant in one run:
+#   - the zero-shot bi-encoder anchor (sentence-transformers, mean pooling, cosine) on DL19 BM25 top-100;
+#   - MiniLM-L6 fine-tuned as a cross-encoder with `rerank train` (the configs of this folder);
+#   - from-scratch mamba-130m and bert-base shapes with one tokenizer (training throughput side by side).
+# What it needs beside the working tree (carried, ignored by git): .whl/ (ranx and its wheels, which the
+# GPU image lacks), .gpu/minilm-fp16/ (the MiniLM weights in fp16: the fp32 file exceeds what one call
+# carries; widened back to fp32 here), .gpu/data/ (the ../shared/data files the configs read, gzipped).
+# Results: $OUT/results.jsonl (one line per variant) and $OUT/<variant>.log.
+set -uo pipefail
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+  || exit 1
+export PYTHONPATH=/tmp/site:$PWD
+OUT=${OUT:-/tmp/out}
+D=.gpu/data
+python3 - <<'EOF'
+import shutil
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+src, dst = Path(".gpu/minilm-fp16"), Path("/tmp/minilm")
+shutil.copytree(src, dst, dirs_exist_ok=True)
+state = load_file(src / "model.safetensors")
+save_file({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, dst / "model.safetensors",
+          metadata={"format": "pt"})
+EOF
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+
+# zero-shot bi-encoder anchor, same run
+python3 - <<'EOF' >> "$OUT/results.jsonl"
+import json, time, torch
+from sentence_transformers import SentenceTransformer
+from rerankers.data.texts import read_candidates
+from rerankers.data.trec import read_qrels
+from rerankers.eval.metrics import evaluate
+queries, run, docs = read_candidates(".gpu/data/BM25/retrieve_results_dl19.json.gz")
+qrels = read_qrels(".gpu/data/qrels/qrels.dl19-passage.txt")
+m = SentenceTransformer("/tmp/minilm", device="cuda")
+t = time.perf_counter()
+out = {}
+for q, cands in run.items():
+    ids = list(cands)
+    e = m.encode([queries[q]] + [docs[d] for d in ids], convert_to_tensor=True, normalize_embeddings=True)
+    out[q] = {d: float(s) for d, s in zip(ids, (e[1:] @ e[0]).tolist())}
+torch.cuda.synchronize()
+res = evaluate(out, qrels, ["nDCG@10", "MRR@10"])
+bm25 = evaluate(run, qrels, ["nDCG@10", "MRR@10"])
+print(json.dumps({"variant": "zero-shot bi-encoder (all-MiniLM-L6-v2, mean pooling, cosine)", "dev": res.means,
+                  "seconds": time.perf_counter() - t}))
+print(json.dumps({"variant": "BM25 (first stage)", "dev": bm25.means}))
+EOF
+
+TRAIN="--train $D/BM25/retrieve_results_dl20.json.gz $D/BM25/retrieve_results_dl21.json.gz
+       --train-qrels $D/qrels/qrels.dl20-passage.txt $D/qrels/qrels.dl21-passage.txt"
+POOLS="--train $D/BM25/retrieve_results_dl20.json.gz $D/BM25_RM3/retrieve_results_dl20.json.gz
+       $D/D_BERT_KD_TASB/retrieve_results_dl20.json.gz $D/OPEN_AI_ADA2/retrieve_results_dl20.json.gz
+       $D/SPLADE_P_P_ENSEMBLE_DISTIL/retrieve_results_dl20.json.gz $D/REP_LLAMA/retrieve_results_dl20.json.gz
+       $D/BM25/retrieve_results_dl21.json.gz $D/BM25_RM3/retrieve_results_dl21.json.gz
+       $D/SPLADE_P_P_ENSEMBLE_DISTIL/retrieve_results_dl21.json.gz
+       --train-qrels $D/qrels/qrels.dl20-passage.txt $D/qrels/qrels.dl20-passage.txt $D/qrels/qrels.dl20-passage.txt
+       $D/qrels/qrels.dl20-passage.txt $D/qrels/qrels.dl20-passage.txt $D/qrels/qrels.dl20-passage.txt
+       $D/qrels/qrels.dl21-passage.txt $D/qrels/qrels.dl21-passage.txt $D/qrels/qrels.dl21-passage.txt"
+DEV="--eval-candidates $D/BM25/retrieve_results_dl19.json.gz --eval-qrels $D/qrels/qrels.dl19-passage.txt"
+
+variant() {  # name, config, extra flags...
+  local name=$1 config=$2; shift 2
+  echo "=== $name"
+  timeout 400 python3 -m rerankers.cli train --config "experiments/offline/$config.yaml" --out "/tmp/runs/$name" \
+    "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  python3 - "$name" "$rc" "$*" <<'EOF' >> "$OUT/results.jsonl"
+import json, os, sys
+from pathlib import Path
+name, rc, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rep = Path(f"/tmp/runs/{name}/train_report.json")
+line = {"variant": name, "rc": rc, "flags": " ".join(flags.split())}
+if rep.is_file():
+    r = json.loads(rep.read_text())
+    line.update(dev=r["quality"]["final_dev"], curve=[(h["step"], h["dev"]) for h in r["quality"]["dev_history"]],
+                throughput=r["throughput"], final_loss=r["final_loss"], params=r["model"]["parameters"],
+                queries=r["data"]["training_queries"], steps=r["data"]["steps"])
+else:
+    line["error"] = Path(os.environ.get("OUT", "/tmp/out"), f"{name}.log").read_text()[-1500:]
+print(json.dumps(line))
+EOF
+  tail -3 "$OUT/$name.log"
+}
+
+variant minilm-lce-n8-lr2e-5 minilm-lce $TRAIN $DEV --backbone /tmp/minilm
+variant minilm-lce-n16-lr5e-5 minilm-lce $TRAIN $DEV --backbone /tmp/minilm --group-size 16 --lr 5e-5
+variant minilm-pools-lce-n8-lr3e-5 minilm-all-pools-lce $POOLS $DEV --backbone /tmp/minilm
+variant minilm-pools-lambdaloss-n16 minilm-all-pools-lce $POOLS $DEV --backbone /tmp/minilm --loss lambdaloss \
+  --group-size 16
+variant minilm-pools-lce-n8-lr1e-5-1ep minilm-all-pools-lce $POOLS $DEV --backbone /tmp/minilm --lr 1e-5 --epochs 1 \
+  --eval-every 7
+variant scratch-mamba-130m scratch-mamba-130m $TRAIN $DEV --tokenizer /tmp/minilm
+variant scratch-bert-base scratch-bert-base $TRAIN $DEV --tokenizer /tmp/minilm
+echo done
