@@ -58,6 +58,10 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     rr.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     rr.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"), help="model dtype")
     rr.add_argument("--batch-tokens", type=int, default=None, help="token budget of one packed batch")
+    rr.add_argument("--fuse", choices=("rrf", "wsum"), default=None,
+                    help="also report the reranked run fused with its first stage (reciprocal rank fusion, or a "
+                         "weighted sum of min-max normalised scores)")
+    rr.add_argument("--fuse-weight", type=float, default=0.5, help="wsum: the reranked run's weight (default 0.5)")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -68,7 +72,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                            rel_level=args.rel_level, missing_as_zero=args.missing_as_zero, test=args.test,
                            max_p=args.max_p, model=args.model, candidates=args.candidates, corpus=args.corpus,
                            queries=args.queries, depth=args.depth, output=args.output, device=args.device,
-                           dtype=args.dtype, batch_tokens=args.batch_tokens, save_report=args.save_report)
+                           dtype=args.dtype, batch_tokens=args.batch_tokens, save_report=args.save_report,
+                           fuse=args.fuse, fuse_weight=args.fuse_weight)
     sys.stdout.write(report.render(args.format))
     return 0
 
@@ -167,6 +172,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     model.add_argument("--lora", type=int, default=S, metavar="R", help="train LoRA adapters of rank R (+ the head)")
     model.add_argument("--lora-alpha", type=float, default=S, help="LoRA alpha (default: 2 R)")
     model.add_argument("--lora-dropout", type=float, default=S, help="LoRA dropout (default 0)")
+    model.add_argument("--pooling", default=S, choices=("cls", "last", "mean"),
+                       help="pool the head's input other than the backbone's default ([CLS] for BERT, last for Mamba)")
     model.add_argument("--gradient-checkpointing", action="store_true", default=S, help="recompute activations")
     opt = p.add_argument_group("objective and optimisation")
     opt.add_argument("--loss", default=S, help="lce (default), bce, margin-mse, ranknet, listnet, lambdaloss")
@@ -177,6 +184,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     opt.add_argument("--micro-batch-tokens", type=int, default=S, help="token budget of one packed micro-batch "
                      "(groups kept whole; default 16384)")
     opt.add_argument("--lr", type=float, default=S, help="peak learning rate (default 2e-5)")
+    opt.add_argument("--head-lr", type=float, default=S, help="learning rate of the scoring head (default: --lr); "
+                     "a fresh head on a pretrained encoder learns little in few steps at an encoder's rate")
     opt.add_argument("--weight-decay", type=float, default=S, help="AdamW weight decay (default 0.01; none on "
                      "A_log, D, norms, biases)")
     opt.add_argument("--warmup-steps", type=int, default=S, help="linear warmup steps (default 1000)")

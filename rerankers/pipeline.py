@@ -83,6 +83,16 @@ def _row(name: str, source: str, run: Run, qrels: Qrels, metrics: Sequence[str],
     return ReportRow(name=name, source=source, extra=dict(extra or {}), result=result)
 
 
+def _check_outputs(output: str | os.PathLike | None, report_dir: str | os.PathLike | None) -> None:
+    """Raise, naming the path as given, if an output file or report folder cannot be written (nothing created)."""
+    from rerankers.utils.io import check_writable, check_writable_dir
+
+    if output:
+        check_writable(output)
+    if report_dir:
+        check_writable_dir(report_dir)
+
+
 # ----------------------------------------------------------------------------------------- eval
 def run_names(paths: Sequence[str | os.PathLike]) -> list[str]:
     """Short distinct names for run files: the file stem, with parent folders where stems repeat."""
@@ -114,7 +124,8 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
                   model: str | os.PathLike | None = None, candidates: str | os.PathLike | None = None,
                   corpus: str | os.PathLike | None = None, queries: str | None = None, depth: int = 100,
                   output: str | os.PathLike | None = None, device: str | None = None, dtype: str | None = None,
-                  batch_tokens: int | None = None, save_report: str | os.PathLike | None = None) -> Report:
+                  batch_tokens: int | None = None, save_report: str | os.PathLike | None = None,
+                  fuse: str | None = None, fuse_weight: float = 0.5) -> Report:
     """Evaluate TREC ``runs`` (the first is the baseline of the significance tests); with ``model``,
     rerank the first-stage run first and report the reranked run second.
 
@@ -130,6 +141,8 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
         depth, device, dtype, batch_tokens: the reranking, see :func:`rerank_with_model`.
         output: write the reranked run here (TREC format).
         save_report: also write the report files (:meth:`Report.save`) into this folder.
+        fuse: with ``model``, also a row of the reranked run fused with its first stage: ``rrf`` or
+            ``wsum`` (:func:`rerankers.eval.fusion.fuse_runs`; ``fuse_weight`` on the reranked run).
 
     Returns:
         The report, one row per run: the first run, the reranked one (with throughput columns), the others.
@@ -137,6 +150,14 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
     runs = [str(p) for p in runs]
     _check_eval_arguments(runs, qrels=qrels, dataset=dataset, model=model, candidates=candidates, corpus=corpus,
                           max_p=max_p)
+    _check_outputs(output, save_report)  # before any model is loaded or document scored
+    if fuse and not model:
+        raise UsageError("--fuse combines a reranked run with its first stage: it needs --model")
+    if fuse:
+        from rerankers.eval.fusion import FUSIONS
+        if fuse not in FUSIONS or not 0.0 <= fuse_weight <= 1.0:
+            raise UsageError(f"--fuse {fuse} --fuse-weight {fuse_weight}: one of {', '.join(FUSIONS)}, "
+                             "with a weight in [0, 1]")
     judgments, qrels_name = resolve_qrels(qrels or dataset)
 
     entries: list[tuple[str, str, Run, dict]] = [(name, path, read_run(path), {})  # (name, source, run, extra)
@@ -155,6 +176,11 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
             logger.info("wrote the reranked run to %s", output)
         name = f"{base_name} >> {_model_name(model)}@{depth}"
         entries.insert(1, (name, str(output or model), reranked, dict(throughput or {})))
+        if fuse:
+            from rerankers.eval.fusion import fuse_runs
+            fused = fuse_runs(run, reranked, fuse, weight=fuse_weight)
+            how = "rrf" if fuse == "rrf" else f"wsum {fuse_weight:g}"
+            entries.insert(2, (f"{base_name} + {_model_name(model)} ({how})", f"fused: {how}", fused, {}))
     elif candidates and not runs:
         entries.append((Path(candidates).stem, str(candidates), read_candidates(candidates)[1], {}))
 
@@ -177,6 +203,7 @@ def retrieve_bm25(corpus: str | os.PathLike, queries: str, output: str | os.Path
     tag = tag or f"bm25-{backend}"
     if tag.split() != [tag]:  # checked before retrieval, which may take long
         raise UsageError(f"--tag {tag!r}: a run tag must be one word without whitespace")
+    _check_outputs(output, None)
     docs = read_corpus(corpus)
     query_texts, _ = resolve_queries(queries)
     run = bm25_retrieve(docs, query_texts, k=k, config=BM25Config(k1=k1, b=b, backend=backend))

@@ -10,7 +10,7 @@ import pytest
 
 import rerankers.pipeline as pipeline
 from rerankers.data.texts import read_candidates
-from rerankers.data.trec import ranked, read_run
+from rerankers.data.trec import ranked, read_qrels, read_run
 from rerankers.errors import ModelLoadingError, RerankersError, UsageError
 from rerankers.pipeline import evaluate_runs, retrieve_bm25, run_demo, run_names, sample_data_dir
 
@@ -113,6 +113,16 @@ def test_rerank_eval_with_model_on_dl19_candidates(shared_data, tiny_cross_encod
     rows = [line for line in printed.splitlines() if "retrieve_results_dl19" in line]
     assert len(rows) == 2 and "tiny-bert@10" in rows[1]  # first stage, then reranked
     assert "pairs/s" in printed and "tokens/s" in printed
+    # --fuse rrf adds the fused row after the reranked one
+    from rerankers.eval.fusion import fuse_runs
+    fused = evaluate_runs(model=tiny_cross_encoder, candidates=cands, qrels=str(qrels), depth=10, device="cpu",
+                          batch_tokens=4096, fuse="rrf")
+    assert [r.name.split(" ")[-1] for r in fused.rows] == ["retrieve_results_dl19", "tiny-bert@10", "(rrf)"]
+    direct = fuse_runs(first_stage, run, "rrf")
+    assert fused.rows[2].result.means["nDCG@10"] == pytest.approx(
+        pipeline.evaluate(direct, read_qrels(qrels), ["nDCG@10"]).means["nDCG@10"])
+    with pytest.raises(UsageError, match="--fuse combines"):
+        evaluate_runs([str(out)], qrels=str(qrels), fuse="rrf")
 
 
 def test_rerank_with_an_unknown_model_names_the_flag():
@@ -157,3 +167,24 @@ def test_demo_on_an_incomplete_folder(tmp_path):
     (tmp_path / "queries.tsv").write_text("q1\tquery\n")
     with pytest.raises(RerankersError, match="missing collection.tsv, qrels.txt"):
         run_demo(tmp_path / "out", data_dir=tmp_path)
+
+
+def test_unwritable_outputs_fail_before_any_work(tmp_path, monkeypatch):
+    """An output that cannot be written is named before retrieval or reranking starts (issue 10, defect 2)."""
+    from rerankers import pipeline
+    from rerankers.errors import UnwritableOutputError
+
+    def no_work(*a, **k):
+        raise AssertionError("the work started before the output was checked")
+
+    monkeypatch.setattr(pipeline, "bm25_retrieve", no_work)
+    monkeypatch.setattr(pipeline, "load_rerank_inputs", no_work)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    data = sample_data_dir()
+    with pytest.raises(UnwritableOutputError, match=f"cannot write {blocker}/run.trec"):
+        retrieve_bm25(data / "collection.tsv", str(data / "queries.tsv"), blocker / "run.trec")
+    qrels = data / "qrels.txt"
+    with pytest.raises(UnwritableOutputError, match=f"cannot write {blocker}/report"):
+        evaluate_runs([], qrels=str(qrels), model="some-model", candidates=str(tmp_path / "c.json"),
+                      save_report=blocker / "report")

@@ -6,6 +6,7 @@
 # What it needs beside the working tree (carried, ignored by git): .whl/ (ranx and its wheels, which the
 # GPU image lacks), .gpu/minilm-fp16/ (the MiniLM weights in fp16: the fp32 file exceeds what one call
 # carries; widened back to fp32 here), .gpu/data/ (the ../shared/data files the configs read, gzipped).
+# Usage: bash experiments/offline/device_run.sh first|second|third (the calls of 2026-12-01; BENCHMARKS.md).
 # Results: $OUT/results.jsonl (one line per variant) and $OUT/<variant>.log.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -86,13 +87,37 @@ EOF
   tail -3 "$OUT/$name.log"
 }
 
-variant minilm-lce-n8-lr2e-5 minilm-lce $TRAIN $DEV --backbone /tmp/minilm
-variant minilm-lce-n16-lr5e-5 minilm-lce $TRAIN $DEV --backbone /tmp/minilm --group-size 16 --lr 5e-5
-variant minilm-pools-lce-n8-lr3e-5 minilm-all-pools-lce $POOLS $DEV --backbone /tmp/minilm
-variant minilm-pools-lambdaloss-n16 minilm-all-pools-lce $POOLS $DEV --backbone /tmp/minilm --loss lambdaloss \
-  --group-size 16
-variant minilm-pools-lce-n8-lr1e-5-1ep minilm-all-pools-lce $POOLS $DEV --backbone /tmp/minilm --lr 1e-5 --epochs 1 \
-  --eval-every 7
-variant scratch-mamba-130m scratch-mamba-130m $TRAIN $DEV --tokenizer /tmp/minilm
-variant scratch-bert-base scratch-bert-base $TRAIN $DEV --tokenizer /tmp/minilm
+first() {  # the first call: the plain recipe, its variants, and the from-scratch pair
+  variant minilm-lce-n8-lr2e-5 minilm-lce $TRAIN $DEV --backbone /tmp/minilm
+  variant minilm-lce-n16-lr5e-5 minilm-lce $TRAIN $DEV --backbone /tmp/minilm --group-size 16 --lr 5e-5
+  variant minilm-pools-lce-n8-lr3e-5 minilm-all-pools-lce $POOLS $DEV --backbone /tmp/minilm
+  variant minilm-pools-lambdaloss-n16 minilm-all-pools-lce $POOLS $DEV --backbone /tmp/minilm --loss lambdaloss \
+    --group-size 16
+  variant minilm-pools-lce-n8-lr1e-5-1ep minilm-all-pools-lce $POOLS $DEV --backbone /tmp/minilm --lr 1e-5 \
+    --epochs 1 --eval-every 7
+  variant scratch-mamba-130m scratch-mamba-130m $TRAIN $DEV --tokenizer /tmp/minilm
+  variant scratch-bert-base scratch-bert-base $TRAIN $DEV --tokenizer /tmp/minilm
+}
+
+second() {  # the second call: a head learning rate of its own, and mean pooling (what the bi-encoder was trained with)
+  variant minilm-cls-headlr minilm-lce $TRAIN $DEV --backbone /tmp/minilm --lr 3e-5 --head-lr 1e-3
+  variant minilm-mean minilm-lce $TRAIN $DEV --backbone /tmp/minilm --pooling mean
+  variant minilm-mean-headlr minilm-lce $TRAIN $DEV --backbone /tmp/minilm --pooling mean --lr 3e-5 --head-lr 1e-3
+  variant minilm-mean-headlr-10ep minilm-lce $TRAIN $DEV --backbone /tmp/minilm --pooling mean --lr 3e-5 \
+    --head-lr 1e-3 --epochs 10 --eval-every 26
+  variant minilm-pools-mean-headlr-5ep minilm-all-pools-lce $POOLS $DEV --backbone /tmp/minilm --pooling mean \
+    --lr 3e-5 --head-lr 1e-3 --epochs 5 --eval-every 14
+  variant minilm-pools-mean-headlr-lambdaloss-5ep minilm-all-pools-lce $POOLS $DEV --backbone /tmp/minilm \
+    --pooling mean --lr 3e-5 --head-lr 1e-3 --epochs 5 --eval-every 14 --loss lambdaloss --group-size 16
+}
+
+third() {  # the third call: distillation from the zero-shot bi-encoder's scores on every training pool
+  python3 experiments/offline/teacher.py --model /tmp/minilm --out /tmp/teacher.trec $D/*/retrieve_results_dl2[01].json.gz
+  variant minilm-distil-margin-mse minilm-distil $POOLS $DEV --backbone /tmp/minilm --teacher /tmp/teacher.trec
+  variant minilm-distil-listnet minilm-listnet-distil $POOLS $DEV --backbone /tmp/minilm --teacher /tmp/teacher.trec
+  variant minilm-distil-margin-mse-10ep minilm-distil $POOLS $DEV --backbone /tmp/minilm --teacher /tmp/teacher.trec \
+    --epochs 10 --eval-every 28
+}
+
+${1:-first}
 echo done

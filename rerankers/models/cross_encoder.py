@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from rerankers.data.packing import PackedBatch
 from rerankers.data.templates import EncodedPairs, TemplateConfig, TemplateError, encode_pairs
 from rerankers.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError, UsageError
+from rerankers.kernels.varlen import sequence_ids
 from rerankers.models.checkpoint_files import compare_keys, read_tensor_file
 from rerankers.models.heads import ScoreHead
 from rerankers.models.presets import Preset, resolve, tokenizer_folder
@@ -40,6 +41,7 @@ from rerankers.utils.io import atomic_folder
 
 logger = logging.getLogger(__name__)
 
+POOLINGS = ("cls", "last", "mean")
 CONFIG_NAME = "reranker_config.json"
 HEAD_NAME = "head.safetensors"
 BACKBONE_DIR = "backbone"
@@ -63,7 +65,7 @@ class CrossEncoder(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, head: ScoreHead | None, tokenizer, template: TemplateConfig,
-                 backbone_type: str, base: str = "", head_trained: bool = False):
+                 backbone_type: str, base: str = "", head_trained: bool = False, pooling: str | None = None):
         super().__init__()
         spec = backbone_spec(backbone_type)
         if (head is None) == spec.has_head:
@@ -79,6 +81,17 @@ class CrossEncoder(nn.Module):
         self.backbone_type = backbone_type
         self.base = base
         self.head_trained = bool(head_trained)
+        self.pooling_override: str | None = None
+        if pooling is not None:
+            self.set_pooling(pooling)
+
+    def set_pooling(self, pooling: str | None) -> None:
+        """Pool the hidden states other than the kind's default: "cls" (first token), "last" or "mean"
+        (the mean over each sequence's tokens, e.g. for an encoder trained as a mean-pooled bi-encoder)."""
+        if pooling is not None and (not self.spec.has_head or pooling not in POOLINGS):
+            raise ModelConfigError(f"pooling {pooling!r}: one of {', '.join(POOLINGS)}, for a backbone with a "
+                                   f"head (this one: {self.backbone_type})")
+        self.pooling_override = None if pooling == self.spec.pooling else pooling
 
     # ---- scoring ------------------------------------------------------------------------------
     @property
@@ -88,7 +101,7 @@ class CrossEncoder(nn.Module):
 
     @property
     def pooling(self) -> str:
-        return self.spec.pooling
+        return self.pooling_override or self.spec.pooling
 
     @property
     def pads(self) -> bool:
@@ -100,6 +113,11 @@ class CrossEncoder(nn.Module):
         output = self.backbone(batch)  # (T, H); T5: (S, 2)
         if self.head is None:
             return self.spec.adapter().score(output)
+        if self.pooling == "mean":
+            seq = sequence_ids(batch.cu_seqlens.to(output.device), output.shape[0])
+            sums = output.new_zeros((batch.num_sequences, output.shape[1]), dtype=torch.float32)
+            sums.index_add_(0, seq, output.float())
+            return self._head(sums / batch.seqlens.to(output.device)[:, None])
         index = batch.first_token_index if self.pooling == "cls" else batch.last_token_index
         return self._head(output.index_select(0, index.to(output.device)))
 
@@ -109,6 +127,9 @@ class CrossEncoder(nn.Module):
         output = self.backbone.forward_padded(ids, mask, tt)  # (S, L, H); T5: (S, 2)
         if self.head is None:
             return self.spec.adapter().score(output)
+        if self.pooling == "mean":
+            m = mask.to(output.device)[..., None].float()
+            return self._head((output.float() * m).sum(1) / m.sum(1))
         rows = torch.arange(ids.shape[0], device=ids.device)
         cols = torch.zeros_like(rows) if self.pooling == "cls" else batch.seqlens.to(ids.device) - 1
         return self._head(output[rows, cols])
@@ -186,7 +207,7 @@ class CrossEncoder(nn.Module):
             head = ScoreHead(backbone.hidden_size, hcfg.get("activation", "none"), float(hcfg.get("dropout", 0.0)))
             _load_head_strict(head, path / HEAD_NAME)
         model = cls(backbone, head, tokenizer, tcfg, spec.kind, cfg.get("base", ""),
-                    head_trained=cfg.get("head_trained", True))
+                    head_trained=cfg.get("head_trained", True), pooling=(cfg.get("head") or {}).get("pooling"))
         return model._warn_if_untrained(str(path))
 
     def _warn_if_untrained(self, name: str) -> "CrossEncoder":
@@ -202,6 +223,8 @@ class CrossEncoder(nn.Module):
                                "template": self.template.to_dict(), "head_trained": self.head_trained}
         if self.head is not None:
             cfg["head"] = {"activation": self.head.activation, "dropout": float(self.head.dropout.p)}
+            if self.pooling_override is not None:
+                cfg["head"]["pooling"] = self.pooling_override
         cfg.update(self.spec.adapter().saved_fields(self.backbone))
         return cfg
 

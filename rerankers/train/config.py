@@ -52,6 +52,7 @@ class TrainConfig:
     lora_alpha: float | None = None
     lora_dropout: float = 0.0
     gradient_checkpointing: bool = False
+    pooling: str | None = None
     # objective and batches
     loss: str = "lce"
     loss_args: dict[str, Any] = field(default_factory=dict)
@@ -60,6 +61,7 @@ class TrainConfig:
     micro_batch_tokens: int = 16384
     # optimisation
     lr: float = 2e-5
+    head_lr: float | None = None
     weight_decay: float = 0.01
     warmup_steps: int = 1000
     schedule: str = "linear"
@@ -145,7 +147,7 @@ def resolve_config(config_file: str | os.PathLike | None = None, overrides: Mapp
     return cfg
 
 
-_FLOAT_FIELDS = ("lr", "weight_decay", "max_grad_norm", "epochs", "lora_alpha", "lora_dropout")
+_FLOAT_FIELDS = ("lr", "head_lr", "weight_decay", "max_grad_norm", "epochs", "lora_alpha", "lora_dropout")
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -209,6 +211,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise bad("dtype", f"one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     if not cfg.lr > 0:
         raise bad("lr", f"must be positive, got {cfg.lr}")
+    if cfg.head_lr is not None and not cfg.head_lr > 0:
+        raise bad("head_lr", f"must be positive, got {cfg.head_lr}")
+    if cfg.pooling is not None and cfg.pooling not in ("cls", "last", "mean"):
+        raise bad("pooling", f"one of cls, last, mean, got {cfg.pooling!r}")
     if cfg.weight_decay < 0:
         raise bad("weight_decay", f"must be >= 0, got {cfg.weight_decay}")
     if cfg.warmup_steps < 0:

@@ -96,8 +96,11 @@ def build_model(cfg: TrainConfig):
     from rerankers.models.cross_encoder import CrossEncoder
 
     torch.manual_seed(cfg.seed)
-    return CrossEncoder.from_backbone(cfg.backbone, template=_template_overrides(cfg) or None, init=cfg.init,
-                                      tokenizer=cfg.tokenizer, seed=cfg.seed)
+    model = CrossEncoder.from_backbone(cfg.backbone, template=_template_overrides(cfg) or None, init=cfg.init,
+                                       tokenizer=cfg.tokenizer, seed=cfg.seed)
+    if cfg.pooling is not None:
+        model.set_pooling(cfg.pooling)
+    return model
 
 
 def load_data(cfg: TrainConfig, needs_teacher: bool) -> list:
@@ -319,7 +322,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if cfg.gradient_checkpointing:
             _enable_gradient_checkpointing(model)
         model.to(device)
-        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device)
+        optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device, head_lr=cfg.head_lr)
         scheduler = build_scheduler(optimizer, total, cfg.warmup_steps, cfg.schedule)
         state = _RunState(cfg, info, device, _autocast_dtype(cfg, device), model, loss_fn, sampler, optimizer,
                           scheduler, total, dev, out, params=[p for p in model.parameters() if p.requires_grad])

@@ -30,20 +30,33 @@ def mark_no_weight_decay(model: nn.Module) -> int:
     return marked
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups of the trainable parameters: decayed, and marked ``_no_weight_decay`` (decay 0)."""
+def param_groups(model: nn.Module, weight_decay: float, lr: float | None = None, head_lr: float | None = None
+                 ) -> list[dict]:
+    """AdamW groups of the trainable parameters: decayed, and marked ``_no_weight_decay`` (decay 0); with
+    ``head_lr``, the parameters of ``model.head`` (a fresh scoring head) form groups of their own at that rate."""
     mark_no_weight_decay(model)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if getattr(p, "_no_weight_decay", False) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    head = getattr(model, "head", None) if head_lr is not None else None
+    in_head = {id(p) for p in head.parameters()} if head is not None else set()
+    groups = []
+    for part, rate in ((False, lr), (True, head_lr)):
+        decay, no_decay = [], []
+        for p in model.parameters():
+            if p.requires_grad and (id(p) in in_head) == part:
+                (no_decay if getattr(p, "_no_weight_decay", False) else decay).append(p)
+        extra = {"lr": rate} if rate is not None else {}
+        groups += [{"params": decay, "weight_decay": weight_decay, **extra},
+                   {"params": no_decay, "weight_decay": 0.0, **extra}]
+        if head is None:
+            break
+    return groups
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, device: torch.device,
+                    head_lr: float | None = None) -> torch.optim.AdamW:
     """AdamW (fused on CUDA, the deterministic for-loop implementation on the CPU)."""
     kwargs = {"fused": True} if device.type == "cuda" else {"foreach": False}
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.999), eps=1e-8, **kwargs)
+    return torch.optim.AdamW(param_groups(model, weight_decay, lr, head_lr), lr=lr, betas=(0.9, 0.999), eps=1e-8,
+                             **kwargs)
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:

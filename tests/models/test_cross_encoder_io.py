@@ -124,8 +124,11 @@ def test_template_errors_are_rerankers_errors():
     assert issubclass(TemplateError, RerankersError)
     with pytest.raises(TemplateError, match="1 queries but 2 documents"):
         encode_pairs(word_tokenizer("bert"), ["a"], ["b", "c"], TemplateConfig("bert"))
-    with pytest.raises(TemplateError, match="has no eos_token_id"):  # BERT's tokenizer has no EOS
-        encode_pairs(word_tokenizer("bert"), ["a"], ["b"], TemplateConfig("mamba"))
+    bert = word_tokenizer("bert")  # no EOS: the Mamba template ends with [SEP] (one vocabulary for both)
+    assert encode_pairs(bert, ["a"], ["b"], TemplateConfig("mamba")).input_ids[0][-1] == bert.sep_token_id
+    bert.sep_token = None
+    with pytest.raises(TemplateError, match="has no eos_token_id or sep_token_id"):
+        encode_pairs(bert, ["a"], ["b"], TemplateConfig("mamba"))
 
 
 @pytest.mark.parametrize("kind", ["bert", "mamba"])
@@ -144,3 +147,26 @@ def test_saved_files_follow_the_umask_and_leave_no_temporary(kind, tmp_path):
         assert files and {p.stat().st_mode & 0o777 for p in files} == {0o644}, folder
     assert (tmp_path / "runs" / "saved" / "backbone").stat().st_mode & 0o777 == 0o755
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["saved"]  # the temporary sibling is gone
+
+
+def test_mean_pooling_is_the_same_packed_and_padded_and_survives_a_save(tmp_path):
+    """--pooling mean: the mean over each pair's tokens (per sequence of the pack), kept by save/load."""
+    from rerankers.data.batching import pack_encoded
+
+    ce = CrossEncoder.from_pretrained(save_tiny_bert(tmp_path / "hf", "bert")).eval()
+    ce.set_pooling("mean")
+    enc = ce.encode(["what is a cat", "how many people live in berlin"], ["a cat is an animal", "berlin city"])
+    batch = pack_encoded(enc, [0, 1])
+    with torch.no_grad():
+        packed, padded = ce(batch), ce.forward_padded(batch)
+        hidden = ce.backbone(batch)
+        direct = ce._head(torch.stack([hidden[:len(enc.input_ids[0])].mean(0), hidden[len(enc.input_ids[0]):].mean(0)]))
+    torch.testing.assert_close(packed, padded, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(packed, direct, rtol=1e-5, atol=1e-6)
+    ce.save_pretrained(tmp_path / "saved")
+    again = CrossEncoder.from_pretrained(tmp_path / "saved").eval()
+    assert again.pooling == "mean"
+    with torch.no_grad():
+        torch.testing.assert_close(again(batch), packed)
+    with pytest.raises(ModelConfigError, match="pooling 'max'"):
+        ce.set_pooling("max")

@@ -63,3 +63,19 @@ def test_scheduler_drives_the_optimizer():
         sched.step()
     assert lrs[:4] == pytest.approx([2.5e-4, 5e-4, 7.5e-4, 1e-3])
     assert lrs[5] < lrs[4]
+
+
+def test_a_head_learning_rate_of_its_own():
+    class WithHead(_Toy):
+        def __init__(self):
+            super().__init__()
+            self.head = nn.Linear(4, 1)
+
+    m = WithHead()
+    opt = build_optimizer(m, 1e-5, 0.01, torch.device("cpu"), head_lr=1e-3)
+    rates = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert rates[id(m.head.weight)] == rates[id(m.head.bias)] == 1e-3
+    assert rates[id(m.proj.weight)] == rates[id(m.A_log)] == 1e-5
+    assert len(rates) == len(list(m.parameters()))
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decay[id(m.head.bias)] == 0.0 and decay[id(m.head.weight)] == 0.01
