@@ -6,7 +6,7 @@
 # What it needs beside the working tree (carried, ignored by git): .whl/ (ranx and its wheels, which the
 # GPU image lacks), .gpu/minilm-fp16/ (the MiniLM weights in fp16: the fp32 file exceeds what one call
 # carries; widened back to fp32 here), .gpu/data/ (the ../shared/data files the configs read, gzipped).
-# Usage: bash experiments/offline/device_run.sh first|second|third (the calls of 2026-12-01; BENCHMARKS.md).
+# Usage: bash experiments/offline/device_run.sh first|second|third|fourth (the calls of 2026-12-01; BENCHMARKS.md).
 # Results: $OUT/results.jsonl (one line per variant) and $OUT/<variant>.log.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -113,10 +113,21 @@ second() {  # the second call: a head learning rate of its own, and mean pooling
 
 third() {  # the third call: distillation from the zero-shot bi-encoder's scores on every training pool
   python3 experiments/offline/teacher.py --model /tmp/minilm --out /tmp/teacher.trec $D/*/retrieve_results_dl2[01].json.gz
-  variant minilm-distil-margin-mse minilm-distil $POOLS $DEV --backbone /tmp/minilm --teacher /tmp/teacher.trec
+  variant minilm-distil-margin-mse minilm-distil $POOLS $DEV --backbone /tmp/minilm --teacher /tmp/teacher.trec \
+    --epochs 5 --eval-every 14
   variant minilm-distil-listnet minilm-listnet-distil $POOLS $DEV --backbone /tmp/minilm --teacher /tmp/teacher.trec
   variant minilm-distil-margin-mse-10ep minilm-distil $POOLS $DEV --backbone /tmp/minilm --teacher /tmp/teacher.trec \
     --epochs 10 --eval-every 28
+}
+
+fourth() {  # the fourth call: longer distillation, ListNet over the teacher, LoRA
+  python3 experiments/offline/teacher.py --model /tmp/minilm --out /tmp/teacher.trec $D/*/retrieve_results_dl2[01].json.gz
+  variant minilm-distil-margin-mse-20ep minilm-distil $POOLS $DEV --backbone /tmp/minilm --teacher /tmp/teacher.trec \
+    --epochs 20 --eval-every 56
+  variant minilm-distil-listnet-10ep minilm-listnet-distil $POOLS $DEV --backbone /tmp/minilm \
+    --teacher /tmp/teacher.trec --epochs 10 --eval-every 28
+  variant minilm-distil-lora16-10ep minilm-distil $POOLS $DEV --backbone /tmp/minilm --teacher /tmp/teacher.trec \
+    --epochs 10 --eval-every 28 --lora 16 --lr 3e-4
 }
 
 ${1:-first}

@@ -100,6 +100,11 @@ def build_model(cfg: TrainConfig):
                                        tokenizer=cfg.tokenizer, seed=cfg.seed)
     if cfg.pooling is not None:
         model.set_pooling(cfg.pooling)
+    if cfg.lora is not None:
+        from rerankers.train.lora import apply_lora
+        trainable = apply_lora(model, cfg.lora, cfg.lora_alpha, cfg.lora_dropout)
+        logger.info("LoRA r=%d on %s: %d trainable parameters (adapters + head)", cfg.lora,
+                    ", ".join(model.lora["targets"]), trainable)
     return model
 
 
@@ -213,12 +218,33 @@ def _save_model(state: _RunState, folder: Path, extra: dict[str, Any] | None = N
     if tmp.exists():
         import shutil
         shutil.rmtree(tmp)
-    state.model.head_trained = True
-    state.model.save_pretrained(tmp)
+    _write_model(state.model, tmp)
     if extra:
         with atomic_write(tmp / "training.json") as f:
             json.dump(extra, f, indent=2)
     publish_folder(tmp, folder)
+
+
+def _write_model(model, folder: Path) -> None:
+    """``model`` as a CrossEncoder folder (head marked trained); a LoRA model merged, with its adapter state."""
+    from rerankers.train.lora import is_lora, merged_copy, save_lora_state
+
+    model.head_trained = True
+    if is_lora(model):
+        merged_copy(model).save_pretrained(folder)
+        save_lora_state(model, folder)
+    else:
+        model.save_pretrained(folder)
+
+
+class _Saver:
+    """What :func:`rerankers.train.checkpoint.write_checkpoint` calls ``save_pretrained`` on."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def save_pretrained(self, folder: Path) -> None:
+        _write_model(self.model, Path(folder))
 
 
 def _save_checkpoint(state: _RunState, step: int, log: JsonlLog | None) -> None:
@@ -232,8 +258,8 @@ def _save_checkpoint(state: _RunState, step: int, log: JsonlLog | None) -> None:
         trainer_state = {"best": state.best, "dev_history": state.dev_history,
                          "log_lines": log.lines if log else 0, "world_size": info.world_size}
         best = state.out / "best"
-        ckpt.write_checkpoint(tmp, state.out, step, state.model, state.optimizer, state.scheduler, trainer_state,
-                              keep=state.cfg.save_total_limit, protect=best if best.exists() else None)
+        ckpt.write_checkpoint(tmp, state.out, step, _Saver(state.model), state.optimizer, state.scheduler,
+                              trainer_state, keep=state.cfg.save_total_limit, protect=best if best.exists() else None)
     barrier(info)
 
 
@@ -314,7 +340,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         latest = ckpt.list_checkpoints(out)[-1:] if resume else []
         if resume and not latest:
             logger.warning("--resume %s: no complete checkpoint yet; starting the run from step 0", out)
-        if latest:
+        if latest and cfg.lora is not None:  # the same frozen base, wrapped the same way, then its adapters
+            from rerankers.train.lora import load_lora_state
+            model = build_model(cfg)
+            load_lora_state(model, latest[0][1])
+        elif latest:
             from rerankers.models.cross_encoder import CrossEncoder
             model = CrossEncoder.from_pretrained(latest[0][1])
         else:

@@ -189,3 +189,34 @@ def test_cli_dry_run_prints_the_plan_and_trains_nothing(tiny_bert_dir, sample_tr
     proc = _cli("--config", str(config), "--out", str(tmp_path / "plan"), "--dry-run")
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "unknown key(s) 'learning_rate'" in err and "run.yaml" in err
+
+
+@pytest.mark.parametrize("kind", ["bert", "mamba"])
+def test_lora_trains_adapters_and_head_and_reloads_with_the_same_scores(kind, tiny_bert_dir, tiny_mamba_dir,
+                                                                       sample_training, tmp_path):
+    pytest.importorskip("peft")
+    from rerankers.models.cross_encoder import CrossEncoder
+    from rerankers.reranker import Reranker
+    from rerankers.train.loop import build_model
+
+    model_dir = tiny_bert_dir if kind == "bert" else tiny_mamba_dir
+    settings = _settings(model_dir, sample_training, tmp_path / "lora", lora=4, max_steps=8, save_every=4)
+    cfg = resolve_config(None, settings)
+    frozen = build_model(resolve_config(None, {**settings, "lora": None}))
+    result = train(cfg)
+    trainable = result.report["model"]["trainable_parameters"]
+    assert 0 < trainable < 0.5 * result.report["model"]["parameters"]
+    out = tmp_path / "lora"
+    saved = CrossEncoder.from_pretrained(out / "model")  # a plain folder: the adapters merged in
+    assert saved.head_trained and (out / "model" / "lora_state.safetensors").is_file()
+    # the head was trained; the frozen base changed only through the merged low-rank update
+    head_before = dict(frozen.head.named_parameters())
+    assert any(not torch.equal(p, head_before[n]) for n, p in saved.head.named_parameters())
+    # the in-memory LoRA model of a resumed build scores exactly as the merged folder
+    live = build_model(cfg)
+    from rerankers.train.lora import load_lora_state
+    load_lora_state(live, out / "model")
+    docs = ["ankara is the capital of turkey", "the northern lights are caused by the sun", "a cat"]
+    a = Reranker(live, device="cpu").score("what is the capital of turkey", docs)
+    b = Reranker(saved, device="cpu").score("what is the capital of turkey", docs)
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-5)

@@ -1,0 +1,90 @@
+"""LoRA through peft: low-rank adapters on a backbone's projections, the scoring head trained in full.
+
+``--lora R`` wraps ``model.backbone`` with peft (``get_peft_model``: the backbone's own weights are
+frozen) on the target modules of its kind (:data:`LORA_TARGETS`); the head sits outside the backbone
+and stays trainable, so it is trained and saved with the adapters (a frozen, unsaved head is what
+sentence-transformers users report). Saved models (``checkpoint-N/``, ``best/``, ``model/``) are plain
+CrossEncoder folders with the adapters merged into the weights (:func:`merged_copy`), so ``rerank
+eval --model`` loads them without peft; each also holds ``lora_state.safetensors``, the trainable
+tensors (adapters + head), which ``--resume`` loads into a freshly wrapped backbone to continue exactly.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from rerankers.errors import TrainingConfigError
+
+LORA_TARGETS: dict[str, tuple[str, ...]] = {
+    "mamba": ("in_proj", "x_proj", "out_proj"),
+    "bert": ("query", "key", "value", "dense"),
+    "t5": ("q", "k", "v", "o", "wi", "wo"),
+}
+STATE_NAME = "lora_state.safetensors"
+
+
+def _peft():
+    try:
+        import peft
+    except ImportError:
+        raise ImportError("--lora needs peft: pip install 'rerankers[peft]'") from None
+    return peft
+
+
+def apply_lora(model, rank: int, alpha: float | None = None, dropout: float = 0.0) -> int:
+    """Wrap ``model.backbone`` with LoRA adapters of ``rank`` (alpha default 2 x rank); returns the number of
+    trainable parameters (adapters + head)."""
+    peft = _peft()
+    targets = LORA_TARGETS.get(model.backbone_type)
+    if targets is None:
+        raise TrainingConfigError(f"--lora: no LoRA target modules known for a {model.backbone_type} backbone")
+    config = peft.LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=dropout,
+                             target_modules=list(targets), bias="none")
+    model.backbone = peft.get_peft_model(model.backbone, config)
+    model.lora = {"rank": rank, "alpha": config.lora_alpha, "dropout": dropout, "targets": list(targets)}
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def is_lora(model) -> bool:
+    return getattr(model, "lora", None) is not None
+
+
+def merged_copy(model):
+    """A copy of ``model`` whose backbone has the adapters merged into its weights (a plain CrossEncoder)."""
+    twin = copy.deepcopy(model)
+    twin.backbone = twin.backbone.merge_and_unload()
+    twin.lora = None
+    return twin
+
+
+def save_lora_state(model, folder: Path) -> None:
+    """The trainable tensors (adapters + head), written atomically into ``folder``."""
+    from safetensors.torch import save_file
+
+    from rerankers.utils.io import atomic_path
+
+    state = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+    with atomic_path(folder / STATE_NAME) as tmp:
+        save_file(state, str(tmp))
+
+
+def load_lora_state(model, folder: Path) -> None:
+    """Load :func:`save_lora_state`'s tensors into a model wrapped the same way (every key must match)."""
+    from safetensors.torch import load_file
+
+    from rerankers.errors import ResumeMismatchError
+
+    file = folder / STATE_NAME
+    if not file.is_file():
+        raise ResumeMismatchError(f"{folder}: no {STATE_NAME}: the checkpoint was not written by a LoRA run")
+    state = load_file(str(file))
+    params = dict(model.named_parameters())
+    trainable = {n for n, p in params.items() if p.requires_grad}
+    if set(state) != trainable:
+        raise ResumeMismatchError(f"{file}: its {len(state)} tensors do not match this run's {len(trainable)} "
+                                  "trainable ones (another --lora rank or backbone?)")
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
