@@ -53,7 +53,8 @@ def rerank_with_model(model: str | os.PathLike, run: Run, queries: Mapping[str, 
     Returns:
         ``(reranked_run, throughput)``: model scores for each query's top ``depth``, the rest of
         the run kept below them in first-stage order (:meth:`Reranker.rerank_run`), and
-        ``{"pairs/s": ..., "tokens/s": ...}`` (real, unpadded tokens; model time, device-synchronised).
+        ``{"pairs/s": ..., "tokens/s": ...}`` (real, unpadded tokens; model time, device-synchronised),
+        with ``"head": "UNTRAINED"`` where the model's scoring head was never trained (a report column).
     """
     from rerankers.reranker import Reranker
 
@@ -67,7 +68,10 @@ def rerank_with_model(model: str | os.PathLike, run: Run, queries: Mapping[str, 
     st = reranker.last_stats
     logger.info("reranked %d pairs (%d tokens) in %.2fs: %.1f pairs/s, %.0f tokens/s (model only: %.1f pairs/s)",
                 st.pairs, st.tokens, st.seconds, st.pairs_per_s, st.tokens_per_s, st.model_pairs_per_s)
-    return reranked, {"pairs/s": round(st.model_pairs_per_s, 1), "tokens/s": round(st.model_tokens_per_s, 0)}
+    speed: dict[str, Any] = {"pairs/s": round(st.model_pairs_per_s, 1), "tokens/s": round(st.model_tokens_per_s, 0)}
+    if not reranker.model.head_trained:  # the report marks the row: its scores mean nothing yet
+        speed["head"] = "UNTRAINED"
+    return reranked, speed
 
 
 def _model_name(model: str | os.PathLike) -> str:
@@ -204,9 +208,10 @@ def retrieve_bm25(corpus: str | os.PathLike, queries: str, output: str | os.Path
     if tag.split() != [tag]:  # checked before retrieval, which may take long
         raise UsageError(f"--tag {tag!r}: a run tag must be one word without whitespace")
     _check_outputs(output, None)
+    config = BM25Config(k1=k1, b=b, backend=backend)  # bad k1/b fail before the corpus is read
     docs = read_corpus(corpus)
     query_texts, _ = resolve_queries(queries)
-    run = bm25_retrieve(docs, query_texts, k=k, config=BM25Config(k1=k1, b=b, backend=backend))
+    run = bm25_retrieve(docs, query_texts, k=k, config=config)
     write_run(run, output, tag=tag)
     logger.info("wrote %d queries x <= %d documents to %s", len(run), k, output)
     return run

@@ -40,6 +40,12 @@ class BM25Config:
     stemmer: str | None = "porter"
     stopwords: str | None = "en"
 
+    def __post_init__(self) -> None:
+        if not self.k1 >= 0:  # also NaN
+            raise RetrievalError(f"--k1 must be >= 0, got {self.k1}")
+        if not 0.0 <= self.b <= 1.0:
+            raise RetrievalError(f"--b must be in [0, 1], got {self.b}")
+
 
 def bm25_retrieve(corpus: Mapping[str, str], queries: Mapping[str, str], k: int = 1000,
                   config: BM25Config | None = None) -> Run:
@@ -100,13 +106,20 @@ def _bm25s(corpus: Mapping[str, str], queries: Mapping[str, str], k: int, config
                                     show_progress=False)
     query_tokens = tokenizer.tokenize([queries[q] for q in qids], update_vocab=False, return_as="ids",
                                       show_progress=False)
+    # bm25s gives a text without indexable terms (stopwords, punctuation) and an unknown query word the same
+    # placeholder token "": left in, it would match such documents to unrelated queries. Lucene matches a
+    # document only through a query term it contains: drop the placeholder from the queries.
+    placeholder = tokenizer.get_vocab_dict().get("")
+    query_tokens = [[t for t in toks if t != placeholder] for toks in query_tokens]
     retriever = bm25s.BM25(k1=config.k1, b=config.b, method="lucene")
     retriever.index(doc_tokens, show_progress=False)
     kk = min(k, len(docids))
-    indices, scores = retriever.retrieve(query_tokens, k=kk, show_progress=False, n_threads=1)
-    run: Run = {}
-    for i, qid in enumerate(qids):
-        run[qid] = {docids[int(j)]: float(s) for j, s in zip(indices[i], scores[i]) if s > 0}
+    run: Run = {qid: {} for qid in qids}
+    live = [i for i, toks in enumerate(query_tokens) if toks]
+    if live:
+        indices, scores = retriever.retrieve([query_tokens[i] for i in live], k=kk, show_progress=False, n_threads=1)
+        for row, i in enumerate(live):
+            run[qids[i]] = {docids[int(j)]: float(s) for j, s in zip(indices[row], scores[row]) if s > 0}
     return run
 
 

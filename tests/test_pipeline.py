@@ -188,3 +188,20 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(UnwritableOutputError, match=f"cannot write {blocker}/report"):
         evaluate_runs([], qrels=str(qrels), model="some-model", candidates=str(tmp_path / "c.json"),
                       save_report=blocker / "report")
+
+
+def test_a_model_with_an_untrained_head_is_marked_in_the_report(tiny_checkpoints, tmp_path, caplog):
+    """A backbone folder without a trained head reranks, but loudly: a WARNING and an UNTRAINED column (issue 10)."""
+    import logging
+
+    bare = tiny_checkpoints.save_tiny_bert(tmp_path / "bare", "bert", classification=False)
+    run = {"q1": {"d1": 2.0, "d2": 1.0}}
+    with caplog.at_level(logging.WARNING):
+        first, speed = pipeline.rerank_with_model(bare, run, {"q1": "what is a cat"},
+                                              {"d1": "a cat is an animal", "d2": "dogs bark"}, device="cpu")
+    assert speed["head"] == "UNTRAINED"
+    assert any("scoring head is not trained" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    # two builds agree: the fresh head is seeded
+    second, again = pipeline.rerank_with_model(bare, run, {"q1": "what is a cat"},
+                                               {"d1": "a cat is an animal", "d2": "dogs bark"}, device="cpu")
+    assert again["head"] == "UNTRAINED" and second == first
