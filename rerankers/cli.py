@@ -85,7 +85,7 @@ def _add_retrieve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", required=True, metavar="FILE", help="the TREC run to write")
     p.add_argument("--k", type=int, default=1000, help="documents per query (default: %(default)s)")
     p.add_argument("--backend", choices=("bm25s", "pyserini"), default="bm25s",
-                   help="bm25s (embedded, default) or pyserini (Lucene; pip install 'rerankers[pyserini]')")
+                   help="bm25s (embedded, default) or pyserini (Lucene; pip install -e '.[pyserini]')")
     p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default: %(default)s, Anserini's)")
     p.add_argument("--b", type=float, default=0.4, help="BM25 b (default: %(default)s, Anserini's)")
     p.add_argument("--tag", default=None, help="run tag (default: bm25)")

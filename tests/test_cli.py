@@ -180,7 +180,7 @@ def test_pyserini_backend_names_the_extra(files, capsys):
         pytest.skip("pyserini (an optional extra) is installed: the missing-extra message does not apply")
     msg = _error(capsys, ["retrieve", "--corpus", str(files / "collection.tsv"), "--queries",
                           str(files / "queries.tsv"), "--output", str(files / "o.trec"), "--backend", "pyserini"])
-    assert "pip install 'rerankers[pyserini]'" in msg
+    assert "pip install -e '.[pyserini]' in the rerankers project folder" in msg  # not PyPI's 'rerankers'
 
 
 def test_retrieve_bad_tag(files, capsys):
@@ -220,3 +220,14 @@ def test_unwritable_output(files, capsys):
     msg = _error(capsys, ["retrieve", "--corpus", str(files / "collection.tsv"), "--queries",
                           str(files / "queries.tsv"), "--output", str(blocker / "run.trec")])
     assert str(blocker) in msg
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--output", "x.trec"], "--output writes the reranked run: it needs --model"),
+    (["--model", "m", "--candidates", "c.json", "--batch-tokens", "0"], "--batch-tokens must be a positive number"),
+    (["--model", "m", "--candidates", "c.json", "--batch-tokens", "-5"], "--batch-tokens must be a positive number"),
+])
+def test_options_are_never_silently_ignored(files, capsys, extra, message):
+    """issue 10, defect 9: an option that cannot apply is a usage error, not a silent no-op."""
+    msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"), *extra])
+    assert message in msg

@@ -126,11 +126,15 @@ def write_run(run: Mapping[str, Mapping[str, float]], path: str | os.PathLike, t
 def read_qrels(path: str | os.PathLike) -> Qrels:
     """Read TREC qrels (``qid iteration docid grade``; whitespace-separated; graded integer grades).
 
+    Lines whose first non-blank character is ``#`` are comments (trec_eval's ``qrels.test.with-comments``).
+
     Raises DataFormatError (file and line) for a wrong number of columns, a non-integer grade, a
     judgment repeated with a different grade, or an empty file.
     """
     qrels: Qrels = {}
     for lineno, line in iter_lines(path):
+        if line.lstrip().startswith("#"):  # a comment line, as trec_eval reads qrels (a '#' inside a docno is text)
+            continue
         fields = line.split()
         if len(fields) != 4:
             raise DataFormatError(path, lineno, f"expected 4 columns 'qid iteration docid grade', "

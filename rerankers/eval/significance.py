@@ -54,7 +54,7 @@ def paired_p_value(control: np.ndarray, treatment: np.ndarray, test: str = "stud
             signs = rng.integers(0, 2, size=(m, len(diff)), dtype=np.int8) * 2 - 1
             hits += int(np.count_nonzero(np.abs((signs * diff).mean(axis=1)) >= observed - 1e-12))
             done += m
-        return hits / n_permutations
+        return (hits + 1) / (n_permutations + 1)  # the observed assignment counts: never p = 0
     raise EvaluationError(f"unknown significance test {test!r}; choose one of {', '.join(TESTS)}")
 
 

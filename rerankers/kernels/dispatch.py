@@ -5,7 +5,7 @@ backend:
     "triton"        the Triton kernels (also on CPU tensors under ``TRITON_INTERPRET=1``: tests).
     "reference"     the pure-PyTorch per-sequence reference.
     "mamba_ssm"     mamba-ssm / causal-conv1d CUDA kernels on a padded batch (comparison only);
-                    needs the ``mamba-ssm`` extra (``pip install rerankers[mamba-ssm]``).
+                    needs the ``mamba-ssm`` extra (``pip install -e '.[mamba-ssm]'`` in the project folder).
 
 Torch only: the Triton modules are imported where the Triton backend is used.
 """

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from rerankers.errors import install_hint
+
 from .varlen import max_seqlen, position_ids_from_cu_seqlens, sequence_ids
 
 
@@ -15,7 +17,7 @@ def _require(module: str):
         return __import__(module, fromlist=["_"])
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(f"backend='mamba_ssm' needs the optional `{module.split('.')[0]}` package: "
-                          "pip install 'rerankers[mamba-ssm]'") from e
+                          f"{install_hint('mamba-ssm')}") from e
 
 
 class _Padding:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from rerankers.errors import CheckpointNotFoundError, UnknownBackboneError
+from rerankers.errors import CheckpointNotFoundError, UnknownBackboneError, install_hint
 from rerankers.models.checkpoint_files import CONFIG_PATTERNS, MODEL_PATTERNS, TOKENIZER_PATTERNS, fetch_from_hub
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -50,7 +50,7 @@ def _package_dir(module: str, name: str) -> Path:
         package = importlib.import_module(module)
     except ImportError:
         raise ImportError(f"{name!r} needs the package {module.replace('_', '-')}: "
-                          "pip install 'rerankers[minilm]'") from None
+                          f"{install_hint('minilm')}") from None
     return Path(package.get_model_path())
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from rerankers.errors import TrainingConfigError
+from rerankers.errors import TrainingConfigError, install_hint
 
 LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "mamba": ("in_proj", "x_proj", "out_proj"),
@@ -29,7 +29,7 @@ def _peft():
     try:
         import peft
     except ImportError:
-        raise ImportError("--lora needs peft: pip install 'rerankers[peft]'") from None
+        raise ImportError(f"--lora needs peft: {install_hint('peft')}") from None
     return peft
 
 

@@ -121,3 +121,15 @@ def test_invalid_utf8_names_its_own_line(tmp_path):
     path.write_bytes(b"".join(lines))
     with pytest.raises(DataFormatError, match=r"bad\.trec, line 3001: not valid UTF-8"):
         read_run(path)
+
+
+def test_qrels_comment_lines_are_skipped_as_trec_eval_does(shared_data):
+    """trec_eval's own qrels.test.with-comments: '#' lines are comments, a '#' inside a docno is text."""
+    from rerankers.data.trec import read_qrels
+
+    path = shared_data / "trec_eval" / "test" / "qrels.test.with-comments"
+    lines = [line.split() for line in path.read_text().splitlines() if line.strip()]
+    judged = [f for f in lines if not f[0].startswith("#")]
+    qrels = read_qrels(path)
+    assert sum(map(len, qrels.values())) == len({(f[0], f[2]) for f in judged})
+    assert qrels["301"]["CR#93E-1860"] == 0

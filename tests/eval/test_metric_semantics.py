@@ -69,7 +69,8 @@ def test_significance():
     a = rng.random(40)
     b = a + 0.1 + 0.01 * rng.standard_normal(40)
     assert paired_p_value(a, b, "student") == pytest.approx(ttest_rel(a, b).pvalue)
-    assert paired_p_value(a, b, "fisher", n_permutations=2000) == 0.0
+    # no permutation reaches the observed difference: p = (0 + 1) / (2000 + 1), never 0 (issue 10, defect 13)
+    assert paired_p_value(a, b, "fisher", n_permutations=2000) == pytest.approx(1 / 2001)
     assert paired_p_value(a, a, "fisher") == 1.0 and paired_p_value(a, a, "student") == 1.0
     noise = a + 0.01 * rng.standard_normal(40)
     p1 = paired_p_value(a, noise, "fisher", n_permutations=2000, seed=1)

