@@ -91,7 +91,8 @@ class Reranker:
     """Scores and reranks documents for queries with a :class:`CrossEncoder`.
 
     Args:
-        model:         the cross-encoder (moved to ``device``, put in eval mode)
+        model:         the cross-encoder (moved to ``device``, put in eval mode), or a saved folder / preset
+                       name to load with :meth:`CrossEncoder.from_pretrained`
         device:        "cpu", "cuda", "cuda:1", ... (default: CUDA where available)
         dtype:         compute dtype: None -> bf16 autocast on the GPU, fp32 on the CPU;
                        bf16/fp16 -> autocast in that dtype; fp32 -> none
@@ -100,8 +101,13 @@ class Reranker:
         chunk_pairs:   pairs encoded at a time (bounds host memory on big runs)
     """
 
-    def __init__(self, model: CrossEncoder, device: str | torch.device | None = None, dtype: Any = None,
-                 batch_tokens: int = 16384, max_pairs: int | None = None, chunk_pairs: int = 32768):
+    def __init__(self, model: CrossEncoder | str | os.PathLike, device: str | torch.device | None = None,
+                 dtype: Any = None, batch_tokens: int = 16384, max_pairs: int | None = None, chunk_pairs: int = 32768):
+        if isinstance(model, (str, os.PathLike)):  # Reranker("runs/m") as well as Reranker.from_pretrained
+            model = CrossEncoder.from_pretrained(model)
+        elif not isinstance(model, CrossEncoder):
+            raise RerankersError(f"Reranker: model must be a CrossEncoder, a saved folder or a preset name, "
+                                 f"not {type(model).__name__}")
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
@@ -173,6 +179,8 @@ class Reranker:
 
     def score(self, query: str, docs: Sequence[str]) -> list[float]:
         """Scores of ``docs`` for one query, in input order."""
+        if isinstance(docs, str):
+            raise RerankersError("score: docs must be a list of texts, not one string (wrap it: [text])")
         return self.score_pairs([query] * len(docs), list(docs))
 
     def rerank(self, query: str, docs: Sequence[str], top_k: int | None = None,
@@ -181,6 +189,8 @@ class Reranker:
 
         ``doc_ids`` default to the documents' input positions (0, 1, ...).
         """
+        if isinstance(docs, str):  # a str is a sequence of characters: never what was meant
+            raise RerankersError("rerank: docs must be a list of texts, not one string (wrap it: [text])")
         docs = list(docs)
         if top_k is not None and top_k < 0:
             raise RerankersError(f"rerank: top_k must be >= 0, got {top_k}")

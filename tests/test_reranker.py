@@ -101,3 +101,17 @@ def test_bad_arguments_are_rerankers_errors(reranker):
         reranker.rerank(QUERY, DOCS, top_k=-1)
     with pytest.raises(RerankersError, match="1 queries but 2 documents"):
         reranker.score_pairs([QUERY], DOCS[:2])
+
+
+def test_a_path_or_name_is_accepted_and_a_string_of_docs_refused(saved):
+    """issue 10, defect 14: Reranker(path) loads it; docs given as one str is an error, not characters."""
+    from rerankers.errors import RerankersError
+
+    r = Reranker(str(saved), device="cpu")
+    assert len(r.score(QUERY, DOCS[:2])) == 2
+    with pytest.raises(RerankersError, match="not one string"):
+        r.rerank(QUERY, "a cat is an animal")
+    with pytest.raises(RerankersError, match="not one string"):
+        r.score(QUERY, "a cat")
+    with pytest.raises(RerankersError, match="must be a CrossEncoder"):
+        Reranker(42)
