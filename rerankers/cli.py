@@ -221,11 +221,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+# -------------------------------------------------------------------------------------- export
+def _add_export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="PATH", help="a saved BERT-family cross-encoder folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="the transformers folder to write")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``rerank export``: write a transformers *ForSequenceClassification folder."""
+    from rerankers.pipeline import export_model
+
+    sys.stdout.write(f"{export_model(args.model, args.out)}\n")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- main
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train a cross-encoder on packed groups (LCE, BCE, Margin-MSE, listwise)", _add_train_args, cmd_train),
     "eval": ("evaluate runs (and rerank with --model); print a metrics table", _add_eval_args, cmd_eval),
     "retrieve": ("first-stage BM25 retrieval into a TREC run", _add_retrieve_args, cmd_retrieve),
+    "export": ("write a BERT-family cross-encoder as a transformers sequence-classification folder",
+               _add_export_args, cmd_export),
     "demo": ("the main job on the bundled sample: BM25 -> train tiny Mamba and BERT -> rerank -> evaluate",
              _add_demo_args, cmd_demo),
 }

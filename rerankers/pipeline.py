@@ -223,6 +223,19 @@ def retrieve_bm25(corpus: str | os.PathLike, queries: str, output: str | os.Path
 
 
 # ----------------------------------------------------------------------------------------- demo
+def export_model(model: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """``rerank export``: a saved BERT-family cross-encoder as a transformers ``*ForSequenceClassification``
+    folder (loads in transformers and sentence-transformers with the same scores)."""
+    from rerankers.models.bert import export_sequence_classification
+    from rerankers.models.cross_encoder import CrossEncoder
+    from rerankers.utils.io import check_writable_dir
+
+    check_writable_dir(out)
+    folder = export_sequence_classification(CrossEncoder.from_pretrained(model), out)
+    logger.info("exported %s to %s (AutoModelForSequenceClassification)", model, folder)
+    return folder
+
+
 def sample_data_dir() -> Path:
     """The folder of the bundled sample collection (``queries.tsv``, ``collection.tsv``, ``qrels.txt``)."""
     return Path(str(resources.files("rerankers") / "sample_data"))

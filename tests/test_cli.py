@@ -231,3 +231,10 @@ def test_options_are_never_silently_ignored(files, capsys, extra, message):
     """issue 10, defect 9: an option that cannot apply is a usage error, not a silent no-op."""
     msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"), *extra])
     assert message in msg
+
+
+def test_export_command(tiny_cross_encoder, tmp_path, capsys):
+    assert main(["export", "--model", str(tiny_cross_encoder), "--out", str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "config.json").is_file() and "hf" in capsys.readouterr().out
+    from transformers import AutoConfig
+    assert AutoConfig.from_pretrained(str(tmp_path / "hf")).architectures == ["BertForSequenceClassification"]

@@ -16,6 +16,7 @@ a published sequence-classification head where the checkpoint has one, else a fr
 """
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 from typing import Any
@@ -272,3 +273,45 @@ class BertAdapter(BackboneAdapter):
 def _classifier_dropout(config) -> float:
     p = getattr(config, "classifier_dropout", None)
     return float(p if p is not None else getattr(config, "hidden_dropout_prob", 0.1))
+
+
+def export_sequence_classification(model, directory: str | Path) -> Path:
+    """Write a BERT-family CrossEncoder as a transformers ``*ForSequenceClassification`` folder (one logit).
+
+    The inverse of :func:`read_classification_head`: the encoder's weights under the model-type prefix, the head
+    as BERT's pooler + classifier (tanh) or ELECTRA's / RoBERTa's ``classifier.dense`` + ``classifier.out_proj``,
+    and the tokenizer. ``AutoModelForSequenceClassification.from_pretrained(directory)`` (and
+    sentence-transformers' ``CrossEncoder``) then give the same logits for the same token ids. Only [CLS]
+    pooling with the family's own head activation has such a form: anything else is a ModelConfigError.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    if model.backbone_type != "bert" or model.pooling != "cls":
+        raise ModelConfigError(f"export: only a BERT-family cross-encoder with [CLS] pooling has a "
+                               f"sequence-classification form (this one: {model.backbone_type}, {model.pooling})")
+    mt = model.backbone.model_type
+    want = "gelu" if mt == "electra" else "tanh"
+    if model.head.activation != want:
+        raise ModelConfigError(f"export: a {mt} classification head applies {want}, this head {model.head.activation}")
+    config = copy.deepcopy(model.backbone.config)
+    config.num_labels, config.architectures = 1, [f"{type(model.backbone.model).__name__.removesuffix('Model')}"
+                                                  "ForSequenceClassification"]
+    config.problem_type = "regression"
+    config._attn_implementation = "sdpa"  # ours is registered with transformers in this process only
+    target = AutoModelForSequenceClassification.from_config(config)
+    pre = target.base_model_prefix
+    head = {k: v.detach() for k, v in model.head.state_dict().items()}
+    state = {f"{pre}.{k}": v.detach() for k, v in model.backbone.model.state_dict().items()}
+    if hasattr(target, "classifier") and hasattr(target.classifier, "out_proj"):  # ELECTRA, RoBERTa
+        state.update({f"classifier.{k}": v for k, v in head.items()})
+    else:  # BERT: pooler (dense + tanh) + classifier
+        state.update({f"{pre}.pooler.dense.weight": head["dense.weight"],
+                      f"{pre}.pooler.dense.bias": head["dense.bias"],
+                      "classifier.weight": head["out_proj.weight"], "classifier.bias": head["out_proj.bias"]})
+    missing, unexpected = target.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise CheckpointMismatchError(missing, unexpected, source=f"export of {mt}")
+    write_transformers_folder(target, directory)
+    model.tokenizer.save_pretrained(str(directory))
+    return Path(directory)

@@ -8,7 +8,7 @@ import torch
 from tiny_checkpoints import save_tiny_bert
 
 from rerankers.data.batching import pack_encoded
-from rerankers.errors import CheckpointMismatchError, UnknownBackboneError
+from rerankers.errors import CheckpointMismatchError, ModelConfigError, UnknownBackboneError
 from rerankers.models.bert import BertBackbone
 from rerankers.models.cross_encoder import CrossEncoder
 from rerankers.models.varlen_attention import per_sequence_attention, varlen_attention
@@ -139,3 +139,39 @@ def test_presets_resolve_without_importing_torch():
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("kind", ["bert", "electra", "roberta"])
+def test_export_to_transformers_gives_the_same_scores(kind, tmp_path):
+    """Our saved cross-encoder -> AutoModelForSequenceClassification: the same logits to 1e-5 (issue 10)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rerankers.models.bert import export_sequence_classification
+
+    ce = CrossEncoder.from_pretrained(save_tiny_bert(tmp_path / "hf", kind, classification=False)).eval()
+    torch.manual_seed(3)
+    with torch.no_grad():  # a head that is not the pooler's copy, so that a wrong mapping shows
+        for p in ce.head.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ce.save_pretrained(tmp_path / "ours")
+    ours = CrossEncoder.from_pretrained(tmp_path / "ours").eval()
+    export_sequence_classification(ours, tmp_path / "exported")
+    hf = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "exported")).eval()
+    tok = AutoTokenizer.from_pretrained(str(tmp_path / "exported"))
+    queries = ["what is a cat", "how many people live in berlin"]
+    docs = ["a cat is an animal that purrs", "berlin is the capital city of germany"]
+    enc = ours.encode(queries, docs)
+    with torch.no_grad():
+        mine = ours(pack_encoded(enc, [0, 1]))
+        inputs = tok(queries, docs, padding=True, return_tensors="pt")
+        theirs = hf(**inputs).logits[:, 0]
+    torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+def test_export_refuses_what_has_no_classification_form(tmp_path):
+    from rerankers.models.bert import export_sequence_classification
+
+    ce = CrossEncoder.from_pretrained(save_tiny_bert(tmp_path / "hf", "bert"))
+    ce.set_pooling("mean")
+    with pytest.raises(ModelConfigError, match="\\[CLS\\] pooling"):
+        export_sequence_classification(ce, tmp_path / "x")
