@@ -183,6 +183,19 @@ class Reranker:
             raise RerankersError("score: docs must be a list of texts, not one string (wrap it: [text])")
         return self.score_pairs([query] * len(docs), list(docs))
 
+    def predict(self, pairs: Sequence[Sequence[str]]) -> list[float]:
+        """Scores of ``[(query, doc), ...]`` pairs in input order (sentence-transformers' ``CrossEncoder.predict``)."""
+        if isinstance(pairs, str) or any(isinstance(p, str) or len(p) != 2 for p in pairs):
+            raise RerankersError("predict: pairs must be a list of (query, document) pairs")
+        return self.score_pairs([p[0] for p in pairs], [p[1] for p in pairs])
+
+    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
+             return_documents: bool = False) -> list[dict[str, Any]]:
+        """``[{"corpus_id", "score"[, "text"]}, ...]`` by descending score, as sentence-transformers' ``rank``."""
+        ranked = self.rerank(query, documents, top_k=top_k)
+        return [{"corpus_id": r.doc_id, "score": r.score, **({"text": r.text} if return_documents else {})}
+                for r in ranked]
+
     def rerank(self, query: str, docs: Sequence[str], top_k: int | None = None,
                doc_ids: Sequence[Any] | None = None) -> list[RankedResult]:
         """``docs`` ranked by score (descending; ties keep input order), the top ``top_k`` of them.

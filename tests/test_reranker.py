@@ -115,3 +115,17 @@ def test_a_path_or_name_is_accepted_and_a_string_of_docs_refused(saved):
         r.score(QUERY, "a cat")
     with pytest.raises(RerankersError, match="must be a CrossEncoder"):
         Reranker(42)
+
+
+def test_predict_and_rank_follow_sentence_transformers(reranker):
+    """predict(pairs) -> scores in order; rank(query, docs, top_k) -> dicts by descending score (issue 10)."""
+    scores = reranker.score(QUERY, DOCS)
+    assert reranker.predict([(QUERY, d) for d in DOCS]) == pytest.approx(scores)
+    ranked = reranker.rank(QUERY, DOCS, top_k=3, return_documents=True)
+    order = sorted(range(len(DOCS)), key=lambda i: -scores[i])[:3]
+    assert [r["corpus_id"] for r in ranked] == order
+    assert [r["text"] for r in ranked] == [DOCS[i] for i in order]
+    assert set(reranker.rank(QUERY, DOCS)[0]) == {"corpus_id", "score"}
+    from rerankers.errors import RerankersError
+    with pytest.raises(RerankersError, match="pairs"):
+        reranker.predict(["just a string", "another"])
