@@ -163,10 +163,8 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
     if fuse and not model:
         raise UsageError("--fuse combines a reranked run with its first stage: it needs --model")
     if fuse:
-        from rerankers.eval.fusion import FUSIONS
-        if fuse not in FUSIONS or not 0.0 <= fuse_weight <= 1.0:
-            raise UsageError(f"--fuse {fuse} --fuse-weight {fuse_weight}: one of {', '.join(FUSIONS)}, "
-                             "with a weight in [0, 1]")
+        from rerankers.eval.fusion import check_fusion
+        check_fusion(fuse, fuse_weight)
     judgments, qrels_name = resolve_qrels(qrels or dataset)
 
     entries: list[tuple[str, str, Run, dict]] = [(name, path, read_run(path), {})  # (name, source, run, extra)

@@ -15,15 +15,20 @@ from rerankers.errors import UsageError
 FUSIONS = ("rrf", "wsum")
 
 
-def fuse_runs(first_stage: Mapping[str, Mapping[str, float]], reranked: Mapping[str, Mapping[str, float]],
-              method: str = "rrf", weight: float = 0.5, k: int = 60) -> Run:
-    """The fused run {qid: {docid: score}} over the queries of ``reranked``."""
+def check_fusion(method: str, weight: float = 0.5, k: int = 60) -> None:
+    """UsageError naming the flag for a fusion that cannot run (checked before any work, and by :func:`fuse_runs`)."""
     if method not in FUSIONS:
         raise UsageError(f"--fuse must be one of {', '.join(FUSIONS)}, got {method!r}")
     if not 0.0 <= weight <= 1.0:
         raise UsageError(f"--fuse-weight must be in [0, 1], got {weight}")
     if k < 1:
         raise UsageError(f"the RRF constant k must be positive, got {k}")
+
+
+def fuse_runs(first_stage: Mapping[str, Mapping[str, float]], reranked: Mapping[str, Mapping[str, float]],
+              method: str = "rrf", weight: float = 0.5, k: int = 60) -> Run:
+    """The fused run {qid: {docid: score}} over the queries of ``reranked``."""
+    check_fusion(method, weight, k)
     import ranx
 
     qids = [q for q in reranked if reranked[q]]

@@ -79,11 +79,11 @@ def write_process_state(folder: Path, rank: int) -> None:
         torch.save(rng_state(), f)
 
 
-def write_checkpoint(tmp: Path, out: Path, step: int, model, optimizer, scheduler, state: dict[str, Any],
+def write_checkpoint(tmp: Path, out: Path, step: int, optimizer, scheduler, state: dict[str, Any],
                      keep: int | None, protect: Path | None = None) -> Path:
-    """Complete ``tmp`` (model, optimizer, scheduler, trainer state: the main process) and publish it as
-    ``out/checkpoint-{step}``; then delete the oldest checkpoints beyond ``keep`` (never ``protect``)."""
-    model.save_pretrained(tmp)
+    """Complete ``tmp``, which already holds the model folder and the processes' random states, with the
+    optimizer, scheduler and trainer state (the main process) and publish it as ``out/checkpoint-{step}``;
+    then delete the oldest checkpoints beyond ``keep`` (never ``protect``)."""
     with atomic_write(tmp / "optimizer.pt", "wb") as f:
         torch.save(optimizer.state_dict(), f)
     with atomic_write(tmp / "scheduler.pt", "wb") as f:

@@ -8,8 +8,10 @@ not change the gradient), sums gradients over processes, clips, steps, logs, eva
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,18 @@ from rerankers.train.distributed import (
     sum_gradients,
     sum_scalars,
 )
+from rerankers.train.lora import is_lora, merged_copy, save_lora_state
 from rerankers.train.optim import build_optimizer, build_scheduler
-from rerankers.train.progress import JsonlLog, StepTimer, device_name, peak_memory_gib, training_flops_per_token
+from rerankers.train.progress import (
+    JsonlLog,
+    StepTimer,
+    count_parameters,
+    device_name,
+    peak_memory_gib,
+    training_flops_per_token,
+)
 from rerankers.train.sampler import GroupSampler, usable_queries
+from rerankers.utils.io import atomic_write, check_writable_dir, publish_folder
 
 logger = logging.getLogger(__name__)
 
@@ -210,13 +221,8 @@ def _evaluate(state: _RunState, step: int, log: JsonlLog | None) -> dict[str, fl
 
 def _save_model(state: _RunState, folder: Path, extra: dict[str, Any] | None = None) -> None:
     """A CrossEncoder folder (head marked trained), assembled aside and published whole."""
-    import json
-
-    from rerankers.utils.io import atomic_write, publish_folder
-
     tmp = folder.parent / f".{folder.name}.partial"
     if tmp.exists():
-        import shutil
         shutil.rmtree(tmp)
     _write_model(state.model, tmp)
     if extra:
@@ -227,24 +233,12 @@ def _save_model(state: _RunState, folder: Path, extra: dict[str, Any] | None = N
 
 def _write_model(model, folder: Path) -> None:
     """``model`` as a CrossEncoder folder (head marked trained); a LoRA model merged, with its adapter state."""
-    from rerankers.train.lora import is_lora, merged_copy, save_lora_state
-
     model.head_trained = True
     if is_lora(model):
         merged_copy(model).save_pretrained(folder)
         save_lora_state(model, folder)
     else:
         model.save_pretrained(folder)
-
-
-class _Saver:
-    """What :func:`rerankers.train.checkpoint.write_checkpoint` calls ``save_pretrained`` on."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def save_pretrained(self, folder: Path) -> None:
-        _write_model(self.model, Path(folder))
 
 
 def _save_checkpoint(state: _RunState, step: int, log: JsonlLog | None) -> None:
@@ -254,11 +248,11 @@ def _save_checkpoint(state: _RunState, step: int, log: JsonlLog | None) -> None:
     ckpt.write_process_state(tmp, info.rank)
     barrier(info)
     if info.is_main:
-        state.model.head_trained = True
+        _write_model(state.model, tmp)
         trainer_state = {"best": state.best, "dev_history": state.dev_history,
                          "log_lines": log.lines if log else 0, "world_size": info.world_size}
         best = state.out / "best"
-        ckpt.write_checkpoint(tmp, state.out, step, _Saver(state.model), state.optimizer, state.scheduler,
+        ckpt.write_checkpoint(tmp, state.out, step, state.optimizer, state.scheduler,
                               trainer_state, keep=state.cfg.save_total_limit, protect=best if best.exists() else None)
     barrier(info)
 
@@ -301,8 +295,6 @@ def _run_steps(state: _RunState, start_step: int, log: JsonlLog | None) -> tuple
 
 # ------------------------------------------------------------------------------------------- the run
 def _prepare_out(cfg: TrainConfig, resume: bool, info: ProcessInfo) -> Path:
-    from rerankers.utils.io import check_writable_dir
-
     out = Path(cfg.out)
     check_writable_dir(out)
     if not resume and (out / ckpt.CONFIG_NAME).is_file():
@@ -379,9 +371,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             _save_model(state, out / "model")
         report = _report(state, timer, history, final_dev, len(queries), start)
         if info.is_main:
-            import json
-
-            from rerankers.utils.io import atomic_write
             with atomic_write(out / "train_report.json") as f:
                 json.dump(report, f, indent=2)
         barrier(info)
@@ -397,7 +386,7 @@ def _report(state: _RunState, timer: StepTimer, history: list[dict], final_dev: 
     import transformers
 
     cfg = state.cfg
-    n_params = sum(p.numel() for p in state.model.parameters())
+    n_params = count_parameters(state.model)["total"]
     return {
         "settings": cfg.to_dict(),
         "data": {"training_queries": n_queries, "steps": state.total_steps, "steps_per_epoch":

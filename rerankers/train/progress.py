@@ -42,10 +42,16 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """{"total", "non_embedding"} parameter counts (a tied embedding counted once)."""
+    embedding = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    total = sum(p.numel() for p in model.parameters())
+    return {"total": total, "non_embedding": total - sum(p.numel() for p in model.parameters() if id(p) in embedding)}
+
+
 def training_flops_per_token(model: nn.Module) -> float:
     """6 x the non-embedding parameters: forward + backward matmul work per token."""
-    embedding = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    return 6.0 * sum(p.numel() for p in model.parameters() if id(p) not in embedding)
+    return 6.0 * count_parameters(model)["non_embedding"]
 
 
 def peak_memory_gib(device: torch.device) -> float:

@@ -5,7 +5,7 @@ pretrained weights are reachable: a folder with ``config.json``, random weights 
 tokenizer (:mod:`rerankers.data.word_tokenizer`) built from the training texts, that
 ``rerank train --backbone FOLDER`` (or ``CrossEncoder.from_backbone``) loads like any checkpoint.
 The sizes are chosen so that both backbones hold about the same number of non-embedding parameters
-(:data:`TINY_SHAPES`; :func:`count_parameters` reports them).
+(:data:`TINY_SHAPES`; :func:`rerankers.train.progress.count_parameters` reports them).
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Iterable
 
 import torch
-from torch import nn
+
+from rerankers.train.progress import count_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -26,23 +27,16 @@ TINY_SHAPES = {
 }
 
 
-def count_parameters(model: nn.Module) -> dict[str, int]:
-    """{"total", "non_embedding"} parameter counts."""
-    embedding = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    total = sum(p.numel() for p in model.parameters())
-    return {"total": total, "non_embedding": total - sum(p.numel() for p in model.parameters()
-                                                        if id(p) in embedding)}
-
-
 def save_tiny_backbone(kind: str, folder: str | Path, texts: Iterable[str], seed: int = 0,
-                       dropout: float = 0.1) -> dict[str, int]:
+                       dropout: float = 0.1, **shape) -> dict[str, int]:
     """Write a from-scratch ``kind`` ("mamba" | "bert") backbone + word tokenizer of ``texts`` to ``folder``;
-    returns its parameter counts."""
+    returns its parameter counts. ``shape`` overrides fields of :data:`TINY_SHAPES` (e.g. ``d_model=32``)."""
     from rerankers.data.word_tokenizer import build_word_tokenizer
 
     if kind not in TINY_SHAPES:
         raise ValueError(f"save_tiny_backbone: kind must be one of {', '.join(TINY_SHAPES)}, got {kind!r}")
     folder = Path(folder)
+    shape = {**TINY_SHAPES[kind], **shape}
     tok = build_word_tokenizer(texts, kind)
     torch.manual_seed(seed)
     if kind == "mamba":
@@ -50,13 +44,13 @@ def save_tiny_backbone(kind: str, folder: str | Path, texts: Iterable[str], seed
         from rerankers.models.mamba_config import MambaConfig
 
         model = MambaBackbone(MambaConfig(vocab_size=len(tok), eos_token_id=tok.eos_token_id,
-                                          pad_token_id=tok.pad_token_id, **TINY_SHAPES["mamba"]))
+                                          pad_token_id=tok.pad_token_id, **shape))
         model.save_pretrained(folder)
     else:
         from transformers import BertConfig, BertModel
 
         config = BertConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, hidden_dropout_prob=dropout,
-                            attention_probs_dropout_prob=dropout, **TINY_SHAPES["bert"])
+                            attention_probs_dropout_prob=dropout, **shape)
         model = BertModel(config, add_pooling_layer=False)
         model.save_pretrained(str(folder))
     tok.save_pretrained(str(folder))

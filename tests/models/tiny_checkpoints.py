@@ -13,42 +13,11 @@ WORDS = ("what is a cat dog dogs bark the an animal that purrs loudly at night a
          "relevant true false of in on for to how many people live berlin city capital germany water "
          "boils degrees celsius sea level fish swim river sun hot cold").split()
 
-SPECIALS = {
-    "bert": {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
-             "mask_token": "[MASK]"},
-    "roberta": {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>",
-                "cls_token": "<s>", "sep_token": "</s>", "mask_token": "<mask>"},
-    "t5": {"pad_token": "<pad>", "eos_token": "</s>", "unk_token": "<unk>"},
-    "mamba": {"eos_token": "<|endoftext|>", "unk_token": "<unk>", "pad_token": "<|endoftext|>"},
-}
-
-
 def word_tokenizer(kind: str):
-    """A lowercasing whitespace/punctuation word-level fast tokenizer with ``kind``'s special tokens."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-    specials = SPECIALS[kind]
-    vocab: dict[str, int] = {}
-    for tok in specials.values():
-        vocab.setdefault(tok, len(vocab))
-    for w in WORDS + [":", ".", "?", ",", "\n"]:
-        vocab.setdefault(w, len(vocab))
-    for w in ("Query", "Document", "Relevant"):
-        vocab.setdefault(w.lower(), len(vocab))
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token=specials["unk_token"]))
-    tk.normalizer = normalizers.Lowercase()
-    tk.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    if kind == "bert":  # the pair convention of BERT's own tokenizer, to check our template against
-        cls_, sep = specials["cls_token"], specials["sep_token"]
-        tk.post_processor = processors.TemplateProcessing(
-            single=f"{cls_} $A {sep}", pair=f"{cls_} $A {sep} $B:1 {sep}:1",
-            special_tokens=[(cls_, vocab[cls_]), (sep, vocab[sep])])
-    elif kind == "roberta":
-        tk.post_processor = processors.TemplateProcessing(
-            single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
-            special_tokens=[("<s>", vocab["<s>"]), ("</s>", vocab["</s>"])])
-    names = ["input_ids", "token_type_ids", "attention_mask"] if kind == "bert" else ["input_ids", "attention_mask"]
-    return PreTrainedTokenizerFast(tokenizer_object=tk, model_input_names=names, **specials)
+    """A lowercasing whitespace/punctuation word-level fast tokenizer over :data:`WORDS` with ``kind``'s
+    special tokens (rerankers.data.word_tokenizer, the library's builder)."""
+    from rerankers.data.word_tokenizer import word_level_tokenizer
+    return word_level_tokenizer([*WORDS, ":", ".", "?", ",", "\n", "query", "document", "relevant"], kind)
 
 
 def bert_config(kind: str, vocab_size: int, **kw):

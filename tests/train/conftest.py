@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 
 def _sample_texts():
@@ -37,27 +36,17 @@ def sample_training(tmp_path_factory) -> dict:
             "qrels": str(data / "qrels.txt")}
 
 
-def _save_tokenizer(folder: Path, kind: str, texts=None):
-    from rerankers.data.word_tokenizer import build_word_tokenizer
-
-    if texts is None:
-        _, queries, docs = _sample_texts()
-        texts = [*queries.values(), *docs.values()]
-    tok = build_word_tokenizer(texts, kind)
-    tok.save_pretrained(str(folder))
-    return tok
+def _sample_words():
+    _, queries, docs = _sample_texts()
+    return [*queries.values(), *docs.values()]
 
 
 def save_tiny_bert(folder: Path, texts=None, dropout: float = 0.1) -> Path:
     """A 2-layer BERT (hidden 32) with random weights and a word tokenizer of ``texts`` (default: the sample)."""
-    from transformers import BertConfig, BertModel
+    from rerankers.train.tiny import save_tiny_backbone
 
-    tok = _save_tokenizer(folder, "bert", texts)
-    torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                     intermediate_size=64, max_position_embeddings=256, pad_token_id=tok.pad_token_id,
-                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    BertModel(cfg).save_pretrained(str(folder))
+    save_tiny_backbone("bert", folder, _sample_words() if texts is None else texts, seed=0, dropout=dropout,
+                       hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
     return folder
 
 
@@ -75,12 +64,8 @@ def tiny_bert_for():
 @pytest.fixture(scope="session")
 def tiny_mamba_dir(tmp_path_factory) -> Path:
     """A 2-layer Mamba-1 (d_model 32) with random weights and a word tokenizer of the sample."""
-    from rerankers.models.mamba import MambaBackbone
-    from rerankers.models.mamba_config import MambaConfig
+    from rerankers.train.tiny import save_tiny_backbone
 
     folder = tmp_path_factory.mktemp("tiny-mamba")
-    tok = _save_tokenizer(folder, "mamba")
-    torch.manual_seed(0)
-    MambaBackbone(MambaConfig(d_model=32, n_layer=2, vocab_size=len(tok), d_state=8, expand=2,
-                              pad_vocab_size_multiple=8)).save_pretrained(folder)
+    save_tiny_backbone("mamba", folder, _sample_words(), seed=0, d_model=32, n_layer=2, d_state=8, expand=2)
     return folder
