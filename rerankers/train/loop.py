@@ -300,6 +300,7 @@ def _prepare_out(cfg: TrainConfig, resume: bool, info: ProcessInfo) -> Path:
     if not resume and (out / ckpt.CONFIG_NAME).is_file():
         raise UsageError(f"--out {out}: holds an earlier run ({ckpt.CONFIG_NAME}); continue it with "
                          f"--resume {out}, or choose another --out")
+    barrier(info)  # every process has looked before the main one writes the settings it looked for
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / ckpt.CONFIG_NAME)
