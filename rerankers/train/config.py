@@ -97,13 +97,18 @@ def _field_types() -> dict[str, Any]:
     return {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-def config_from_dict(values: Mapping[str, Any], source: str = "config") -> TrainConfig:
-    """A TrainConfig from a mapping; an unknown key is a TrainingConfigError naming ``source`` and the key."""
+def _check_keys(values: Mapping[str, Any], source: str) -> None:
+    """Strictness: an unknown key is a TrainingConfigError naming ``source`` and the key."""
     fields = _field_types()
     unknown = [k for k in values if k.replace("-", "_") not in fields]
     if unknown:
         raise TrainingConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; "
                                   f"known: {', '.join(fields)}")
+
+
+def config_from_dict(values: Mapping[str, Any], source: str = "config") -> TrainConfig:
+    """A TrainConfig from a mapping; an unknown key is a TrainingConfigError naming ``source`` and the key."""
+    _check_keys(values, source)
     cfg = TrainConfig()
     for key, value in values.items():
         name = key.replace("-", "_")
@@ -140,7 +145,7 @@ def resolve_config(config_file: str | os.PathLike | None = None, overrides: Mapp
     values: dict[str, Any] = {}
     if config_file is not None:
         values.update({k.replace("-", "_"): v for k, v in read_config_file(config_file).items()})
-        config_from_dict(values, str(config_file))  # unknown keys are named with the file
+        _check_keys(values, str(config_file))  # unknown keys are named with the file
     values.update(overrides or {})
     cfg = config_from_dict(values, str(config_file or "flags"))
     check_config(cfg)
