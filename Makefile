@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test bench-kernels bench-models clean
+.PHONY: install demo test bench-kernels bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,14 +25,14 @@ demo: install
 
 test: install
 	$(BIN)/ruff check .
-	TRITON_INTERPRET=1 $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 TRITON_INTERPRET=1 $(BIN)/python -m pytest -q
 
 # GPU only (run with the GPU machine's python): correctness first, then timings; see BENCHMARKS.md
 bench-kernels:
 	PYTHONPATH=. python benchmarks/bench_kernels.py
 
-bench-models:
-	PYTHONPATH=. python benchmarks/bench_models.py
+bench:
+	PYTHONPATH=. python -m rerankers.cli bench train --backbone mamba-130m bert-base --pairs 64 256 --out bench_out
 
 clean:
 	rm -rf $(VENV) demo_out *.egg-info

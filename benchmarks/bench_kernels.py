@@ -27,10 +27,12 @@ import triton
 from triton.testing import do_bench
 
 from rerankers.kernels import (
+    add_rmsnorm_ref,
     causal_conv1d_ref_varlen,
     causal_conv1d_varlen,
     selective_scan_ref_varlen,
 )
+from rerankers.kernels.add_rmsnorm.op import NormConfig, add_rmsnorm_triton
 from rerankers.kernels.causal_conv1d.op import DEFAULT_CONFIG as CONV_DEFAULT_CONFIG
 from rerankers.kernels.causal_conv1d.op import ConvConfig, causal_conv1d_triton
 from rerankers.kernels.selective_scan.op import (
@@ -44,7 +46,7 @@ from rerankers.kernels.varlen import cu_seqlens_from_lengths
 
 DEV = "cuda"
 CFG: ScanConfig | None = None  # tile config used by checks and the sweep (None: the default)
-RESULTS: dict = {"checks": [], "timings": [], "configs": [], "conv": [], "mamba": []}
+RESULTS: dict = {"checks": [], "timings": [], "configs": [], "conv": [], "mamba": [], "addnorm": []}
 
 
 def log(*a):
@@ -326,6 +328,96 @@ def time_reference(lengths: list[int], D: int) -> None:
     torch.cuda.empty_cache()
 
 
+# ----------------------------------------------------------------------------------------------
+# fused residual add + RMSNorm (rerankers/kernels/add_rmsnorm), the block's pre-norm step
+def addnorm_inputs(T: int, H: int, case: str, seed: int = 0):
+    """case "layer": bf16 hidden + fp32 residual -> fp32 residual_out, bf16 out (a block under autocast);
+    "first": no residual, fp32 hidden (the embedding), bf16 out; "final": residual_out not kept, fp32 out."""
+    g = torch.Generator(device=DEV).manual_seed(seed)
+    h = torch.randn(T, H, device=DEV, generator=g)
+    h = (h if case == "first" else h.to(torch.bfloat16)).requires_grad_()
+    r = None if case == "first" else torch.randn(T, H, device=DEV, generator=g).requires_grad_()
+    w = (1 + 0.3 * torch.randn(H, device=DEV, generator=g)).requires_grad_()
+    kw = dict(residual_in_fp32=case != "final", out_dtype=None if case == "final" else torch.bfloat16,
+              keep_residual=case != "final")
+    return [t for t in (h, r, w) if t is not None], (h, r, w), kw
+
+
+def addnorm_fn(fused: bool, cfg: NormConfig | None = None, direct: bool = True):
+    if fused:
+        return lambda h, r, w, **kw: add_rmsnorm_triton(h, r, w, 1e-5, config=cfg, direct=direct, **kw)
+    return lambda h, r, w, **kw: add_rmsnorm_ref(h, r, w, 1e-5, **kw)
+
+
+def addnorm_step(fn, args, kw, leaves, g_out, g_res) -> list[torch.Tensor]:
+    out, res = fn(*args, **kw)
+    outs, gs = ([out, res], [g_out, g_res]) if res is not None and res is not args[0] else ([out], [g_out])
+    return list(torch.autograd.grad(outs, leaves, gs))
+
+
+def check_addnorm(T: int, H: int, case: str, cfg: NormConfig | None = None, seed: int = 1) -> bool:
+    leaves, args, kw = addnorm_inputs(T, H, case, seed)
+    ref_args = tuple(None if t is None else t.detach().clone().requires_grad_() for t in args)
+    ref_leaves = [t for t in ref_args if t is not None]
+    poison(8 * T * H * 4)
+    out, res = addnorm_fn(True, cfg)(*args, **kw)
+    out_r, res_r = addnorm_fn(False)(*ref_args, **kw)
+    g_out = torch.randn(out.shape, device=DEV).to(out.dtype)
+    g_res = torch.randn(out.shape, device=DEV) if kw["keep_residual"] else None
+    poison(8 * T * H * 4)
+    grads = addnorm_step(addnorm_fn(True, cfg), args, kw, leaves, g_out, g_res)
+    grads_r = addnorm_step(addnorm_fn(False), ref_args, kw, ref_leaves, g_out, g_res)
+    names = ["dhidden"] + (["dresidual"] if args[1] is not None else []) + ["dweight"]
+    rows = [compare("out", out, out_r)] + ([compare("residual_out", res, res_r)] if res is not None else [])
+    rows += [compare(n, a, b) for n, a, b in zip(names, grads, grads_r)]
+    dtypes = [out.dtype] + ([res.dtype] if res is not None else []) + [t.dtype for t in leaves]
+    ok = True
+    for r, dt in zip(rows, dtypes):
+        r["ok"] = (not r["nan"]) and r["rel_norm_err"] <= (1e-5 if dt == torch.float32 else 1e-2)
+        ok &= r["ok"]
+    RESULTS["checks"].append(dict(tag=f"add+rmsnorm {case}", T=T, H=H, ok=ok, rows=rows))
+    log(f"check add+rmsnorm {case:6s} T={T:6d} H={H:5d} {'PASS' if ok else 'FAIL'}  " +
+        " ".join(f"{r['name']}:{r['rel_norm_err']:.1e}{'' if r['ok'] else '!'}" for r in rows))
+    return ok
+
+
+def addnorm_bytes(T: int, H: int, case: str) -> int:
+    """HBM bytes of the fused fwd+bwd: reads/writes of (T, H) tensors (per element: see KERNEL_NOTES.md)."""
+    per_elt = {"layer": (2 + 4 + 2 + 4) + (2 + 4 + 4 + 2 + 4), "first": (4 + 2) + (2 + 4 + 4),
+               "final": (2 + 4 + 4) + (4 + 2 + 4 + 2 + 4)}[case]
+    return per_elt * T * H
+
+
+def time_addnorm(T: int, H: int, case: str, cfg: NormConfig | None = None) -> dict:
+    """Fused (Triton) vs unfused (the PyTorch ops the block ran before), fwd and fwd+bwd, eager and
+    replayed from a CUDA graph (GPU time); three rotating input sets."""
+    sets = [addnorm_inputs(T, H, case, seed=20 + k) for k in range(3)]
+    g_out = torch.randn(T, H, device=DEV).to(torch.float32 if case == "final" else torch.bfloat16)
+    g_res = torch.randn(T, H, device=DEV)
+    row = dict(T=T, H=H, case=case, cfg=(cfg or NormConfig()).__dict__)
+    for fused in (True, False):
+        fn = addnorm_fn(fused, cfg)
+
+        def f(k, fn=fn):
+            with torch.no_grad():
+                fn(*sets[k][1], **sets[k][2])
+
+        def fb(k, fn=fn):
+            addnorm_step(fn, sets[k][1], sets[k][2], sets[k][0], g_out, g_res)
+        name = "fused" if fused else "unfused"
+        row[f"{name}_fwd_ms"], row[f"{name}_fwdbwd_ms"] = bench(f), bench(fb)
+        row[f"{name}_graphed_fwdbwd_ms"] = bench(graphed(fb))
+    row["fused_graphed_TBps"] = addnorm_bytes(T, H, case) / row["fused_graphed_fwdbwd_ms"] / 1e9
+    RESULTS["addnorm"].append(row)
+    log(f"add+rmsnorm {case:6s} T={T:6d} H={H:5d} {cfg or 'default':>14} | fused fwd {row['fused_fwd_ms']:6.3f} "
+        f"fwd+bwd {row['fused_fwdbwd_ms']:6.3f} graphed {row['fused_graphed_fwdbwd_ms']:6.3f} ms "
+        f"({row['fused_graphed_TBps']:4.2f} TB/s) | unfused fwd {row['unfused_fwd_ms']:6.3f} fwd+bwd "
+        f"{row['unfused_fwdbwd_ms']:6.3f} graphed {row['unfused_graphed_fwdbwd_ms']:6.3f} ms | graphed speed-up "
+        f"{row['unfused_graphed_fwdbwd_ms'] / row['fused_graphed_fwdbwd_ms']:4.1f}x")
+    torch.cuda.empty_cache()
+    return row
+
+
 def time_mamba(tag: str, batch: int, L: int, D: int, real_tokens: int, N: int = 16) -> None:
     import selective_scan_cuda as ssc  # built from mamba-ssm's csrc (see BENCHMARKS.md)
     sets = []
@@ -543,6 +635,23 @@ def main() -> int:
             pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(25)
             with open(os.path.join(args.out, f"overhead_{name}.txt"), "w") as f:
                 f.write(f"{name} fwd+bwd (direct path), 8K tokens D=1536, 50 calls\n{buf.getvalue()}")
+        save()
+    if "addnorm" in parts:
+        # H: mamba-130m 768, 370m 1024, 1.4b 2048, 2.8b 2560; T: 8K and 32K packed tokens (+ a ragged T)
+        for case in ("layer", "first", "final"):
+            for T, H in ((8192, 768), (32768 + 17, 2560), (1, 96)):
+                all_ok &= check_addnorm(T, H, case)
+        all_ok &= check_addnorm(32768, 1024, "layer", cfg=NormConfig(rows=1, warps=4, rows_bwd=2, programs_bwd=64))
+        log(f"ADD+RMSNORM CHECKS {'PASS' if all_ok else 'FAIL'}")
+        for T in (8192, 32768):
+            for H in (768, 1024, 2560):
+                for case in ("layer", "first", "final"):
+                    time_addnorm(T, H, case)
+        for cfg in (NormConfig(rows=1, warps=4), NormConfig(rows=2, warps=8), NormConfig(rows=8, warps=8),
+                    NormConfig(rows_bwd=1, warps_bwd=4), NormConfig(rows_bwd=8, warps_bwd=8),
+                    NormConfig(programs_bwd=264), NormConfig(programs_bwd=1056)):
+            for H in (768, 2560):
+                time_addnorm(32768, H, "layer", cfg)
         save()
     if "profile" in parts:
         fwd, fb = scan_timer(msmarco_lengths(gen, 32768), 1536, cfg=CFG)

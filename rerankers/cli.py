@@ -5,6 +5,9 @@
     rerank retrieve --corpus collection.tsv --queries queries.tsv --output bm25.trec
     rerank train --backbone mamba-130m --train cands.json --train-qrels qrels.txt --out runs/m [--config FILE.yaml]
     rerank train --resume runs/m
+    rerank prune --model runs/m/model --out runs/m-small --layers-keep 4 [--heads-per-layer 6] [--ffn-keep 0.5]
+    rerank teacher --model runs/m/model --candidates cands.json --out teacher.trec
+    rerank bench train|infer|scaling|profile --backbone mamba-130m bert-base --out bench_out
     rerank demo --out demo_out
 
 The workflows are :mod:`rerankers.pipeline` (eval, retrieve, demo) and :mod:`rerankers.train` (train); a new
@@ -19,7 +22,8 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from rerankers.errors import RerankersError, UsageError
+from rerankers import __version__
+from rerankers.errors import RerankersError, UsageError, one_line
 from rerankers.eval.metric_names import DEFAULT_METRICS
 
 logger = logging.getLogger("rerankers.cli")
@@ -58,6 +62,9 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     rr.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     rr.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"), help="model dtype")
     rr.add_argument("--batch-tokens", type=int, default=None, help="token budget of one packed batch")
+    rr.add_argument("--quantize", default=None, metavar="MODE",
+                    help="int8: score with the backbone's Linear layers as int8 weights (per-channel scales; the "
+                         "head stays fp32); the report shows the model's size before and after")
     rr.add_argument("--fuse", choices=("rrf", "wsum"), default=None,
                     help="also report the reranked run fused with its first stage (reciprocal rank fusion, or a "
                          "weighted sum of min-max normalised scores)")
@@ -73,7 +80,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                            max_p=args.max_p, model=args.model, candidates=args.candidates, corpus=args.corpus,
                            queries=args.queries, depth=args.depth, output=args.output, device=args.device,
                            dtype=args.dtype, batch_tokens=args.batch_tokens, save_report=args.save_report,
-                           fuse=args.fuse, fuse_weight=args.fuse_weight)
+                           fuse=args.fuse, fuse_weight=args.fuse_weight, quantize=args.quantize)
     sys.stdout.write(report.render(args.format))
     return 0
 
@@ -88,7 +95,7 @@ def _add_retrieve_args(p: argparse.ArgumentParser) -> None:
                    help="bm25s (embedded, default) or pyserini (Lucene; pip install -e '.[pyserini]')")
     p.add_argument("--k1", type=float, default=0.9, help="BM25 k1 (default: %(default)s, Anserini's)")
     p.add_argument("--b", type=float, default=0.4, help="BM25 b (default: %(default)s, Anserini's)")
-    p.add_argument("--tag", default=None, help="run tag (default: bm25)")
+    p.add_argument("--tag", default=None, help="run tag (default: bm25-<backend>, e.g. bm25-bm25s)")
 
 
 def cmd_retrieve(args: argparse.Namespace) -> int:
@@ -163,7 +170,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     data.add_argument("--teacher", default=S, metavar="RUN", help="a run of teacher scores (Margin-MSE)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", default=S, metavar="NAME|PATH", help="a preset (mamba-130m, bert-base, ...), "
-                       "a local folder or a hub id")
+                       "a local folder or a hub id; a saved cross-encoder folder (a pruned model, a student) is "
+                       "trained on from its weights and head")
     model.add_argument("--init", default=S, choices=("pretrained", "random"),
                        help="random: the backbone's shape with random weights (no pretrained Mamba offline)")
     model.add_argument("--tokenizer", default=S, metavar="PATH", help="tokenizer folder or hub id (with --init random)")
@@ -235,6 +243,135 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------- prune
+def _add_prune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="PATH_OR_NAME", help="the cross-encoder to prune (a saved folder)")
+    p.add_argument("--out", required=True, metavar="DIR", help="the pruned cross-encoder folder to write")
+    p.add_argument("--heads-per-layer", type=int, default=None, metavar="K",
+                   help="BERT: keep the K attention heads of each layer with the largest value-output norm")
+    p.add_argument("--ffn-keep", type=float, default=None, metavar="F",
+                   help="BERT: keep F FFN channels per layer (a count >= 1, or a fraction 0 < F < 1), by weight norm")
+    p.add_argument("--layers-keep", type=int, default=None, metavar="N",
+                   help="BERT or Mamba: keep N evenly spaced layers (the first and the last among them)")
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    """``rerank prune``: write a statically pruned copy of a cross-encoder; print what was kept."""
+    from rerankers.models.prune import prune_folder
+
+    report = prune_folder(args.model, args.out, heads_per_layer=args.heads_per_layer, ffn_keep=args.ffn_keep,
+                          layers_keep=args.layers_keep)
+    sys.stdout.write(f"{args.out}: {report.parameters_before:,} -> {report.parameters_after:,} parameters"
+                     f" (layers {report.layers or 'all'}, heads/layer "
+                     f"{len(report.heads[0]) if report.heads else 'all'}, FFN {report.ffn or 'all'})\n")
+    return 0
+
+
+# ------------------------------------------------------------------------------------- teacher
+def _add_teacher_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, metavar="PATH_OR_NAME", help="the teacher cross-encoder")
+    p.add_argument("--candidates", nargs="+", default=[], metavar="FILE",
+                   help="training candidates with texts (JSON/JSONL); several are merged")
+    p.add_argument("--run", default=None, metavar="FILE", help="or a TREC run of candidates, with --queries and "
+                   "--corpus (or --dataset) for the texts")
+    p.add_argument("--queries", default=None, metavar="FILE|NAME", help="query texts for --run")
+    p.add_argument("--corpus", default=None, metavar="FILE", help="document texts for --run")
+    p.add_argument("--dataset", default=None, metavar="ID", help="texts for --run from a dataset")
+    p.add_argument("--out", required=True, metavar="FILE", help="the teacher run to write (rerank train --teacher)")
+    p.add_argument("--tag", default=None, help="run tag (default: teacher-<model>)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"), help="model dtype")
+    p.add_argument("--batch-tokens", type=int, default=None, help="token budget of one packed batch")
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    """``rerank teacher``: a cross-encoder's scores on every training candidate, written as a TREC run."""
+    from rerankers.train.teacher import score_teacher_run
+
+    run, _ = score_teacher_run(args.model, args.out, candidates=args.candidates, run=args.run, queries=args.queries,
+                               corpus=args.corpus, dataset=args.dataset, device=args.device, dtype=args.dtype,
+                               batch_tokens=args.batch_tokens, tag=args.tag)
+    sys.stdout.write(f"{args.out}: {len(run)} queries, {sum(map(len, run.values()))} pairs\n")
+    return 0
+
+
+# --------------------------------------------------------------------------------------- bench
+def _add_bench_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="bench_mode", metavar="MODE")
+    sub.required = True
+    helps = {"train": "the full training step: packed / padded / single, beside the anchors",
+             "infer": "reranking throughput over a run's top-k, beside the anchors",
+             "scaling": "training step time and memory against sequence length",
+             "profile": "a training step's GPU time by operator class"}
+    for mode, help_text in helps.items():
+        m = sub.add_parser(mode, help=help_text, description=help_text)
+        m.add_argument("--backbone", nargs="+", dest="backbones", default=None, metavar="NAME",
+                       help="presets or folders (random weights of the real size; default: mamba-130m bert-base)")
+        m.add_argument("--out", required=True, metavar="DIR", help="bench_<mode>.json / .md / .png go here")
+        m.add_argument("--device", default=None, help="cuda (measurements) or cpu (a smoke run); default: cuda if "
+                       "available")
+        m.add_argument("--dtype", default=None, choices=("bfloat16", "float16", "float32", "auto"),
+                       help="autocast dtype (default: bfloat16 on CUDA, float32 on the CPU)")
+        m.add_argument("--anchors", nargs="+", default=None, metavar="NAME",
+                       help="mamba-ssm, transformers, sentence-transformers, 'all' (default) or 'none'")
+        m.add_argument("--tokenizer", default=None, help="tokenizer folder or preset (default: the backbone's, "
+                       "else a synthetic one of its vocabulary size)")
+        m.add_argument("--warmup", type=int, default=None, help="untimed calls first")
+        m.add_argument("--seed", type=int, default=None)
+        m.add_argument("--no-plots", action="store_true", help="skip the PNG (no matplotlib needed)")
+        if mode in ("train", "infer"):
+            m.add_argument("--candidates", default=None, metavar="FILE",
+                           help="real texts: a candidates file (default: MS MARCO-shaped random token ids)")
+            m.add_argument("--depth", type=int, default=None, help="top-k of each query in --candidates")
+            m.add_argument("--modes", nargs="+", default=None, choices=("packed", "padded", "single"),
+                           help="how ours runs a batch")
+            m.add_argument("--init", default=None, choices=("random", "pretrained"), help="weights (default random)")
+        if mode == "train":
+            m.add_argument("--pairs", nargs="+", type=int, default=None, help="pairs per step (default 64 256)")
+            m.add_argument("--steps", type=int, default=None, help="timed steps (default 10)")
+            m.add_argument("--single-steps", type=int, default=None, help="timed steps of mode single (default 3)")
+            m.add_argument("--group-size", type=int, default=None, help="pairs per query group of the loss (8)")
+        if mode == "infer":
+            m.add_argument("--pairs", type=int, default=None, help="random-id pairs without --candidates (4096)")
+            m.add_argument("--batch-tokens", type=int, default=None, help="token budget of a batch (16384)")
+            m.add_argument("--st-batch-size", type=int, default=None, help="sentence-transformers batch size (128)")
+            m.add_argument("--repeats", type=int, default=None, help="timed passes over all pairs (3)")
+        if mode == "scaling":
+            m.add_argument("--min-length", type=int, default=None, help="shortest sequence (128)")
+            m.add_argument("--max-length", type=int, default=None, help="longest sequence (16384)")
+            m.add_argument("--budget-tokens", type=int, default=None, help="tokens per step (16384)")
+            m.add_argument("--steps", type=int, default=None, help="timed steps per length (5)")
+        if mode == "profile":
+            m.add_argument("--pairs", type=int, default=None, help="pairs per step (256)")
+            m.add_argument("--steps", type=int, default=None, help="profiled steps (3)")
+            m.add_argument("--top", type=int, default=None, help="top kernels listed (15)")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``rerank bench MODE``: run it, write its files, print its Markdown."""
+    from rerankers.bench.anchors import ANCHORS
+    from rerankers.bench.report import to_markdown
+    from rerankers.bench.run import run_bench
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "func", "bench_mode", "out", "no_plots",
+                                                              "verbose", "quiet")}
+    anchors = options.pop("anchors")
+    if anchors is not None:
+        if anchors in (["all"], ["auto"]):
+            anchors = None
+        elif anchors == ["none"]:
+            anchors = []
+        elif not set(anchors) <= set(ANCHORS):
+            raise UsageError(f"--anchors {' '.join(anchors)}: each one of {', '.join(ANCHORS)}, or all / none")
+    if anchors is not None:
+        options["anchors"] = anchors
+    command = "rerank " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else None
+    result, paths = run_bench(args.bench_mode, args.out, plots=not args.no_plots, command=command, **options)
+    sys.stdout.write(to_markdown(result))
+    _tell("wrote " + ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- main
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {
     "train": ("train a cross-encoder on packed groups (LCE, BCE, Margin-MSE, listwise)", _add_train_args, cmd_train),
@@ -242,6 +379,12 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
     "retrieve": ("first-stage BM25 retrieval into a TREC run", _add_retrieve_args, cmd_retrieve),
     "export": ("write a BERT-family cross-encoder as a transformers sequence-classification folder",
                _add_export_args, cmd_export),
+    "prune": ("statically prune a cross-encoder (BERT heads / FFN channels, BERT or Mamba layers)",
+              _add_prune_args, cmd_prune),
+    "teacher": ("score training candidates with a cross-encoder: the teacher run of a distillation",
+                _add_teacher_args, cmd_teacher),
+    "bench": ("measure training / inference throughput, length scaling and profiles beside the anchors",
+              _add_bench_args, cmd_bench),
     "demo": ("the main job on the bundled sample: BM25 -> train tiny Mamba and BERT -> rerank -> evaluate",
              _add_demo_args, cmd_demo),
 }
@@ -250,6 +393,7 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 def build_parser() -> argparse.ArgumentParser:
     """The ``rerank`` parser with one subparser per entry of :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(prog="rerank", description="Neural reranking: retrieve, rerank, evaluate.")
+    parser.add_argument("--version", action="version", version=f"rerank (rerankers) {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -263,27 +407,64 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _AtLeast(logging.Filter):
+    """Passes records of ``level`` and above, whatever level a library later gives its own logger."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= self.level
+
+
+# libraries whose loggers speak on their own: ir_datasets sets INFO and its own handler on first use (filtered on
+# its logger, where it logs), transformers and huggingface_hub configure theirs on import from these variables
+_FILTERED = ("bm25s", "ir_datasets", "py.warnings")
+_VERBOSITY_VARIABLES = ("TRANSFORMERS_VERBOSITY", "HF_HUB_VERBOSITY")
+
+
 def _setup_logging(verbose: bool, quiet: bool) -> None:
+    """Our loggers at INFO (``-v`` DEBUG, ``-q`` ERROR); libraries at WARNING (``-v`` DEBUG, ``-q`` ERROR: their
+    INFO/WARNING lines, Python warnings and transformers' progress bars are hidden)."""
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.INFO
+    libraries = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
     logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s", force=True)
+    logging.captureWarnings(True)  # warnings.warn from libraries: through logging, so -q hides them
     logging.getLogger("rerankers").setLevel(level)
-    for noisy in ("bm25s", "ir_datasets"):  # libraries that set their own chatty levels
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for name in _FILTERED:
+        lib = logging.getLogger(name)
+        lib.setLevel(libraries)
+        for old in [f for f in lib.filters if isinstance(f, _AtLeast)]:
+            lib.removeFilter(old)
+        lib.addFilter(_AtLeast(libraries))
+    for variable in _VERBOSITY_VARIABLES:  # read when transformers / huggingface_hub configure their loggers
+        os.environ[variable] = logging.getLevelName(libraries).lower()
+    for name in ("transformers", "huggingface_hub"):  # where already imported (and configured)
+        if name in sys.modules:
+            logging.getLogger(name).setLevel(libraries)
+    if quiet:  # transformers' "Loading weights" / "Writing model shards" bars
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+        if "transformers" in sys.modules:
+            from transformers.utils import logging as transformers_logging
+            transformers_logging.disable_progress_bar()
     for internal in ("numba", "matplotlib"):  # compiler/plotting internals: never useful here
         logging.getLogger(internal).setLevel(logging.WARNING)
 
 
 def _tell(line: str) -> None:
-    """One line for the user on stderr (the command's own output, not a log record)."""
-    sys.stderr.write(line + "\n")
+    """One line for the user on stderr (the command's own output, not a log record); a message of several
+    lines (another library's) is joined into one."""
+    sys.stderr.write(one_line(line, limit=None) + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rerank`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(getattr(args, "verbose", False), getattr(args, "quiet", False))
+    verbose = getattr(args, "verbose", False)
+    _setup_logging(verbose, getattr(args, "quiet", False))
     try:
         return int(args.func(args) or 0)
     except RerankersError as e:
@@ -299,6 +480,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _tell("rerank: interrupted")
         return 130
+    except Exception as e:  # a bug, or a library's failure we do not know: one line, the traceback with -v
+        if verbose:
+            raise
+        _tell(f"rerank: error: unexpected {one_line(e, limit=None)} (rerun with -v for the traceback)")
+        return 1
     return 2
 
 

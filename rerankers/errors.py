@@ -23,6 +23,7 @@ also derives from the builtin exception a caller would expect (``ValueError``, `
       ModelLoadingError             a model that cannot be built or loaded
         CheckpointNotFoundError     a name or path that is no checkpoint
           UnknownBackboneError      not a preset, a local folder nor a reachable hub id
+        CheckpointPermissionError   a checkpoint file that exists but may not be read
         ModelConfigError            a bad or unsupported config
         CheckpointMismatchError     tensors that do not match the config
       TrainingError                 training that cannot start or go on
@@ -127,6 +128,11 @@ class UnknownBackboneError(CheckpointNotFoundError, ValueError):
     """A backbone name that is neither a preset, a local folder nor a reachable hub id."""
 
 
+class CheckpointPermissionError(ModelLoadingError, PermissionError):
+    """A checkpoint file (weights, config, tokenizer) that exists but this user may not read: the
+    message names the file; never reported as missing."""
+
+
 class ModelConfigError(ModelLoadingError, ValueError):
     """A config file is unreadable, of an unknown format, or describes an unsupported model."""
 
@@ -184,6 +190,18 @@ class ResumeMismatchError(TrainingError):
 
 class NonFiniteLossError(TrainingError, FloatingPointError):
     """A NaN or infinite loss: the message names the step and the batch; the last checkpoint is intact."""
+
+
+def one_line(error: BaseException | str, limit: int | None = 300) -> str:
+    """A message (or another library's exception, as ``Type: message``) on one line: its lines joined by
+    spaces, cut to ``limit`` characters (None: never). transformers, huggingface_hub and ir_datasets raise
+    messages of several lines; every error the user sees is one line."""
+    if isinstance(error, BaseException):
+        text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    else:
+        text = str(error)
+    text = " ".join(part.strip() for part in text.splitlines() if part.strip())
+    return text if limit is None or len(text) <= limit else text[: limit - 3].rstrip() + "..."
 
 
 def install_hint(extra: str) -> str:

@@ -23,7 +23,7 @@ from rerankers.data.texts import read_candidates, read_corpus, read_queries
 from rerankers.data.trec import Qrels, Run, read_qrels, read_run, write_run
 from rerankers.errors import ModelLoadingError, RerankersError, UsageError
 from rerankers.eval.metric_names import DEFAULT_METRICS
-from rerankers.eval.metrics import evaluate
+from rerankers.eval.metrics import check_rel_level, evaluate
 from rerankers.eval.report import Report, ReportRow
 from rerankers.retrieval import BM25Config, bm25_retrieve
 
@@ -37,7 +37,7 @@ DEMO_METRICS = ("MRR@10", "nDCG@10", "MAP@1000", "R@100", "P@10")
 # ------------------------------------------------------------------------------------ reranking
 def rerank_with_model(model: str | os.PathLike, run: Run, queries: Mapping[str, str], docs: Mapping[str, str], *,
                       device: str | None = None, dtype: str | None = None, batch_tokens: int | None = None,
-                      depth: int | None = None) -> tuple[Run, dict[str, float]]:
+                      depth: int | None = None, quantize: str | None = None) -> tuple[Run, dict[str, float]]:
     """Rerank ``run`` with the cross-encoder ``model``.
 
     Args:
@@ -49,19 +49,22 @@ def rerank_with_model(model: str | os.PathLike, run: Run, queries: Mapping[str, 
         dtype: ``float32``, ``bfloat16``, ``float16``; None = bf16 autocast on the GPU, fp32 on the CPU.
         batch_tokens: token budget per packed batch; None = 16384.
         depth: how many candidates of each query to rerank; None = every candidate.
+        quantize: ``int8``: the backbone's Linear layers as int8 weights (:mod:`rerankers.models.quantize`).
 
     Returns:
         ``(reranked_run, throughput)``: model scores for each query's top ``depth``, the rest of
         the run kept below them in first-stage order (:meth:`Reranker.rerank_run`), and
         ``{"pairs/s": ..., "tokens/s": ...}`` (real, unpadded tokens; model time, device-synchronised),
-        with ``"head": "UNTRAINED"`` where the model's scoring head was never trained (a report column).
+        with ``"head": "UNTRAINED"`` where the model's scoring head was never trained (a report column), and
+        ``"quantize": "int8 X -> Y MiB"`` (the model's size before and after) where quantized.
     """
     from rerankers.reranker import Reranker
 
     batch_tokens = batch_tokens or DEFAULT_BATCH_TOKENS
     depth = depth or max((len(d) for d in run.values()), default=1)
     try:
-        reranker = Reranker.from_pretrained(model, device=device, dtype=dtype, batch_tokens=batch_tokens)
+        reranker = Reranker.from_pretrained(model, device=device, dtype=dtype, batch_tokens=batch_tokens,
+                                            quantize=quantize)
     except (ModelLoadingError, ImportError) as e:  # ImportError: a preset's optional package is missing
         raise ModelLoadingError(f"--model {model}: {e}") from None
     reranked = reranker.rerank_run(run, queries, docs, depth=depth)
@@ -71,6 +74,8 @@ def rerank_with_model(model: str | os.PathLike, run: Run, queries: Mapping[str, 
     speed: dict[str, Any] = {"pairs/s": round(st.model_pairs_per_s, 1), "tokens/s": round(st.model_tokens_per_s, 0)}
     if not reranker.model.head_trained:  # the report marks the row: its scores mean nothing yet
         speed["head"] = "UNTRAINED"
+    if reranker.quantization is not None:
+        speed["quantize"] = reranker.quantization.describe()
     return reranked, speed
 
 
@@ -83,7 +88,7 @@ def _row(name: str, source: str, run: Run, qrels: Qrels, metrics: Sequence[str],
          missing_as_zero: bool = False) -> ReportRow:
     """One evaluated run of a report (``run_name`` and ``qrels_name`` name the inputs in errors)."""
     result = evaluate(run, qrels, metrics, rel_level=rel_level, missing_as_zero=missing_as_zero, run_name=run_name,
-                      qrels_name=qrels_name)
+                      qrels_name=qrels_name, check_level=False)  # checked once per report (check_rel_level)
     return ReportRow(name=name, source=source, extra=dict(extra or {}), result=result)
 
 
@@ -134,7 +139,7 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
                   corpus: str | os.PathLike | None = None, queries: str | None = None, depth: int = 100,
                   output: str | os.PathLike | None = None, device: str | None = None, dtype: str | None = None,
                   batch_tokens: int | None = None, save_report: str | os.PathLike | None = None,
-                  fuse: str | None = None, fuse_weight: float = 0.5) -> Report:
+                  fuse: str | None = None, fuse_weight: float = 0.5, quantize: str | None = None) -> Report:
     """Evaluate TREC ``runs`` (the first is the baseline of the significance tests); with ``model``,
     rerank the first-stage run first and report the reranked run second.
 
@@ -152,6 +157,7 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
         save_report: also write the report files (:meth:`Report.save`) into this folder.
         fuse: with ``model``, also a row of the reranked run fused with its first stage: ``rrf`` or
             ``wsum`` (:func:`rerankers.eval.fusion.fuse_runs`; ``fuse_weight`` on the reranked run).
+        quantize: with ``model``, score with its int8-quantized twin (:func:`rerank_with_model`).
 
     Returns:
         The report, one row per run: the first run, the reranked one (with throughput columns), the others.
@@ -162,10 +168,16 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
     _check_outputs(output, save_report)  # before any model is loaded or document scored
     if fuse and not model:
         raise UsageError("--fuse combines a reranked run with its first stage: it needs --model")
+    if quantize is not None:
+        from rerankers.models.quantize import check_quantize
+        check_quantize(quantize)
+        if not model:
+            raise UsageError("--quantize applies to the reranking model: it needs --model")
     if fuse:
         from rerankers.eval.fusion import check_fusion
         check_fusion(fuse, fuse_weight)
     judgments, qrels_name = resolve_qrels(qrels or dataset)
+    check_rel_level(judgments, rel_level, metrics, qrels_name)  # once, before any reranking
 
     entries: list[tuple[str, str, Run, dict]] = [(name, path, read_run(path), {})  # (name, source, run, extra)
                                                  for name, path in zip(run_names(runs), runs)]
@@ -177,7 +189,7 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
         if not entries:
             entries.append((base_name, base_source, run, {}))
         reranked, throughput = rerank_with_model(model, run, query_texts, doc_texts, device=device, dtype=dtype,
-                                                 batch_tokens=batch_tokens, depth=depth)
+                                                 batch_tokens=batch_tokens, depth=depth, quantize=quantize)
         if output:
             write_run(reranked, output, tag=_model_name(model).replace(" ", "_") or "rerankers")
             logger.info("wrote the reranked run to %s", output)

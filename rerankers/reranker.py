@@ -2,7 +2,8 @@
 
 Pairs are encoded with the model's template, sorted by length and batched by a token budget
 (real tokens for packed backbones, padded tokens for T5), scored under ``torch.no_grad`` (bf16
-autocast on the GPU by default) and put back in input order. After each call, ``last_stats``
+autocast on the GPU by default) and put back in input order; a progress bar counts the pairs of a
+long call (:mod:`rerankers.utils.progress`: a terminal only, off under ``rerank -q``). After each call, ``last_stats``
 holds the throughput: pairs/s and real (unpadded) tokens/s, timed with device synchronisation.
 """
 from __future__ import annotations
@@ -16,10 +17,11 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from rerankers.data.batching import pack_encoded, restore_order, token_budget_batches
-from rerankers.data.templates import check_not_empty
+from rerankers.data.templates import check_not_empty, log_truncation
 from rerankers.data.trec import ranked
 from rerankers.errors import MissingDocumentsError, RerankersError, UnknownQueryError
 from rerankers.models.cross_encoder import CrossEncoder
+from rerankers.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +101,16 @@ class Reranker:
         batch_tokens:  token budget per batch (real tokens; padded ones for T5)
         max_pairs:     optional cap on pairs per batch
         chunk_pairs:   pairs encoded at a time (bounds host memory on big runs)
+        quantize:      "int8": the backbone's Linear layers as int8 weights (in place; the head stays fp32;
+                       :mod:`rerankers.models.quantize`); ``quantization`` then holds the sizes before/after
     """
 
     def __init__(self, model: CrossEncoder | str | os.PathLike, device: str | torch.device | None = None,
-                 dtype: Any = None, batch_tokens: int = 16384, max_pairs: int | None = None, chunk_pairs: int = 32768):
+                 dtype: Any = None, batch_tokens: int = 16384, max_pairs: int | None = None, chunk_pairs: int = 32768,
+                 quantize: str | None = None):
+        from rerankers.models.quantize import check_quantize, quantize_model
+
+        check_quantize(quantize)
         if isinstance(model, (str, os.PathLike)):  # Reranker("runs/m") as well as Reranker.from_pretrained
             model = CrossEncoder.from_pretrained(model)
         elif not isinstance(model, CrossEncoder):
@@ -123,6 +131,7 @@ class Reranker:
         for name, value in (("batch_tokens", batch_tokens), ("max_pairs", max_pairs), ("chunk_pairs", chunk_pairs)):
             if value is not None and value < 1:
                 raise RerankersError(f"{name} must be positive, got {value}")
+        self.quantization = quantize_model(model, quantize) if quantize else None
         self.model = model.to(self.device).eval()
         self.batch_tokens = int(batch_tokens)
         self.max_pairs = max_pairs
@@ -132,7 +141,11 @@ class Reranker:
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, device: str | torch.device | None = None,
                         dtype: Any = None, **kwargs) -> "Reranker":
-        """Load a saved cross-encoder folder, a sequence-classification checkpoint, or a preset name."""
+        """Load a saved cross-encoder folder, a sequence-classification checkpoint, or a preset name
+        (``quantize="int8"``: see the class doc; a bad value fails before anything is loaded)."""
+        from rerankers.models.quantize import check_quantize
+
+        check_quantize(kwargs.get("quantize"))
         return cls(CrossEncoder.from_pretrained(name_or_path), device=device, dtype=dtype, **kwargs)
 
     # ---- scoring ------------------------------------------------------------------------------
@@ -148,30 +161,31 @@ class Reranker:
         t0 = time.perf_counter()
         stats = Throughput()
         scores: list[float] = []
-        truncated = 0
-        for start in range(0, len(queries), self.chunk_pairs):
-            sl = slice(start, start + self.chunk_pairs)
-            enc = self.model.encode(queries[sl], docs[sl], None if ids is None else ids[sl], warn=False)
-            truncated += len(enc.truncated)
-            results = []
-            for idx in token_budget_batches(enc.lengths, self.batch_tokens, sort=True,
-                                            padded=self.model.pads, max_pairs=self.max_pairs):
-                batch = pack_encoded(enc, idx).to(self.device)
-                self._sync()
-                m0 = time.perf_counter()
-                if self.autocast_dtype is not None:
-                    with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+        docs_cut = queries_cut = 0
+        with progress_bar(total=len(queries), desc="rerank", unit="pair") as bar:
+            for start in range(0, len(queries), self.chunk_pairs):
+                sl = slice(start, start + self.chunk_pairs)
+                enc = self.model.encode(queries[sl], docs[sl], None if ids is None else ids[sl], warn=False)
+                docs_cut += len(enc.truncated)
+                queries_cut += len(enc.queries_truncated)
+                results = []
+                for idx in token_budget_batches(enc.lengths, self.batch_tokens, sort=True,
+                                                padded=self.model.pads, max_pairs=self.max_pairs):
+                    batch = pack_encoded(enc, idx).to(self.device)
+                    self._sync()
+                    m0 = time.perf_counter()
+                    if self.autocast_dtype is not None:
+                        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+                            s = self.model(batch)
+                    else:
                         s = self.model(batch)
-                else:
-                    s = self.model(batch)
-                s = s.float().cpu()  # synchronises
-                stats.model_seconds += time.perf_counter() - m0
-                stats.tokens += batch.num_tokens
-                results.append((idx, s))
-            scores.extend(restore_order(len(enc.input_ids), results))
-        if truncated:
-            logger.warning("%d of %d documents were truncated to fit max_length=%d tokens",
-                           truncated, len(docs), self.model.template.max_length)
+                    s = s.float().cpu()  # synchronises
+                    stats.model_seconds += time.perf_counter() - m0
+                    stats.tokens += batch.num_tokens
+                    results.append((idx, s))
+                    bar.update(len(idx))
+                scores.extend(restore_order(len(enc.input_ids), results))
+        log_truncation(docs_cut, queries_cut, len(docs), self.model.template)
         stats.pairs = len(queries)
         stats.seconds = time.perf_counter() - t0
         self.last_stats = stats

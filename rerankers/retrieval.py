@@ -16,10 +16,12 @@ from typing import Mapping
 
 from rerankers.data.trec import Run
 from rerankers.errors import RetrievalError, install_hint
+from rerankers.utils.progress import progress_shown
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("bm25s", "pyserini")
+LARGE_CORPUS = 50_000  # documents from which bm25s draws its progress bars (where a bar is shown at all)
 
 
 
@@ -101,23 +103,24 @@ def _bm25s(corpus: Mapping[str, str], queries: Mapping[str, str], k: int, config
 
     docids = list(corpus)
     qids = list(queries)
+    show = progress_shown() and len(docids) >= LARGE_CORPUS  # bm25s' own bars: tokenizing, indexing, retrieving
     tokenizer = Tokenizer(lower=True, stopwords=config.stopwords or [], stemmer=_stemmer(config.stemmer))
     doc_tokens = tokenizer.tokenize([corpus[d] for d in docids], update_vocab=True, return_as="ids",
-                                    show_progress=False)
+                                    show_progress=show)
     query_tokens = tokenizer.tokenize([queries[q] for q in qids], update_vocab=False, return_as="ids",
-                                      show_progress=False)
+                                      show_progress=show)
     # bm25s gives a text without indexable terms (stopwords, punctuation) and an unknown query word the same
     # placeholder token "": left in, it would match such documents to unrelated queries. Lucene matches a
     # document only through a query term it contains: drop the placeholder from the queries.
     placeholder = tokenizer.get_vocab_dict().get("")
     query_tokens = [[t for t in toks if t != placeholder] for toks in query_tokens]
     retriever = bm25s.BM25(k1=config.k1, b=config.b, method="lucene")
-    retriever.index(doc_tokens, show_progress=False)
+    retriever.index(doc_tokens, show_progress=show)
     kk = min(k, len(docids))
     run: Run = {qid: {} for qid in qids}
     live = [i for i, toks in enumerate(query_tokens) if toks]
     if live:
-        indices, scores = retriever.retrieve([query_tokens[i] for i in live], k=kk, show_progress=False, n_threads=1)
+        indices, scores = retriever.retrieve([query_tokens[i] for i in live], k=kk, show_progress=show, n_threads=1)
         for row, i in enumerate(live):
             run[qids[i]] = {docids[int(j)]: float(s) for j, s in zip(indices[row], scores[row]) if s > 0}
     return run

@@ -45,3 +45,92 @@ def tiny_cross_encoder(tiny_checkpoints, tmp_path_factory) -> Path:
     checkpoint = tiny_checkpoints.save_tiny_bert(root / "hf", "bert")
     CrossEncoder.from_pretrained(checkpoint).save_pretrained(root / "tiny-bert")
     return root / "tiny-bert"
+
+
+def _run_unprivileged(fn) -> str:
+    """``fn()`` (returning text) run as a user without root's rights. As root, in a forked child that drops to
+    nobody (uid 65534) first; the child must import nothing new (root's interpreter may be unreadable to nobody),
+    so whatever ``fn`` uses is imported (or used once) before. The child's exception comes back as its text;
+    where root cannot drop its rights (a restricted container), the test is skipped, saying so."""
+    if os.geteuid() != 0:
+        return fn()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: drop root, run, report, leave without running any cleanup of the parent
+        try:
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+            except OSError as e:
+                out = f"{_CANNOT_DROP}{e}"
+            else:
+                try:
+                    out = fn()
+                except BaseException as e:  # noqa: BLE001 -- reported to the parent, which asserts on it
+                    out = f"child raised {type(e).__name__}: {e}"
+            os.write(write_end, out.encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        out = f.read().decode()
+    os.waitpid(pid, 0)
+    if out.startswith(_CANNOT_DROP):
+        pytest.skip(f"needs a user without root's rights: root cannot become nobody here ({out[len(_CANNOT_DROP):]})")
+    return out
+
+
+_CANNOT_DROP = "cannot drop root: "
+
+
+@pytest.fixture(scope="session")
+def unprivileged():
+    """A function ``run(fn) -> str``: ``fn()`` run without root's rights (see _run_unprivileged), e.g. to see
+    a permission denied that root would not meet."""
+    return _run_unprivileged
+
+
+@pytest.fixture
+def shared_tmp(tmp_path):
+    """A folder that an unprivileged user can reach: tmp_path, or as root (whose pytest folders are
+    private) a folder of its own in the system's temporary directory, removed afterwards."""
+    if os.geteuid() != 0:
+        yield tmp_path
+        return
+    import shutil
+    import tempfile
+    base = Path(tempfile.mkdtemp(prefix="rerankers-test-"))
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base)
+
+
+class _Terminal:
+    """A stderr that says it is a terminal, keeping what is written (``text``)."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+@pytest.fixture
+def terminal_stderr(monkeypatch):
+    """A function that replaces sys.stderr by a terminal keeping its text (what progress bars draw there) and
+    returns it; call it in the test itself (pytest's capture resets sys.stderr between setup and the test)."""
+    import sys
+
+    def install() -> _Terminal:
+        terminal = _Terminal()
+        monkeypatch.setattr(sys, "stderr", terminal)
+        return terminal
+    return install

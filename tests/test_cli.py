@@ -238,3 +238,128 @@ def test_export_command(tiny_cross_encoder, tmp_path, capsys):
     assert (tmp_path / "hf" / "config.json").is_file() and "hf" in capsys.readouterr().out
     from transformers import AutoConfig
     assert AutoConfig.from_pretrained(str(tmp_path / "hf")).architectures == ["BertForSequenceClassification"]
+
+
+@pytest.fixture()
+def restored_logging(monkeypatch):
+    """_setup_logging, with the variables it writes restored afterwards and logging set back to the defaults."""
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    from rerankers.cli import _setup_logging
+    for name in ("TRANSFORMERS_VERBOSITY", "HF_HUB_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS"):
+        monkeypatch.delenv(name, raising=False)
+    logging.captureWarnings(False)  # so that _setup_logging routes warnings now, over pytest's recorder
+    yield _setup_logging
+    _setup_logging(False, False)
+    logging.captureWarnings(False)
+    monkeypatch.undo()
+    transformers_logging.enable_progress_bar()
+
+
+def test_quiet_hides_the_libraries_info_and_warnings(restored_logging, capsys):
+    """issue 10: under -q no ir_datasets INFO/WARNING line (it sets its logger to INFO on first use), no
+    transformers warning or progress bar, no Python warning; errors still show."""
+    import logging
+    import warnings
+
+    import ir_datasets
+    from transformers.utils import logging as transformers_logging
+    irds = ir_datasets.log.easy()
+    restored_logging(False, True)
+    irds.info("irds info")
+    irds.warn("irds warning")
+    irds.error("irds error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a library's warning")
+    err = capsys.readouterr().err
+    assert "irds error" in err and "irds info" not in err and "irds warning" not in err
+    assert "a library's warning" not in err
+    assert not transformers_logging.get_logger("transformers.tokenization_utils_base").isEnabledFor(logging.WARNING)
+    assert not transformers_logging.is_progress_bar_enabled()
+    restored_logging(False, False)  # without -q: their warnings, not their INFO
+    irds.info("irds info")
+    irds.warn("irds warning")
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn("a library's warning")
+    err = capsys.readouterr().err
+    assert "irds warning" in err and "irds info" not in err and "a library's warning" in err
+    assert transformers_logging.get_logger("transformers.tokenization_utils_base").isEnabledFor(logging.WARNING)
+
+
+def test_an_unexpected_error_of_several_lines_is_one_line(monkeypatch, capsys):
+    """A library's (or our) unexpected exception: one line, exit 1, the traceback only with -v."""
+    import rerankers.cli as cli
+
+    def boom(args):
+        raise RuntimeError("first line\n  second line")
+    help_text, add_args, _ = cli.COMMANDS["export"]
+    monkeypatch.setitem(cli.COMMANDS, "export", (help_text, add_args, boom))
+    assert main(["export", "--model", "m", "--out", "o"]) == 1
+    assert capsys.readouterr().err == ("rerank: error: unexpected RuntimeError: first line second line (rerun with -v "
+                                       "for the traceback)\n")
+    with pytest.raises(RuntimeError):
+        main(["-v", "export", "--model", "m", "--out", "o"])
+
+
+def test_a_model_folder_without_tokenizer_files_is_a_one_line_error(tiny_checkpoints, files, tmp_path, capsys):
+    """transformers would build a tokenizer of special tokens only (every word [UNK]) and score nonsense."""
+    folder = tiny_checkpoints.save_tiny_bert(tmp_path / "no-tokenizer", "bert")
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    msg = _error(capsys, ["eval", "--model", str(folder), "--run", str(files / "run.trec"), "--corpus",
+                          str(files / "collection.tsv"), "--queries", str(files / "queries.tsv"), "--qrels",
+                          str(files / "qrels.txt"), "--device", "cpu"])
+    assert f"{folder}: no tokenizer files (tokenizer.json, vocab.txt, ...)" in msg
+
+
+def test_version(capsys):
+    from rerankers import __version__
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out == f"rerank (rerankers) {__version__}\n"
+
+
+# ------------------------------------------------------------------- efficient rerankers (issue 15)
+def _rerank_flags(files, model) -> list[str]:
+    return ["eval", "--model", str(model), "--run", str(files / "run.trec"), "--corpus", str(files / "collection.tsv"),
+            "--queries", str(files / "queries.tsv"), "--qrels", str(files / "qrels.txt"), "--device", "cpu",
+            "--metrics", "MRR@10"]
+
+
+def test_eval_quantize_int8_reports_the_size(tiny_cross_encoder, files, capsys):
+    assert main([*_rerank_flags(files, tiny_cross_encoder), "--quantize", "int8"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[-1] == "quantize" and "int8" in out[3] and "MiB" in out[3]
+    assert "int4" in _error(capsys, [*_rerank_flags(files, tiny_cross_encoder), "--quantize", "int4"])
+    msg = _error(capsys, ["eval", "--run", str(files / "run.trec"), "--qrels", str(files / "qrels.txt"),
+                          "--quantize", "int8"])
+    assert "--quantize applies to the reranking model: it needs --model" in msg
+
+
+def test_prune_command(tiny_cross_encoder, files, tmp_path, capsys):
+    out = tmp_path / "pruned"
+    assert main(["prune", "--model", str(tiny_cross_encoder), "--out", str(out), "--layers-keep", "1",
+                 "--heads-per-layer", "2"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"{out}: ") and "parameters" in line and "heads/layer 2" in line
+    assert main(_rerank_flags(files, out)) == 0 and "pruned@" in capsys.readouterr().out
+    assert "keep 1 to 4" in _error(capsys, ["prune", "--model", str(tiny_cross_encoder), "--out",
+                                            str(tmp_path / "x"), "--heads-per-layer", "9"])
+    assert "nothing to prune" in _error(capsys, ["prune", "--model", str(tiny_cross_encoder), "--out",
+                                                 str(tmp_path / "x")])
+
+
+def test_teacher_command(tiny_cross_encoder, files, tmp_path, capsys):
+    out = tmp_path / "teacher.trec"
+    assert main(["teacher", "--model", str(tiny_cross_encoder), "--run", str(files / "run.trec"), "--queries",
+                 str(files / "queries.tsv"), "--corpus", str(files / "collection.tsv"), "--out", str(out),
+                 "--device", "cpu"]) == 0
+    assert capsys.readouterr().out == f"{out}: 2 queries, 4 pairs\n"
+    run = read_run(out)
+    assert {q: set(d) for q, d in run.items()} == {"q1": {"d1", "d2"}, "q2": {"d4", "d5"}}
+    assert "give the candidates" in _error(capsys, ["teacher", "--model", str(tiny_cross_encoder), "--out",
+                                                    str(out)])

@@ -50,6 +50,23 @@ def test_evaluate_runs_baseline_first_with_significance_and_saved_report(toy):
     assert lenient.rows[0].result.means["MRR@10"] == 0.75
 
 
+def test_a_rel_level_above_every_grade_warns_once(toy, caplog):
+    """issue 10: --rel-level 3 on qrels graded 0-2 made MAP/MRR 0 without a word; one warning for the report."""
+    import logging
+    runs = [toy / "x" / "run.trec", toy / "y" / "run.trec"]
+    with caplog.at_level(logging.WARNING):
+        report = evaluate_runs(runs, qrels=str(toy / "qrels.txt"), metrics=["MRR@10", "nDCG@10"], rel_level=3)
+    warned = [r.getMessage() for r in caplog.records if "above every grade" in r.getMessage()]
+    assert warned == [f"relevance level 3 (--rel-level) is above every grade of {toy / 'qrels.txt'} (top grade 2): "
+                      "no query has a relevant document, so MRR@10 give 0 for every run"]
+    assert report.rows[1].result.means["MRR@10"] == 0.0 and report.rows[1].result.means["nDCG@10"] > 0
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # a level that some grade reaches, or only graded metrics: no warning
+        evaluate_runs(runs, qrels=str(toy / "qrels.txt"), metrics=["MRR@10"], rel_level=2)
+        evaluate_runs(runs, qrels=str(toy / "qrels.txt"), metrics=["nDCG@10"], rel_level=3)
+    assert not [r for r in caplog.records if "above every grade" in r.getMessage()]
+
+
 def test_evaluate_runs_reranks_the_first_run_and_writes_it(toy, monkeypatch):
     calls = []
 
@@ -67,7 +84,7 @@ def test_evaluate_runs_reranks_the_first_run_and_writes_it(toy, monkeypatch):
     assert model == "some/model dir" and run == read_run(toy / "x" / "run.trec")
     assert queries == {"q1": "red fruit", "q2": "cherry trees"}
     assert docs == {"b": "bananas are yellow", "d": "concrete is grey"}  # the texts of the top 1 only
-    assert options == {"device": None, "dtype": None, "batch_tokens": 512, "depth": 1}
+    assert options == {"device": None, "dtype": None, "batch_tokens": 512, "depth": 1, "quantize": None}
     assert [r.name for r in report.rows] == ["x/run", "x/run >> model dir@1", "y/run"]
     assert report.rows[1].source == str(output) and report.rows[1].extra == {"pairs/s": 7.0}
     assert read_run(output)["q1"] == {"b": -2.0, "a": -1.0}
@@ -188,6 +205,9 @@ def test_unwritable_outputs_fail_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(UnwritableOutputError, match=f"cannot write {blocker}/report"):
         evaluate_runs([], qrels=str(qrels), model="some-model", candidates=str(tmp_path / "c.json"),
                       save_report=blocker / "report")
+    with pytest.raises(UnwritableOutputError, match=f"^cannot write {blocker}: it is a file, expected a directory$"):
+        evaluate_runs([], qrels=str(qrels), model="some-model", candidates=str(tmp_path / "c.json"),
+                      save_report=blocker)  # --save-report onto an existing file (issue 10, 14)
 
 
 def test_a_model_with_an_untrained_head_is_marked_in_the_report(tiny_checkpoints, tmp_path, caplog):

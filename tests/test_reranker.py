@@ -129,3 +129,24 @@ def test_predict_and_rank_follow_sentence_transformers(reranker):
     from rerankers.errors import RerankersError
     with pytest.raises(RerankersError, match="pairs"):
         reranker.predict(["just a string", "another"])
+
+
+@pytest.mark.parametrize("level, shown", [(logging.NOTSET, True), (logging.INFO, True), (logging.ERROR, False)],
+                         ids=["library-default", "cli", "cli-quiet"])
+def test_a_progress_bar_counts_the_pairs_on_a_terminal_and_not_under_quiet(reranker, monkeypatch, terminal_stderr,
+                                                                          level, shown):
+    """tqdm on stderr for long scoring calls (here with no delay): every pair counted, hidden under -q."""
+
+    import rerankers.utils.progress as progress
+    monkeypatch.setattr(progress, "DELAY_S", 0.0)
+    terminal = terminal_stderr()
+    pkg = logging.getLogger("rerankers")
+    before = pkg.level
+    pkg.setLevel(level)
+    try:
+        reranker.score(QUERY, DOCS)
+    finally:
+        pkg.setLevel(before)
+    text = terminal.text
+    assert ("rerank: 100%" in text and f"{len(DOCS)}/{len(DOCS)}" in text) == shown
+    assert shown or text == ""

@@ -37,3 +37,21 @@ def test_invalid_parameters_are_a_one_line_usage_error(tmp_path, capsys):
                "--output", str(tmp_path / "o.trec"), "--k1", "-1"])
     err = capsys.readouterr().err
     assert rc == 2 and "rerank: error: --k1 must be >= 0, got -1.0" in err and not (tmp_path / "o.trec").exists()
+
+
+@pytest.mark.parametrize("quiet", [False, True], ids=["terminal", "quiet"])
+def test_a_large_corpus_shows_bm25s_progress_on_a_terminal_unless_quiet(monkeypatch, terminal_stderr, quiet):
+    import logging
+
+    import rerankers.retrieval as retrieval
+    monkeypatch.setattr(retrieval, "LARGE_CORPUS", 2)  # this corpus counts as large
+    terminal = terminal_stderr()
+    pkg = logging.getLogger("rerankers")
+    before = pkg.level
+    pkg.setLevel(logging.ERROR if quiet else logging.INFO)
+    try:
+        run = bm25_retrieve({"d1": "red apples", "d2": "green pears", "d3": "blue sky"}, {"q": "apples"}, k=2)
+    finally:
+        pkg.setLevel(before)
+    assert list(run["q"]) == ["d1"]
+    assert ("BM25S Retrieve" in terminal.text) == (not quiet)  # bm25s clears its bars when done (leave=False)

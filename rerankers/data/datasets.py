@@ -31,7 +31,7 @@ from typing import Any, Callable, Collection, Iterable, Iterator, TypeVar
 
 from rerankers.data.texts import Texts, read_corpus, read_queries
 from rerankers.data.trec import Qrels, read_qrels
-from rerankers.errors import DatasetLoadError, UnknownDatasetError
+from rerankers.errors import DatasetLoadError, UnknownDatasetError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _guard(dataset_id: str, what: str, fn: Callable[[], T]) -> T:
         home = os.environ.get("IR_DATASETS_HOME", str(Path.home() / ".ir_datasets"))
         text = str(e)
         cause = ("its download failed (no network?)" if "download" in text.lower() or "connection" in text.lower()
-                 else f"{type(e).__name__}: {text[:200]}")
+                 else one_line(e, limit=200))
         raise DatasetLoadError(
             f"could not load the {what} of {dataset_id!r} through ir_datasets: {cause}. ir_datasets "
             f"downloads on first use into IR_DATASETS_HOME={home} (offline, place its files there), "

@@ -10,8 +10,9 @@
   rank_llm; gives queries, the first-stage run and the document texts in one file.
 
 Every reader returns ``dict[id, str]`` (ids as strings) and raises DataFormatError naming the file
-and line (or, inside a JSON list, the entry and hit) for malformed input, empty texts and
-duplicate ids.
+and line (or, inside a JSON list, the entry and hit) for malformed input, empty texts, texts that
+are not strings (a list, a number: named by type, never read as empty or as their repr), ids that
+are neither strings nor integers, and duplicate ids.
 """
 from __future__ import annotations
 
@@ -40,10 +41,37 @@ def _is_jsonl(path: Path) -> bool:
 
 
 def _pick(obj: dict, names: tuple[str, ...], path, lineno, what: str) -> Any:
+    """The value of the first of ``names`` in ``obj``, checked: a text (``what`` ends with "text") must be a
+    string, an id a string or an integer; DataFormatError naming the field and the type found."""
     for name in names:
         if name in obj and obj[name] is not None:
-            return obj[name]
+            value = obj[name]
+            if what.endswith("text"):
+                return _checked_text(value, path, lineno, f"{what} field {name!r}")
+            return _checked_id(value, path, lineno, f"{what} field {name!r}")
     raise DataFormatError(path, lineno, f"missing {what} field (one of {', '.join(map(repr, names))})")
+
+
+def _described(value: Any) -> str:
+    """``a list: ['a', 'b']`` -- a JSON value's type and a short preview, for messages."""
+    kind = {list: "a list", dict: "an object", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__)
+    shown = repr(value)
+    return f"{kind}: {shown if len(shown) <= 60 else shown[:57] + '...'}"
+
+
+def _checked_id(value: Any, path, lineno, what: str) -> str:
+    """``value`` as an id string where it is a string or an integer; else DataFormatError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise DataFormatError(path, lineno, f"{what} must be a string or an integer, found {_described(value)}")
+    return str(value)
+
+
+def _checked_text(value: Any, path, lineno, what: str) -> str:
+    """``value`` where it is a string; else DataFormatError naming ``what`` and the type found."""
+    if not isinstance(value, str):
+        raise DataFormatError(path, lineno, f"{what} must be a string, found {_described(value)}")
+    return value
 
 
 def _iter_jsonl(path) -> Iterator[tuple[int, dict]]:
@@ -81,9 +109,9 @@ def read_queries(path: str | os.PathLike) -> Texts:
     queries: Texts = {}
     if _is_jsonl(p):
         for lineno, obj in _iter_jsonl(p):
-            qid = str(_pick(obj, QUERY_ID_FIELDS, p, lineno, "query id"))
+            qid = _pick(obj, QUERY_ID_FIELDS, p, lineno, "query id")
             text = _pick(obj, QUERY_TEXT_FIELDS, p, lineno, "query text")
-            _add(queries, p, lineno, qid, str(text).strip(), "query")
+            _add(queries, p, lineno, qid, text.strip(), "query")
     else:
         for lineno, qid, text in _iter_tsv_pairs(p, "q"):
             _add(queries, p, lineno, qid, text.strip(), "query")
@@ -103,9 +131,9 @@ def read_corpus(path: str | os.PathLike, ids: Collection[str] | None = None) -> 
     keep = set(ids) if ids is not None else None
     if _is_jsonl(p):
         for lineno, obj in _iter_jsonl(p):
-            docid = str(_pick(obj, DOC_ID_FIELDS, p, lineno, "document id"))
-            text = str(_pick(obj, DOC_TEXT_FIELDS, p, lineno, "document text")).strip()
-            title = str(obj.get("title") or "").strip()
+            docid = _pick(obj, DOC_ID_FIELDS, p, lineno, "document id")
+            text = _pick(obj, DOC_TEXT_FIELDS, p, lineno, "document text").strip()
+            title = _checked_text(obj.get("title") or "", p, lineno, "document field 'title'").strip()
             if title:
                 text = f"{title} {text}".strip()
             if keep is None or docid in keep:
@@ -176,11 +204,11 @@ def read_candidates(path: str | os.PathLike) -> tuple[Texts, Run, Texts]:
             if field not in entry:
                 raise DataFormatError(p, lineno, f"{loc}missing field {field!r}")
         query, hits = entry["query"], entry["hits"]
-        if not isinstance(query, str) or not query.strip():
+        if not _checked_text(query, p, lineno, f"{loc}'query'").strip():
             raise DataFormatError(p, lineno, f"{loc}'query' must be a non-empty string")
         if not isinstance(hits, list):
             raise DataFormatError(p, lineno, f"{loc}'hits' must be a list")
-        qid = str(entry["qid"]) if entry.get("qid") is not None else None
+        qid = _checked_id(entry["qid"], p, lineno, f"{loc}'qid'") if entry.get("qid") is not None else None
         ranking: dict[str, float] = {}
         for j, hit in enumerate(hits):
             where = f"{loc}hit {j}: "
@@ -189,13 +217,14 @@ def read_candidates(path: str | os.PathLike) -> tuple[Texts, Run, Texts]:
             for field in ("qid", "docid", "content"):
                 if hit.get(field) is None and not (field == "qid" and qid is not None):
                     raise DataFormatError(p, lineno, f"{where}missing field {field!r}")
-            hit_qid = str(hit.get("qid", qid))
+            hit_qid = _checked_id(hit["qid"], p, lineno, f"{where}'qid'") if hit.get("qid") is not None else qid
             if qid is None:
                 qid = hit_qid
             elif hit_qid != qid:
                 raise DataFormatError(p, lineno, f"{where}qid {hit_qid!r} differs from the entry's qid {qid!r}")
-            docid, content = str(hit["docid"]), hit["content"]
-            if not isinstance(content, str) or not content.strip():
+            docid = _checked_id(hit["docid"], p, lineno, f"{where}'docid'")
+            content = _checked_text(hit["content"], p, lineno, f"{where}document {docid!r}: 'content'")
+            if not content.strip():
                 raise DataFormatError(p, lineno, f"{where}document {docid!r} has an empty 'content'")
             if hit.get("score") is not None:
                 score = _hit_number(p, lineno, where, hit, "score")

@@ -59,6 +59,19 @@ def default_rel_level(qrels: Qrels) -> int:
     return 2 if top > 1 else 1
 
 
+def check_rel_level(qrels: Qrels, rel_level: int | None, metrics: Sequence[str] | None = None,
+                    qrels_name: str = "qrels") -> None:
+    """Warn where ``rel_level`` exceeds every grade of ``qrels`` while a binary metric is asked for: no query
+    has a relevant document, so MAP, MRR, P@k, R@k ... are 0 for every run (nDCG still uses the grades)."""
+    if rel_level is None or not qrels:
+        return
+    binary = [s.display for s in parse_metrics(metrics or DEFAULT_METRICS) if s.binary]
+    top = max((g for docs in qrels.values() for g in docs.values()), default=0)
+    if binary and rel_level > top:
+        logger.warning("relevance level %d (--rel-level) is above every grade of %s (top grade %d): no query has "
+                       "a relevant document, so %s give 0 for every run", rel_level, qrels_name, top, ", ".join(binary))
+
+
 def _trec_order_scores(docs: Mapping[str, float]) -> dict[str, float]:
     """Replace scores by n, n-1, ..., 1 following trec_eval's order (so ranx cannot reorder ties)."""
     order = ranked(docs)
@@ -67,7 +80,8 @@ def _trec_order_scores(docs: Mapping[str, float]) -> dict[str, float]:
 
 
 def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] | None = None, rel_level: int | None = None,
-             missing_as_zero: bool = False, run_name: str = "run", qrels_name: str = "qrels") -> EvalResult:
+             missing_as_zero: bool = False, run_name: str = "run", qrels_name: str = "qrels",
+             check_level: bool = True) -> EvalResult:
     """Evaluate ``run`` on ``qrels`` with ranx (trec_eval semantics, see the module docstring).
 
     Args:
@@ -78,6 +92,8 @@ def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] | None = None, rel_l
         rel_level: minimum grade counted as relevant by binary metrics; None = :func:`default_rel_level`.
         missing_as_zero: count judged queries absent from the run with score 0 (trec_eval ``-c``).
         run_name, qrels_name: used in warnings and errors (e.g. the file paths).
+        check_level: warn where ``rel_level`` exceeds every grade (:func:`check_rel_level`); False where the
+            caller checked once for several runs.
 
     Raises:
         UnknownMetricError: a metric name is not recognised.
@@ -92,6 +108,8 @@ def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] | None = None, rel_l
         rel_level = default_rel_level(qrels)
     if rel_level < 1:
         raise EvaluationError(f"relevance level must be >= 1, got {rel_level}")
+    if check_level:
+        check_rel_level(qrels, rel_level, [s.display for s in specs], qrels_name)
 
     judged = [q for q in run if q in qrels and run[q]]
     dropped = sorted(q for q in run if q not in qrels)

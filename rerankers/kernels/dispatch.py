@@ -11,15 +11,20 @@ Torch only: the Triton modules are imported where the Triton backend is used.
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from rerankers.errors import KernelBackendError
 
+from .add_rmsnorm.reference import add_rmsnorm_ref, check_add_rmsnorm_shapes
 from .causal_conv1d.reference import causal_conv1d_ref_varlen, check_activation
 from .selective_scan.reference import selective_scan_ref_varlen
+from .ssd.chunked import ssd_chunked_varlen
+from .ssd.reference import NO_DT_LIMIT, ssd_ref_varlen
 from .varlen import check_cu_seqlens
 
 BACKENDS = ("auto", "triton", "reference", "mamba_ssm")
+SSD_BACKENDS = ("auto", "chunked", "reference")  # no Triton SSD yet: "auto" is the chunked PyTorch form everywhere
 
 
 def _resolve(backend: str | None, device_is_cuda: bool) -> str:
@@ -101,3 +106,60 @@ def causal_conv1d_varlen(x: Tensor, weight: Tensor, bias: Tensor | None, cu_seql
         return causal_conv1d_triton(x, weight, bias, cu_seqlens, activation)
     from .mamba_ssm_backend import causal_conv1d_mamba_ssm
     return causal_conv1d_mamba_ssm(x, weight, bias, cu_seqlens, activation)
+
+
+def _check_ssd_shapes(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
+                      dt_bias: Tensor | None, cu_seqlens: Tensor) -> None:
+    if x.dim() != 3:
+        raise ValueError(f"x must be (T, H, P), got shape {tuple(x.shape)}")
+    T, H, _ = x.shape
+    if B.dim() != 3 or B.shape[0] != T or B.shape[1] < 1 or H % B.shape[1]:
+        raise ValueError(f"B must be (T={T}, G, N) with G dividing H={H}, got shape {tuple(B.shape)}")
+    for name, t, shape in (("dt", dt, (T, H)), ("A", A, (H,)), ("C", C, tuple(B.shape)), ("D", D, (H,)),
+                           ("dt_bias", dt_bias, (H,))):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(t.shape)}")
+    check_cu_seqlens(cu_seqlens, T, check_values=False)
+
+
+def ssd_varlen(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None, dt_bias: Tensor | None,
+               cu_seqlens: Tensor, chunk_size: int = 256, dt_softplus: bool = True,
+               dt_limit: tuple[float, float] = NO_DT_LIMIT, backend: str | None = None) -> Tensor:
+    """Varlen SSD scan (Mamba-2) over packed sequences (each starts from a zero state).
+
+    x: (T, H, P); dt: (T, H); A: (H,); B, C: (T, G, N), head h reading group h // (H // G);
+    D, dt_bias: (H,) or None; cu_seqlens: (S+1,) int32; chunk_size: the chunked form's Q (the
+    result does not depend on it beyond rounding). backend: None / "auto" / "chunked" (the chunked
+    PyTorch form, CPU and GPU) or "reference" (the recurrent oracle). Returns y: (T, H, P) in x's
+    dtype; differentiable in every floating input. Semantics: :mod:`rerankers.kernels.ssd.reference`.
+    """
+    _check_ssd_shapes(x, dt, A, B, C, D, dt_bias, cu_seqlens)
+    b = "auto" if backend is None else backend
+    if b not in SSD_BACKENDS:
+        raise KernelBackendError(f"SSD backend must be one of {SSD_BACKENDS}, got {backend!r}")
+    cu_seqlens = cu_seqlens.to(device=x.device)
+    if b == "reference":
+        return ssd_ref_varlen(x, dt, A, B, C, D, dt_bias, cu_seqlens, dt_softplus, dt_limit)
+    return ssd_chunked_varlen(x, dt, A, B, C, D, dt_bias, cu_seqlens, chunk_size, dt_softplus, dt_limit)
+
+
+def add_rmsnorm(hidden: Tensor, residual: Tensor | None, weight: Tensor, eps: float, residual_in_fp32: bool = False,
+                out_dtype: torch.dtype | None = None, keep_residual: bool = True,
+                backend: str | None = None) -> tuple[Tensor, Tensor | None]:
+    """Fused residual add + RMSNorm, the pre-norm step of a Mamba block.
+
+    hidden: (T, H); residual: (T, H) or None (a first layer); weight: (H,). residual_out = hidden
+    (+ residual) in the sum's dtype, at least fp32 if ``residual_in_fp32``; out = RMSNorm(residual_out)
+    * weight in ``out_dtype`` (None: weight's dtype; under autocast, the autocast dtype saves the
+    next matmul's cast). Returns (out, residual_out, or None unless ``keep_residual``: the final
+    norm, whose Triton path then neither writes nor keeps it). Differentiable in hidden, residual,
+    weight, with a gradient into residual_out as well. backend: as the other kernels ("mamba_ssm",
+    whose comparison path covers the scan and the conv, runs this step as "auto"). Semantics:
+    :mod:`rerankers.kernels.add_rmsnorm.reference`.
+    """
+    check_add_rmsnorm_shapes(hidden, residual, weight)
+    b = _resolve(None if backend == "mamba_ssm" else backend, hidden.is_cuda)
+    if b == "triton":
+        from .add_rmsnorm.op import add_rmsnorm_triton
+        return add_rmsnorm_triton(hidden, residual, weight, eps, residual_in_fp32, out_dtype, keep_residual)
+    return add_rmsnorm_ref(hidden, residual, weight, eps, residual_in_fp32, out_dtype, keep_residual)

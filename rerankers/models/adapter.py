@@ -70,6 +70,12 @@ class BackboneAdapter(abc.ABC):
     def pretrained(self, folder: Path, tokenizer) -> nn.Module:
         """The backbone of a pretrained checkpoint folder (a missing weight is an error)."""
 
+    def from_preset(self, preset, folder: Path, tokenizer) -> nn.Module:
+        """The pretrained backbone of a preset (:class:`rerankers.models.presets.Preset`) whose checkpoint
+        is ``folder``: by default the checkpoint alone decides (:meth:`pretrained`); a kind whose presets
+        take only part of a checkpoint (the LSTM: its input embeddings) builds the preset's shape."""
+        return self.pretrained(folder, tokenizer)
+
     @abc.abstractmethod
     def saved(self, folder: Path, cfg: dict[str, Any]) -> nn.Module:
         """The backbone of a saved cross-encoder's ``backbone/`` folder, strictly (nothing missing or

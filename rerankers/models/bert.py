@@ -31,6 +31,7 @@ from rerankers.models import varlen_attention
 from rerankers.models.adapter import BackboneAdapter, architecture, make_template, transformers_config
 from rerankers.models.checkpoint_files import compare_keys, read_state_dict, write_transformers_folder
 from rerankers.models.heads import ScoreHead
+from rerankers.models.prune import HEADS_KEY, apply_saved_heads
 from rerankers.models.registry import BACKBONES
 from rerankers.models.varlen_attention import register_with_transformers
 
@@ -119,10 +120,13 @@ class BertBackbone(nn.Module):
     # ---- building / saving ---------------------------------------------------------------------
     @classmethod
     def from_config(cls, config) -> BertBackbone:
-        """Random weights from a transformers config (tests, or before load_state_dict)."""
+        """Random weights from a transformers config (tests, or before load_state_dict); a pruned model's
+        head counts per layer (config ``rerankers_attention_heads``) are applied (models/prune.py)."""
         from transformers import AutoModel
         _check_family(config)
-        return cls(AutoModel.from_config(config))
+        model = AutoModel.from_config(config)
+        apply_saved_heads(model)
+        return cls(model)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, strict: bool = False) -> BertBackbone:
@@ -177,8 +181,10 @@ def read_classification_head(path: str | Path) -> dict | None:
     BERT:    pooler.dense (tanh) + classifier          -> dense, out_proj, activation "tanh"
     ELECTRA: classifier.dense (gelu) + classifier.out_proj -> activation "gelu"
     RoBERTa: classifier.dense (tanh) + classifier.out_proj -> activation "tanh"
-    Returns None where the folder holds no such head (a base model); raises ModelConfigError
-    where its classifier has more than one output (a cross-encoder scores with one logit).
+    Returns None where the folder holds no such head (a base model). A classifier of two labels (a binary
+    relevance classifier: 0 = not relevant, 1 = relevant) becomes one output scoring
+    ``logit[1] - logit[0]``, the log-odds of label 1 (it ranks as softmax(logits)[1] does, and stays a
+    logit for the losses); more labels raise ModelConfigError.
     """
     from transformers import AutoConfig
     path = Path(path)
@@ -200,9 +206,14 @@ def read_classification_head(path: str | Path) -> dict | None:
     else:
         raise ModelConfigError(f"{path}: a sequence-classification checkpoint whose head this loader does not "
                                f"know (keys: {[k for k in state if not k.startswith(pre + '.')][:8]})")
-    if head["out_proj.weight"].shape[0] != 1:
-        raise ModelConfigError(f"{path}: the classifier has {head['out_proj.weight'].shape[0]} outputs; "
-                               "a cross-encoder needs one logit (num_labels=1)")
+    outputs = head["out_proj.weight"].shape[0]
+    if outputs == 2:  # binary classifier: score = logit(relevant) - logit(not relevant)
+        head["out_proj.weight"] = (head["out_proj.weight"][1] - head["out_proj.weight"][0])[None]
+        head["out_proj.bias"] = (head["out_proj.bias"][1] - head["out_proj.bias"][0])[None]
+        logger.info("%s: a 2-label classifier; score = logit[1] - logit[0] (the log-odds of label 1)", path)
+    elif outputs != 1:
+        raise ModelConfigError(f"{path}: the classifier has {outputs} outputs; a cross-encoder scores with one "
+                               "logit (num_labels=1) or two (num_labels=2: logit[1] - logit[0])")
     return {"activation": act, "state": head}
 
 
@@ -289,6 +300,9 @@ def export_sequence_classification(model, directory: str | Path) -> Path:
     if model.backbone_type != "bert" or model.pooling != "cls":
         raise ModelConfigError(f"export: only a BERT-family cross-encoder with [CLS] pooling has a "
                                f"sequence-classification form (this one: {model.backbone_type}, {model.pooling})")
+    if getattr(model.backbone.config, HEADS_KEY, None) is not None:
+        raise ModelConfigError("export: a model with pruned attention heads has no transformers form (its layers "
+                               "have fewer heads than the config's num_attention_heads)")
     mt = model.backbone.model_type
     want = "gelu" if mt == "electra" else "tanh"
     if model.head.activation != want:

@@ -2,17 +2,20 @@
 fetching them from the Hugging Face hub (or its local cache).
 
 A folder holds ``model.safetensors``, ``model.safetensors.index.json`` (shards), ``pytorch_model.bin``
-or ``pytorch_model.bin.index.json``; safetensors are preferred. Missing or unreadable files raise
-:class:`CheckpointNotFoundError` / :class:`ModelLoadingError` naming the file.
+or ``pytorch_model.bin.index.json``; safetensors are preferred. Missing files raise
+:class:`CheckpointNotFoundError`, files this user may not read :class:`CheckpointPermissionError`
+(:func:`check_can_read`; safetensors itself reports a permission denied as a missing file), other
+unreadable files :class:`ModelLoadingError`, each naming the file.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from rerankers.errors import CheckpointNotFoundError, ModelLoadingError
+from rerankers.errors import CheckpointNotFoundError, CheckpointPermissionError, ModelLoadingError, one_line
 from rerankers.utils.io import atomic_folder
 
 SAFETENSORS_NAME = "model.safetensors"
@@ -51,13 +54,15 @@ def fetch_from_hub(repo_id: str, what: str, pattern_sets: Sequence[Sequence[str]
     ``HF_HUB_OFFLINE`` is set. ``pattern_sets``: file patterns tried in turn; with ``need_weights``
     the first whose folder holds weights wins (:data:`MODEL_PATTERNS`, :data:`WEIGHT_PATTERNS`),
     without it the first set is fetched (:data:`TOKENIZER_PATTERNS`, :data:`CONFIG_PATTERNS`).
-    Every failure is a :class:`CheckpointNotFoundError` that starts with ``what`` and names the
-    repository and where it was looked for."""
+    Every failure is a :class:`CheckpointNotFoundError` of one line that starts with ``what`` and names the
+    repository and where it was looked for; offline, it says the files are not cached and how to get them."""
     try:
         from huggingface_hub import snapshot_download
     except ImportError:
         raise CheckpointNotFoundError(f"{what} {repo_id!r} would be fetched from the Hugging Face hub, but "
                                       "huggingface_hub is not installed (pip install huggingface_hub)") from None
+    from huggingface_hub import constants
+    from huggingface_hub.utils import LocalEntryNotFoundError
     offline = hub_offline()
     try:
         for patterns in pattern_sets:
@@ -66,9 +71,22 @@ def fetch_from_hub(repo_id: str, what: str, pattern_sets: Sequence[Sequence[str]
                 return local
         detail = ": it has no weights file"
     except Exception as e:  # hub errors: not cached, not found, no network, gated ...
-        detail = f": {type(e).__name__}: {e}"
+        # not cached: huggingface_hub's own message (several lines) says to pass local_files_only=False, which a
+        # command-line user cannot; say what is missing and how to get it
+        detail = (f": its files were never downloaded into this cache ({constants.HF_HUB_CACHE}). Get them where "
+                  f"the hub is reachable (`hf download {repo_id}`, or run once without HF_HUB_OFFLINE=1) and copy "
+                  "that cache here, or pass a local folder" if offline and isinstance(e, LocalEntryNotFoundError)
+                  else f": {one_line(e)}")
     where = "in the local Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "on the Hugging Face hub"
     raise CheckpointNotFoundError(f"{what} {repo_id!r} is not available {where}{detail}")
+
+
+def tokenizer_files(directory: Path) -> list[Path]:
+    """The files of ``directory`` that belong to a tokenizer (:data:`TOKENIZER_PATTERNS`), sorted."""
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir()
+                  if p.is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in TOKENIZER_PATTERNS))
 
 
 def find_weight_file(directory: Path, required: bool = True) -> Path | None:
@@ -81,9 +99,27 @@ def find_weight_file(directory: Path, required: bool = True) -> Path | None:
     return None
 
 
+def check_can_read(path: Path, what: str) -> None:
+    """Raise unless ``path`` (a checkpoint's ``what``: "weights", "config", ...) opens for reading:
+    CheckpointNotFoundError where it is missing, CheckpointPermissionError where this user may not
+    read it, ModelLoadingError for any other OS error; one line naming the file."""
+    try:
+        with open(path, "rb"):
+            pass
+    except FileNotFoundError:
+        raise CheckpointNotFoundError(f"{path}: the {what} file is missing") from None
+    except PermissionError:
+        raise CheckpointPermissionError(f"{path}: permission denied: this user may not read the {what} "
+                                        "(check the file's owner and mode)") from None
+    except OSError as e:
+        raise ModelLoadingError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+
+
 def read_tensor_file(path: Path) -> dict[str, Tensor]:
-    """The tensors of one .safetensors / .bin file, on the CPU; ModelLoadingError naming an unreadable file."""
+    """The tensors of one .safetensors / .bin file, on the CPU; ModelLoadingError naming an unreadable file
+    (:func:`check_can_read` first: safetensors reports a permission denied as "No such file")."""
     import torch
+    check_can_read(path, "weights")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

@@ -7,6 +7,8 @@ What differs between backbone kinds (pooling, head, template, how to build and l
 - BERT family: [CLS] pooling, ``dense -> tanh/gelu -> out_proj`` head (the shape of the
   sequence-classification heads, so published cross-encoders load with their scores).
 - T5 (monoT5): no pooling; score = log p("true") over {"true", "false"} at the first decoder step.
+- Decoder Transformers (Pythia, OPT, Qwen2, Llama): as Mamba (last token, RankMamba template, Linear head).
+- BiLSTM: "ends" pooling (:func:`bidirectional_ends`: both directions' final states), Linear head.
 
 Saved folder (``save_pretrained``)::
 
@@ -31,9 +33,9 @@ from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
 from rerankers.data.templates import EncodedPairs, TemplateConfig, TemplateError, encode_pairs
-from rerankers.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError, UsageError
+from rerankers.errors import CheckpointMismatchError, ModelConfigError, ModelLoadingError, UsageError, one_line
 from rerankers.kernels.varlen import sequence_ids
-from rerankers.models.checkpoint_files import compare_keys, read_tensor_file
+from rerankers.models.checkpoint_files import check_can_read, compare_keys, read_tensor_file, tokenizer_files
 from rerankers.models.heads import ScoreHead
 from rerankers.models.presets import Preset, resolve, tokenizer_folder
 from rerankers.models.registry import BackboneSpec, backbone_spec, detect_backbone_kind, read_config_json
@@ -118,6 +120,10 @@ class CrossEncoder(nn.Module):
             sums = output.new_zeros((batch.num_sequences, output.shape[1]), dtype=torch.float32)
             sums.index_add_(0, seq, output.float())
             return self._head(sums / batch.seqlens.to(output.device)[:, None])
+        if self.pooling == "ends":
+            first, last = (output.index_select(0, i.to(output.device))
+                           for i in (batch.first_token_index, batch.last_token_index))
+            return self._head(bidirectional_ends(first, last))
         index = batch.first_token_index if self.pooling == "cls" else batch.last_token_index
         return self._head(output.index_select(0, index.to(output.device)))
 
@@ -132,6 +138,8 @@ class CrossEncoder(nn.Module):
             return self._head((output.float() * m).sum(1) / m.sum(1))
         rows = torch.arange(ids.shape[0], device=ids.device)
         cols = torch.zeros_like(rows) if self.pooling == "cls" else batch.seqlens.to(ids.device) - 1
+        if self.pooling == "ends":
+            return self._head(bidirectional_ends(output[rows, torch.zeros_like(rows)], output[rows, cols]))
         return self._head(output[rows, cols])
 
     def _head(self, pooled: Tensor) -> Tensor:
@@ -153,7 +161,8 @@ class CrossEncoder(nn.Module):
         """A cross-encoder on a backbone (preset name, hub id or local folder).
 
         init="pretrained": the checkpoint's weights. A ``*ForSequenceClassification`` checkpoint (one
-        logit) brings its trained head, so its published scores are reproduced; otherwise the head is
+        logit, or two labels scored ``logit[1] - logit[0]``) brings its trained head, so its published
+        scores (or their ranking) are reproduced; otherwise the head is
         fresh (BERT: dense initialised from the pretrained pooler where there is one).
         init="random": the preset's architecture (or the folder's / hub id's config.json) with random
         weights; no weights are read or fetched, and the vocabulary follows the tokenizer.
@@ -174,7 +183,7 @@ class CrossEncoder(nn.Module):
         overrides = {**(preset.template if preset is not None else {}), **(template or {})}
         with _seeded(seed):
             if pretrained:
-                backbone = adapter.pretrained(folder, tok)
+                backbone = adapter.from_preset(preset, folder, tok) if preset else adapter.pretrained(folder, tok)
                 head, trained = adapter.pretrained_head(backbone, folder, head_activation, name)
             else:
                 backbone = _random_backbone(adapter, config, tok, preset.name if preset else folder / "config.json")
@@ -184,10 +193,15 @@ class CrossEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike) -> "CrossEncoder":
-        """Load a saved CrossEncoder folder (strict), or else build one with :meth:`from_backbone`."""
+        """Load a saved CrossEncoder folder (strict), or else build one with :meth:`from_backbone`. A
+        ``rerank train --out`` folder is not a model: the error names its ``model/`` (and ``best/``)."""
         path = Path(name_or_path).expanduser()
         if path.is_dir() and (path / CONFIG_NAME).is_file():
             return cls._load_saved(path)
+        if path.is_dir() and (path / "model" / CONFIG_NAME).is_file() and not (path / "config.json").exists():
+            best = f" (the best dev checkpoint: {path / 'best'})" if (path / "best" / CONFIG_NAME).is_file() else ""
+            raise ModelLoadingError(f"{path} is a training output folder, not a model: its model is "
+                                    f"{path / 'model'}{best}")
         return cls.from_backbone(name_or_path)
 
     @classmethod
@@ -198,6 +212,7 @@ class CrossEncoder(nn.Module):
         bdir = path / BACKBONE_DIR
         if not bdir.is_dir():
             raise ModelLoadingError(f"{path}: no {BACKBONE_DIR}/ folder (the backbone's checkpoint)")
+        read_config_json(bdir)  # present, readable and JSON, whatever the kind's loader reads it with
         adapter = spec.adapter()
         backbone = adapter.saved(bdir, cfg)
         adapter.check_template(backbone, tcfg, str(cfg_file))
@@ -241,9 +256,18 @@ class CrossEncoder(nn.Module):
             (tmp / CONFIG_NAME).write_text(json.dumps(self.config_dict(), indent=2) + "\n")
 
 
+def bidirectional_ends(first: Tensor, last: Tensor) -> Tensor:
+    """"ends" pooling of a bidirectional RNN whose states are [forward half | backward half]: first, last (S, H)
+    states of each sequence's first and last token -> (S, H), the forward direction's final state (at the
+    last token) beside the backward direction's (at the first token)."""
+    half = first.shape[1] // 2
+    return torch.cat([last[:, :half], first[:, half:]], dim=1)
+
+
 def _read_config(cfg_file: Path) -> tuple[dict[str, Any], TemplateConfig, BackboneSpec]:
     """A saved folder's config (checked), its template and its kind's registry row; ModelConfigError
     names the file and field."""
+    check_can_read(cfg_file, "config")
     try:
         cfg = json.loads(cfg_file.read_text())
     except (OSError, ValueError) as e:
@@ -288,20 +312,28 @@ def _random_backbone(adapter, config: dict[str, Any], tokenizer, where: str | Pa
 
 def _load_tokenizer(folder: Path | None, preset: Preset | None, tokenizer: str | os.PathLike | None):
     """``tokenizer`` where given, else the checkpoint folder's, else the preset's."""
-    from transformers import AutoTokenizer
-    if tokenizer is None and folder is not None:
-        try:
-            return AutoTokenizer.from_pretrained(str(folder))
-        except Exception as first:  # no tokenizer files in the folder
-            if preset is None or preset.tokenizer is None:
-                raise ModelLoadingError(f"{folder}: no tokenizer could be loaded ({type(first).__name__}: "
-                                        f"{first}); name one (a folder or hub id)") from None
+    if tokenizer is None and folder is not None and (tokenizer_files(folder) or preset is None
+                                                      or preset.tokenizer is None):
+        return _read_tokenizer(folder)
     source = tokenizer if tokenizer is not None else preset.name
-    tok_dir = tokenizer_folder(source)
+    return _read_tokenizer(tokenizer_folder(source), str(source))
+
+
+def _read_tokenizer(folder: Path, source: str | None = None):
+    """AutoTokenizer of a local folder (that of tokenizer ``source``, where named), every failure one
+    ModelLoadingError line naming it. A folder without tokenizer files is an error: transformers would build
+    a tokenizer of special tokens only (every word [UNK]) and the scores would silently mean nothing."""
+    from transformers import AutoTokenizer
+    where = f"tokenizer {source!r} ({folder})" if source is not None and source != str(folder) else str(folder)
+    if not tokenizer_files(folder):
+        raise ModelLoadingError(f"{where}: no tokenizer files (tokenizer.json, vocab.txt, ...): save the model's "
+                                "tokenizer there (tokenizer.save_pretrained), or name one (a folder or hub id)")
+    for file in tokenizer_files(folder):
+        check_can_read(file, "tokenizer")
     try:
-        return AutoTokenizer.from_pretrained(str(tok_dir))
-    except Exception as e:
-        raise ModelLoadingError(f"tokenizer {str(source)!r} ({tok_dir}): {type(e).__name__}: {e}") from None
+        return AutoTokenizer.from_pretrained(str(folder))
+    except Exception as e:  # transformers' messages run over several lines
+        raise ModelLoadingError(f"{where}: the tokenizer cannot be loaded: {one_line(e)}") from None
 
 
 def _load_head_strict(head: ScoreHead, file: Path) -> None:

@@ -17,7 +17,8 @@ Both checkpoint formats (transformers ``MambaForCausalLM``, original mamba_ssm) 
 it (see :mod:`rerankers.models.mamba_loading`). The scan and the conv run through
 :func:`rerankers.kernels.selective_scan_varlen` / :func:`rerankers.kernels.causal_conv1d_varlen`
 (Triton on CUDA, the pure-PyTorch per-sequence reference on the CPU): every packed sequence
-starts from a zero state, nothing crosses a boundary.
+starts from a zero state, nothing crosses a boundary. The residual add + RMSNorm before each mixer
+and the final norm are one fused op, :func:`rerankers.kernels.add_rmsnorm` (the same backends).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from torch.utils.checkpoint import checkpoint
 
 from rerankers.data.packing import PackedBatch
 from rerankers.errors import ModelConfigError
-from rerankers.kernels import causal_conv1d_varlen, selective_scan_varlen
+from rerankers.kernels import add_rmsnorm, causal_conv1d_varlen, selective_scan_varlen
 from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens
 from rerankers.models.adapter import BackboneAdapter, special_token_ids
 from rerankers.models.checkpoint_files import read_state_dict
@@ -67,6 +68,24 @@ class MambaNorm(nn.Module):
         else:
             out = F.layer_norm(xf, xf.shape[-1:], self.weight.float(), self.bias.float(), self.eps)
         return out.to(self.weight.dtype)
+
+    def add_and_norm(self, hidden: Tensor, residual: Tensor | None, residual_in_fp32: bool,
+                     backend: str | None = None, out_dtype: torch.dtype | None = None,
+                     keep_residual: bool = True) -> tuple[Tensor, Tensor | None]:
+        """residual_out = hidden (+ residual), in fp32 if residual_in_fp32; returns (norm(residual_out),
+        residual_out or None unless keep_residual), (T, H) each.
+
+        RMSNorm: one fused op (:func:`rerankers.kernels.add_rmsnorm`: Triton on CUDA, the reference,
+        the same numbers as the unfused code, on the CPU; ``backend`` overrides), its output in
+        ``out_dtype`` (None: the parameters' dtype). LayerNorm: the unfused code, ``out_dtype`` unused.
+        """
+        if self.rms:
+            return add_rmsnorm(hidden, residual, self.weight, self.eps, residual_in_fp32, out_dtype, keep_residual,
+                               backend=backend)
+        residual = hidden if residual is None else residual + hidden
+        if residual_in_fp32:
+            residual = residual.float()
+        return self(residual), (residual if keep_residual else None)
 
 
 class MambaMixer(nn.Module):
@@ -119,18 +138,23 @@ class MambaMixer(nn.Module):
 class MambaBlock(nn.Module):
     """Pre-norm residual block: residual += hidden; hidden = mixer(norm(residual))."""
 
+    mixer_class: type[nn.Module] = MambaMixer  # Mamba-2's block swaps in its mixer (models/mamba2.py)
+
     def __init__(self, config: MambaConfig):
         super().__init__()
         self.residual_in_fp32 = config.residual_in_fp32
         self.norm = MambaNorm(config.d_model, config.norm_epsilon, rms=config.rms_norm)
-        self.mixer = MambaMixer(config)
+        self.mixer = self.mixer_class(config)
 
     def forward(self, hidden: Tensor, residual: Tensor | None, cu_seqlens: Tensor) -> tuple[Tensor, Tensor]:
         """hidden (T, H), residual (T, H) or None -> (mixer output (T, H), residual (T, H))."""
-        residual = hidden if residual is None else residual + hidden
-        if self.residual_in_fp32:
-            residual = residual.float()
-        return self.mixer(self.norm(residual), cu_seqlens), residual
+        # under autocast the norm's output is asked in the autocast dtype: the mixer's first op (in_proj,
+        # a Linear) would cast it to that anyway, so the numbers are the same and the cast is saved
+        device = hidden.device.type
+        out_dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else None
+        normed, residual = self.norm.add_and_norm(hidden, residual, self.residual_in_fp32,
+                                                  backend=self.mixer.kernel_backend, out_dtype=out_dtype)
+        return self.mixer(normed, cu_seqlens), residual
 
 
 class MambaBackbone(nn.Module):
@@ -142,13 +166,14 @@ class MambaBackbone(nn.Module):
     """
 
     pooling = BACKBONES["mamba"].pooling
+    block_class: type[nn.Module] = MambaBlock  # Mamba-2's backbone swaps in its block (models/mamba2.py)
 
     def __init__(self, config: MambaConfig):
         super().__init__()
         self.config = config
         self.hidden_size = config.d_model
         self.embedding = nn.Embedding(config.padded_vocab_size, config.d_model)
-        self.layers = nn.ModuleList(MambaBlock(config) for _ in range(config.n_layer))
+        self.layers = nn.ModuleList(self.block_class(config) for _ in range(config.n_layer))
         self.norm_f = MambaNorm(config.d_model, config.norm_epsilon, rms=config.rms_norm)
         self.gradient_checkpointing = False
         if not self.embedding.weight.is_meta:
@@ -193,8 +218,9 @@ class MambaBackbone(nn.Module):
                 hidden, residual = checkpoint(layer, hidden, residual, cu_seqlens, use_reentrant=False)
             else:
                 hidden, residual = layer(hidden, residual, cu_seqlens)
-        residual = hidden if residual is None else residual + hidden
-        return self.norm_f(residual)
+        out, _ = self.norm_f.add_and_norm(hidden, residual, residual_in_fp32=False, backend=self.kernel_backend,
+                                          keep_residual=False)
+        return out
 
     def forward_padded(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         """Right-padded rows -> (S, L, H), zeros at padding.

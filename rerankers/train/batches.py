@@ -27,7 +27,7 @@ class MicroBatch:
     labels:   (num_groups, group_size) float32 graded relevance
     teacher:  (num_groups, group_size) float32 teacher scores, or None
     qids:     the groups' query ids (for messages)
-    truncated: pairs whose document was cut to fit the template's max_length
+    truncated: pairs cut to the template's limits (the document to fit max_length, or the query to max_query_tokens)
     """
 
     batch: PackedBatch
@@ -59,7 +59,7 @@ def micro_batches(model, groups: Sequence[Group], max_tokens: int) -> list[Micro
     docs = [c.text for g in groups for c in g.docs]
     ids = [f"{g.qid}/{c.docid}" for g in groups for c in g.docs]
     enc = model.encode(queries, docs, ids=ids, warn=False)
-    truncated = set(enc.truncated)
+    truncated = set(enc.truncated) | set(enc.queries_truncated)
     costs = _group_costs(enc.lengths, n, padded=model.pads)
     out = []
     for chosen in token_budget_batches(costs, max_tokens, sort=False):

@@ -101,14 +101,37 @@ def _enable_gradient_checkpointing(model) -> None:
                                   "gradient checkpointing")
 
 
-def build_model(cfg: TrainConfig):
-    """The cross-encoder to train: a preset/folder/hub backbone (pretrained weights, or the same shape with
-    random weights for ``--init random``), with a fresh head where the checkpoint has none."""
+def _saved_cross_encoder(cfg: TrainConfig):
+    """``--backbone`` naming a saved cross-encoder folder (a trained, pruned or student model): that model,
+    its head included, to train further; the template flags given replace its saved values."""
+    from rerankers.models.adapter import make_template
     from rerankers.models.cross_encoder import CrossEncoder
 
+    for name, value in (("init", cfg.init != "pretrained"), ("tokenizer", cfg.tokenizer is not None)):
+        if value:
+            raise TrainingConfigError(f"--{name}: --backbone {cfg.backbone} is a saved cross-encoder folder, trained "
+                                      "on from its own weights and tokenizer")
+    model = CrossEncoder.from_pretrained(cfg.backbone)
+    overrides = _template_overrides(cfg)
+    if overrides:
+        model.template = make_template({**model.template.to_dict(), **overrides})
+        model.spec.adapter().check_template(model.backbone, model.template, f"--backbone {cfg.backbone}")
+    return model
+
+
+def build_model(cfg: TrainConfig):
+    """The cross-encoder to train: a preset/folder/hub backbone (pretrained weights, or the same shape with
+    random weights for ``--init random``), with a fresh head where the checkpoint has none; or a saved
+    cross-encoder folder (``reranker_config.json``), trained on with its own head (a recovery fine-tune of a
+    pruned model, a student)."""
+    from rerankers.models.cross_encoder import CONFIG_NAME, CrossEncoder
+
     torch.manual_seed(cfg.seed)
-    model = CrossEncoder.from_backbone(cfg.backbone, template=_template_overrides(cfg) or None, init=cfg.init,
-                                       tokenizer=cfg.tokenizer, seed=cfg.seed)
+    if (Path(cfg.backbone).expanduser() / CONFIG_NAME).is_file():
+        model = _saved_cross_encoder(cfg)
+    else:
+        model = CrossEncoder.from_backbone(cfg.backbone, template=_template_overrides(cfg) or None, init=cfg.init,
+                                           tokenizer=cfg.tokenizer, seed=cfg.seed)
     if cfg.pooling is not None:
         model.set_pooling(cfg.pooling)
     if cfg.lora is not None:

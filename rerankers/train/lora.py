@@ -19,8 +19,10 @@ from rerankers.errors import TrainingConfigError, install_hint
 
 LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "mamba": ("in_proj", "x_proj", "out_proj"),
+    "mamba2": ("in_proj", "out_proj"),
     "bert": ("query", "key", "value", "dense"),
     "t5": ("q", "k", "v", "o", "wi", "wo"),
+    "decoder": ("query_key_value", "q_proj", "k_proj", "v_proj"),  # GPT-NeoX's fused / OPT, Qwen2, Llama
 }
 STATE_NAME = "lora_state.safetensors"
 

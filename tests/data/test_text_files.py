@@ -49,6 +49,26 @@ def test_corpus_formats(tmp_path):
         read_corpus(tsv)
 
 
+@pytest.mark.parametrize("reader, line, words", [
+    (read_corpus, '{"id": "b", "text": ["two", "parts"]}',
+     "document text field 'text' must be a string, found a list: ['two', 'parts']"),
+    (read_corpus, '{"id": "b", "text": "x", "title": {"t": 1}}', "document field 'title' must be a string, found an "
+                                                                 "object: {'t': 1}"),
+    (read_corpus, '{"id": ["b"], "text": "x"}', "document id field 'id' must be a string or an integer, found a "
+                                                "list: ['b']"),
+    (read_queries, '{"qid": "2", "text": []}', "query text field 'text' must be a string, found a list: []"),
+    (read_queries, '{"qid": 2.5, "text": "x"}', "query id field 'qid' must be a string or an integer, found a "
+                                                "number: 2.5"),
+])
+def test_a_jsonl_field_of_the_wrong_type_is_named_with_its_line(tmp_path, reader, line, words):
+    """issue 10: a list-valued text was reported as empty (candidates) or read as its repr (corpus, queries)."""
+    path = tmp_path / "texts.jsonl"
+    path.write_text('{"id": "a", "qid": "1", "text": "fine"}\n' + line + "\n")
+    with pytest.raises(DataFormatError) as e:
+        reader(path)
+    assert str(e.value) == f"{path}, line 2: {words}"
+
+
 def _entry(qid, docs, query="q text"):
     return {"query": query, "hits": [{"qid": qid, "docid": d, "rank": i + 1, "score": 10.0 - i, "content": f"text {d}"}
                                      for i, d in enumerate(docs)]}
@@ -77,6 +97,14 @@ def test_candidates_json_and_jsonl(tmp_path):
     (lambda e: e[1]["hits"][0].pop("score") and e[1]["hits"][0].update(rank="first"),
      "entry 1: hit 0: rank 'first' is not a number"),
     (lambda e: e[1]["hits"][0].update(qid=1) or e[1]["hits"][1].update(qid=1), "entry 1: query '1' appears in two"),
+    # a text or id of the wrong type is named as such, never read as empty nor as its repr (issue 10)
+    (lambda e: e[0]["hits"][1].update(content=["a", "b"]),
+     "entry 0: hit 1: document 'b': 'content' must be a string, found a list: ['a', 'b']"),
+    (lambda e: e[1]["hits"][0].update(content=7), "entry 1: hit 0: document 'b': 'content' must be a string, "
+                                                  "found a number: 7"),
+    (lambda e: e[0].update(query=["q"]), "entry 0: 'query' must be a string, found a list: ['q']"),
+    (lambda e: e[1]["hits"][1].update(docid=["c"]), "entry 1: hit 1: 'docid' must be a string or an integer, "
+                                                    "found a list: ['c']"),
 ])
 def test_bad_candidates(tmp_path, mutate, words):
     entries = [_entry(1, ["a", "b"]), _entry(2, ["b", "c"])]

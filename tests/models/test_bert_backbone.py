@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import torch
@@ -59,6 +60,41 @@ def test_sequence_classification_checkpoint_gives_its_logits(kind, tmp_path):
     assert want.std() > 1e-3
 
 
+def test_a_tokenizer_without_token_types_scores_as_in_transformers(tmp_path):
+    """A BERT tokenizer configured without token_type_ids: transformers feeds segment 0 everywhere, so must we
+    (issue 10: segment 1 was fed to the document, and the scores differed)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    folder = save_tiny_bert(tmp_path / "hf", "bert", classification=True)
+    tok = AutoTokenizer.from_pretrained(str(folder), model_input_names=["input_ids", "attention_mask"])
+    tok.save_pretrained(str(folder))
+    ref = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    ce = CrossEncoder.from_pretrained(folder).eval()
+    enc = ce.tokenizer(QUERIES, DOCS, padding=True, return_tensors="pt")
+    assert "token_type_ids" not in enc
+    with torch.no_grad():
+        want = ref(**enc).logits[:, 0]
+        got = ce(pack_encoded(ce.encode(QUERIES, DOCS), range(3)))
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bert", "electra", "roberta"])
+def test_two_label_classification_checkpoint_scores_logit_of_relevant_minus_not(kind, tmp_path, caplog):
+    """num_labels=2 (a binary relevance classifier): score = logit[1] - logit[0], the log-odds of label 1,
+    ranking as softmax(logits)[1]; the head counts as trained."""
+    from transformers import AutoModelForSequenceClassification
+    folder = save_tiny_bert(tmp_path / kind, kind, classification=True, num_labels=2)
+    ref = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
+    with caplog.at_level(logging.WARNING):
+        ce = CrossEncoder.from_pretrained(folder).eval()
+    assert ce.head_trained and not [r for r in caplog.records if "not trained" in r.getMessage()]
+    enc = ce.tokenizer(QUERIES, DOCS, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        logits = ref(**enc).logits
+        got = ce(pack_encoded(ce.encode(QUERIES, DOCS), range(3)))
+    torch.testing.assert_close(got, logits[:, 1] - logits[:, 0], rtol=0, atol=1e-5)
+    assert torch.equal(got.argsort(), logits.softmax(-1)[:, 1].argsort())
+
+
 def test_save_and_load_round_trip_is_exact(tmp_path):
     ce = CrossEncoder.from_pretrained(save_tiny_bert(tmp_path / "hf", "bert")).eval()
     ce.save_pretrained(tmp_path / "saved")
@@ -109,6 +145,38 @@ def test_missing_or_unreadable_weights_are_loading_errors(kind, tmp_path):
     weights.unlink()
     with pytest.raises(CheckpointNotFoundError, match="no weights found"):
         CrossEncoder.from_pretrained(folder)
+
+
+def test_weights_without_read_permission_are_reported_as_such(shared_tmp, unprivileged):
+    """A weights file this user may not read is a CheckpointPermissionError (a PermissionError) naming it, one line,
+    never "missing" (issue 10: safetensors says No such file). As root, checked in a child that drops to nobody."""
+    from rerankers.errors import CheckpointPermissionError
+    hf = save_tiny_bert(shared_tmp / "hf", "bert")
+    saved = shared_tmp / "saved"
+    CrossEncoder.from_pretrained(hf).save_pretrained(saved)
+    CrossEncoder.from_pretrained(saved)  # the parent imports all that loading needs: the child cannot import
+    for path in shared_tmp.rglob("*"):  # all readable to the other user whatever the umask, but for these two
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    locked = [hf / "model.safetensors", saved / "backbone" / "model.safetensors"]
+
+    def load_both() -> str:
+        lines = []
+        for folder in (hf, saved):
+            try:
+                CrossEncoder.from_pretrained(folder)
+                lines.append("loaded")
+            except CheckpointPermissionError as e:
+                lines.append(f"{isinstance(e, PermissionError)} {e}")
+        return "\n".join(lines)
+    for file in locked:
+        file.chmod(0)
+    try:
+        lines = unprivileged(load_both).splitlines()
+    finally:
+        for file in locked:
+            file.chmod(0o644)
+    assert lines == [f"True {f}: permission denied: this user may not read the weights (check the file's owner "
+                     "and mode)" for f in locked]
 
 
 def test_unknown_backbone_lists_known_ones():
@@ -166,6 +234,25 @@ def test_export_to_transformers_gives_the_same_scores(kind, tmp_path):
         inputs = tok(queries, docs, padding=True, return_tensors="pt")
         theirs = hf(**inputs).logits[:, 0]
     torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["bert", "electra", "roberta"])
+def test_rerank_export_loads_in_sentence_transformers_with_the_same_scores(kind, tmp_path, capsys):
+    """`rerank export` -> sentence-transformers' CrossEncoder(path): its logits are ours to 1e-5, and its default
+    predict (a sigmoid for one label) is their sigmoid (issue 10)."""
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is not installed here")
+    from rerankers.cli import main
+    ce = CrossEncoder.from_pretrained(save_tiny_bert(tmp_path / "hf", kind, classification=True)).eval()
+    ce.save_pretrained(tmp_path / "ours")
+    assert main(["export", "--model", str(tmp_path / "ours"), "--out", str(tmp_path / "exported")]) == 0
+    theirs = st.CrossEncoder(str(tmp_path / "exported"), device="cpu")
+    pairs = list(zip(QUERIES, DOCS))
+    with torch.no_grad():
+        ours = ce(pack_encoded(ce.encode(QUERIES, DOCS), range(len(pairs))))
+    logits = torch.as_tensor(theirs.predict(pairs, activation_fn=torch.nn.Identity(), show_progress_bar=False))
+    torch.testing.assert_close(logits.float(), ours, rtol=1e-5, atol=1e-5)
+    default = torch.as_tensor(theirs.predict(pairs, show_progress_bar=False))
+    torch.testing.assert_close(default.float(), torch.sigmoid(ours), rtol=1e-5, atol=1e-5)
 
 
 def test_export_refuses_what_has_no_classification_form(tmp_path):

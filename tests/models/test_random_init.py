@@ -17,13 +17,22 @@ from rerankers.models.presets import PRESETS
 
 QUERIES = ["what is a cat", "dogs"]
 DOCS = ["a cat is an animal that purrs", "dogs bark loudly at night"]
-TOKENIZER_OF = {"bert": "bert", "electra": "bert", "roberta": "roberta", "t5": "t5", "mamba": "mamba"}
+TOKENIZER_OF = {"bert": "bert", "electra": "bert", "roberta": "roberta", "t5": "t5", "mamba": "mamba",
+                "decoder": "mamba", "gpt_neox": "mamba", "opt": "mamba", "qwen2": "mamba", "llama": "mamba",
+                "lstm": "bert", "mamba2": "mamba"}
 # parameters of the published checkpoints' base models (millions; BERT-family counts include the pooler)
 PUBLISHED_MILLIONS = {
     "mamba-130m": 129.14, "mamba-370m": 371.52, "mamba-790m": 793.20, "mamba-1.4b": 1372.18, "mamba-2.8b": 2768.35,
     "bert-base": 109.48, "bert-large": 335.14, "electra-base": 108.89, "electra-large": 334.09,
     "roberta-base": 124.65, "minilm-l6": 22.71, "minilm-l12": 33.36, "all-minilm-l6": 22.71,
     "t5-base": 222.90, "t5-large": 737.67,
+    # decoders without their LM heads (Pythia's published totals less embed_out; OPT and Qwen2.5 tie theirs)
+    "pythia-160m": 123.69, "pythia-410m": 353.82, "pythia-1b": 908.76, "opt-125m": 125.24, "opt-350m": 331.20,
+    "qwen2.5-0.5b": 494.03,
+    # BiLSTMs: 30522 x 768 embeddings + 2 directions x 4 gates x (H x (input + H) + 2H) per layer
+    "lstm-2x512": 34.99, "lstm-1x256": 25.54,
+    # Mamba-2 without its (tied) LM head, 50288 embedding rows
+    "mamba2-130m": 128.99, "mamba2-370m": 368.35, "mamba2-780m": 780.16, "mamba2-1.3b": 1343.76, "mamba2-2.7b": 2702.60,
 }
 
 
@@ -52,7 +61,7 @@ def test_random_from_a_folder_reads_no_weights_follows_the_tokenizer_and_is_seed
     assert ce.head_trained is False
     assert any(str(folder) in r.getMessage() and "not trained" in r.getMessage() for r in caplog.records)
     rows = ce.backbone.get_input_embeddings().weight.shape[0]
-    assert rows == ((vocab + 7) // 8 * 8 if kind == "mamba" else vocab)
+    assert rows == ((vocab + 7) // 8 * 8 if kind in ("mamba", "mamba2") else vocab)
     assert len(ce.tokenizer) == vocab
     batch = pack_encoded(ce.encode(QUERIES, DOCS), range(2))
     with torch.no_grad():
@@ -76,10 +85,12 @@ def test_every_preset_builds_its_shape_offline_on_the_meta_device(name, tmp_path
     assert ce.head_trained is False and ce.backbone_type == preset.kind
     config = ce.backbone.config
     for key, value in preset.architecture.items():
-        if key not in ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id"):
+        if key == "ssm_cfg":  # mamba_ssm's nested mixer arguments (the Mamba-2 presets)
+            assert all(getattr(config, k) == v for k, v in value.items() if k != "layer"), value
+        elif key not in ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id"):
             assert getattr(config, key) == value, key
     emb = ce.backbone.get_input_embeddings().weight
-    assert emb.is_meta and emb.shape[0] == ((vocab + 7) // 8 * 8 if preset.kind == "mamba" else vocab)
+    assert emb.is_meta and emb.shape[0] == ((vocab + 7) // 8 * 8 if preset.kind in ("mamba", "mamba2") else vocab)
     # with the preset's own vocabulary (and BERT's pooler, which the head replaces) it is the published model
     hidden = emb.shape[1]
     count = sum(p.numel() for p in ce.backbone.parameters())

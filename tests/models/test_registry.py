@@ -24,8 +24,8 @@ def test_unknown_model_types_and_kinds_name_the_file_and_the_known_ones(tmp_path
     with pytest.raises(ModelConfigError, match=r"^m/config.json: model_type 'gpt2' is not a supported backbone; "
                                                r"known: mamba \(mamba\), bert \(bert/electra/roberta/xlm-roberta\)"):
         detect_backbone_kind({"model_type": "gpt2"}, "m/config.json")
-    with pytest.raises(ModelConfigError, match=r"^r.json: unknown backbone_type 'lstm' \(mamba, bert, t5\)"):
-        backbone_spec("lstm", "r.json")
+    with pytest.raises(ModelConfigError, match=r"^r.json: unknown backbone_type 'gru' \(mamba, bert, t5, "):
+        backbone_spec("gru", "r.json")
     with pytest.raises(ModelConfigError, match="no config.json"):
         read_config_json(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps([1]))

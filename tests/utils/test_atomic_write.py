@@ -4,7 +4,6 @@ import contextlib
 import os
 import stat
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -193,10 +192,10 @@ def test_check_writable_names_the_path_and_creates_nothing(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
 
 
-def _unprivileged(calls) -> list[str]:
-    """Each ``(check, path)`` run as a user without root's rights: 'ok' or the error's message.
-    As root, in a forked child that drops to nobody (uid 65534) before it checks."""
-    def run() -> list[str]:
+def _unprivileged(unprivileged, calls) -> list[str]:
+    """Each ``(check, path)`` run as a user without root's rights (the ``unprivileged`` fixture): 'ok' or the
+    error's message."""
+    def run() -> str:
         lines = []
         for check, path in calls:
             try:
@@ -204,43 +203,11 @@ def _unprivileged(calls) -> list[str]:
                 lines.append("ok")
             except UnwritableOutputError as e:
                 lines.append(str(e))
-        return lines
-    if os.geteuid() != 0:
-        return run()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: drop root, check, report, leave without running any cleanup of the parent
-        try:
-            os.setgid(65534)
-            os.setuid(65534)
-            os.write(write_end, "\n".join(run()).encode())
-        finally:
-            os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        out = f.read().decode()
-    os.waitpid(pid, 0)
-    return out.splitlines()
+        return "\n".join(lines)
+    return unprivileged(run).splitlines()
 
 
-@pytest.fixture
-def shared_tmp(tmp_path):
-    """A folder that an unprivileged user can reach: tmp_path, or as root (whose pytest folders are
-    private) a folder of its own in the system's temporary directory, removed afterwards."""
-    if os.geteuid() != 0:
-        yield tmp_path
-        return
-    import shutil
-    import tempfile
-    base = Path(tempfile.mkdtemp(prefix="rerankers-test-"))
-    base.chmod(0o755)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base)
-
-
-def test_check_writable_refuses_a_directory_without_permission(shared_tmp):
+def test_check_writable_refuses_a_directory_without_permission(shared_tmp, unprivileged):
     """A folder that may not be written and a read-only file, as a user without root's rights."""
     locked = shared_tmp / "locked"
     locked.mkdir()
@@ -248,8 +215,9 @@ def test_check_writable_refuses_a_directory_without_permission(shared_tmp):
     (locked / "run.trec").chmod(0o444)
     locked.chmod(0o555)
     try:
-        lines = _unprivileged([(check_writable, locked / "out.tsv"), (check_writable, locked / "run.trec"),
-                               (check_writable_dir, locked / "model")])
+        lines = _unprivileged(unprivileged, [(check_writable, locked / "out.tsv"),
+                                             (check_writable, locked / "run.trec"),
+                                             (check_writable_dir, locked / "model")])
     finally:
         locked.chmod(0o755)
     assert lines == [f"cannot write {locked}/out.tsv: {locked} does not accept new files (Permission denied)",

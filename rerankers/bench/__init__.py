@@ -1,0 +1,15 @@
+"""``rerank bench``: what a reranker costs to train and to run, beside the systems a user would pick instead.
+
+Modes (one module each, read bottom-up): :mod:`~rerankers.bench.train` (the full training step:
+forward, loss, backward, clipping, fused AdamW, on packed / padded / one-at-a-time batches),
+:mod:`~rerankers.bench.infer` (reranking a run's top-k), :mod:`~rerankers.bench.scaling` (step time and
+memory against sequence length) and :mod:`~rerankers.bench.profile` (where a training step's time goes,
+by operator class). The anchors (:mod:`~rerankers.bench.anchors`: mamba-ssm's CUDA Mamba and
+transformers' BERT with SDPA on padded batches, sentence-transformers' ``CrossEncoder.predict``) are
+rows of the same tables, measured in the same run, each checked against our model with the same
+weights before anything is timed.
+
+Methodology (llm.c's, :mod:`~rerankers.bench.timing`): device synchronisation around every timed
+call, warm-up calls dropped, the median of the rest, peak memory per row. Every output (JSON,
+Markdown, PNG; :mod:`~rerankers.bench.report`) names the card, the software versions and the command.
+"""

@@ -1,0 +1,81 @@
+"""Correctness before timing: every system is compared on fresh random pairs before it is timed.
+
+- ours: the packed path in fp32 against the padded oracle path (each row alone for Mamba, masked
+  padded attention for BERT), and under bf16 autocast against the fp32 reference (Mamba: the
+  pure-PyTorch kernels), norm-wise relative error of the backbone's output; NaN never passes.
+- an anchor: its fp32 scores against ours with the same weights (a different implementation of the
+  same function: the comparison is the point).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator
+
+import torch
+
+from rerankers.bench.systems import Ours, System, infer_scores
+from rerankers.bench.workload import msmarco_lengths, random_batch
+
+FP32_TOL = 1e-3
+BF16_TOL = 3e-2
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||a - b|| / ||b|| in float64."""
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def _fresh_batch(model, device: torch.device, seed: int, n: int = 16):
+    gen = torch.Generator().manual_seed(seed + 7919)
+    vocab = model.backbone.get_input_embeddings().weight.shape[0]
+    return random_batch(msmarco_lengths(n, gen), vocab, gen, token_types=model.backbone_type == "bert").to(device)
+
+
+@contextlib.contextmanager
+def _reference_kernels(model) -> Iterator[bool]:
+    """The backbone on its pure-PyTorch reference kernels, where it has a choice (Mamba)."""
+    backbone = model.backbone
+    if not hasattr(backbone, "kernel_backend"):
+        yield False
+        return
+    old = backbone.kernel_backend
+    backbone.kernel_backend = "reference"
+    try:
+        yield True
+    finally:
+        backbone.kernel_backend = old
+
+
+def check_ours(name: str, model, device: torch.device, autocast: torch.dtype | None, seed: int) -> dict[str, Any]:
+    """fp32 packed == the padded oracle; bf16 (autocast) packed ~ the fp32 reference."""
+    batch = _fresh_batch(model, device, seed)
+    model.eval()
+    with torch.no_grad():
+        packed = Ours(name, "packed", model).scores(batch).float()
+        padded = model.forward_padded(batch).float()
+        with _reference_kernels(model) as has_ref:
+            ref_out = model.backbone(batch).float()
+        out = {"backbone": name, "system": f"{name} ours", "fp32_packed_vs_padded": rel_err(packed, padded),
+               "reference": "pure-PyTorch kernels" if has_ref else "fp32 packed path"}
+        if autocast is not None:
+            with torch.autocast(device.type, dtype=autocast):
+                low = model.backbone(batch).float()
+            out["bf16_vs_fp32_reference"] = rel_err(low, ref_out)
+        nan = bool(torch.isnan(packed).any() or torch.isnan(padded).any())
+    out["nan"] = nan
+    out["ok"] = (not nan and out["fp32_packed_vs_padded"] < FP32_TOL
+                 and out.get("bf16_vs_fp32_reference", 0.0) < BF16_TOL)
+    return out
+
+
+def check_anchor(system: System, model, device: torch.device, seed: int) -> dict[str, Any]:
+    """The anchor's fp32 scores against ours (packed, fp32) with the same weights."""
+    batch = _fresh_batch(model, device, seed)
+    model.eval()
+    ours = infer_scores(Ours(system.name, "packed", model), batch, None).float()
+    theirs = infer_scores(system, batch, None).float()
+    err = rel_err(theirs, ours)
+    nan = bool(torch.isnan(theirs).any())
+    return {"backbone": system.name, "system": f"{system.name} {system.impl}", "fp32_vs_ours": err, "nan": nan,
+            "ok": not nan and err < FP32_TOL}

@@ -1,0 +1,133 @@
+"""``rerank bench profile``: where a training step's time goes, by operator class.
+
+torch.profiler over ``steps`` training steps (after ``warmup``) of each system; on CUDA the GPU time
+of every kernel (self device time), on the CPU the self time of every operator, each put in one
+class by its name (:data:`CLASSES`, first match wins; the order matters: the optimizer's
+multi-tensor kernels before element-wise work, the scan before anything named ``*scan*`` elsewhere).
+The result: per system, milliseconds per step and share of each class, and the top kernels.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from rerankers.bench import anchors as anchor_mod
+from rerankers.bench.build import build_model
+from rerankers.bench.systems import Ours, TrainStep
+from rerankers.bench.timing import environment, release, synchronize
+from rerankers.bench.train import autocast_dtype
+from rerankers.bench.workload import synthetic_batches
+
+logger = logging.getLogger(__name__)
+
+CLASSES: tuple[tuple[str, re.Pattern], ...] = tuple((name, re.compile(pattern, re.IGNORECASE)) for name, pattern in (
+    ("optimizer", r"adam|multi_tensor|foreach|clip_grad|_amp_"),
+    ("selective scan", r"scan"),
+    ("conv1d", r"conv1d|conv_fwd|conv_bwd|_conv_"),
+    ("attention", r"flash|fmha|attention|attn|sdpa|cutlassF|cutlassB"),
+    ("matmul", r"gemm|xmma|nvjet|cutlass|cublas|wgmma|sm90_|sm80_|aten::mm\b|addmm|bmm|matmul"),
+    ("norm", r"norm"),
+    ("copies and fills", r"memcpy|memset|copy_|fill|cat_|CatArray|aten::copy|aten::cat|aten::zero"),
+    ("element-wise", r"elementwise|vectorized|unrolled|reduce|index|gather|scatter|softmax|embedding|triton|aten::"),
+))
+OTHER = "other"
+
+
+def classify(name: str) -> str:
+    """The operator class of a kernel or operator name."""
+    return next((cls for cls, pattern in CLASSES if pattern.search(name)), OTHER)
+
+
+@dataclass
+class ProfileBenchConfig:
+    backbones: Sequence[str] = ("mamba-130m", "bert-base")
+    anchors: Sequence[str] = ()
+    pairs: int = 256
+    group_size: int = 8
+    warmup: int = 3
+    steps: int = 3
+    top: int = 15
+    device: str = "cuda"
+    dtype: str = "bfloat16"
+    tokenizer: str | None = None
+    seed: int = 0
+
+
+def _breakdown(prof, device: torch.device, steps: int) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """(ms per step by class, top kernels) from a finished profiler."""
+    from torch.autograd import DeviceType
+
+    by_class: dict[str, float] = defaultdict(float)
+    kernels = []
+    for e in prof.key_averages():
+        if device.type == "cuda":
+            if e.device_type != DeviceType.CUDA:
+                continue
+            us = e.self_device_time_total
+        else:
+            if e.key.startswith("ProfilerStep"):
+                continue
+            us = e.self_cpu_time_total
+        if us <= 0:
+            continue
+        cls = classify(e.key)
+        by_class[cls] += us / 1e3 / steps
+        kernels.append({"name": e.key[:120], "class": cls, "ms_per_step": us / 1e3 / steps, "calls": e.count // steps})
+    kernels.sort(key=lambda k: -k["ms_per_step"])
+    return dict(by_class), kernels
+
+
+def run_profile_bench(cfg: ProfileBenchConfig, command: str | None = None, on_row=None) -> dict[str, Any]:
+    from torch.profiler import ProfilerActivity, profile
+
+    device = torch.device(cfg.device)
+    dtype = autocast_dtype(cfg.dtype, device)
+    result: dict[str, Any] = {"mode": "profile", "env": environment(device, command),
+                              "config": {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                                         for k, v in vars(cfg).items()},
+                              "classes": [c for c, _ in CLASSES] + [OTHER], "rows": [], "skipped": []}
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for name in cfg.backbones:
+        model, _ = build_model(name, init="random", tokenizer=cfg.tokenizer, seed=cfg.seed)
+        model.to(device)
+        vocab = model.backbone.get_input_embeddings().weight.shape[0]
+        batches = [b.to(device) for b in synthetic_batches(cfg.pairs, 2, vocab, cfg.seed,
+                                                            token_types=model.backbone_type == "bert")]
+        systems = [Ours(name, "packed", model)]
+        for kind in cfg.anchors:
+            anchor = anchor_mod.try_anchor(kind, name, model, result["skipped"])
+            if anchor is not None:
+                systems.append(anchor)
+                anchor.module.to(device)
+        for system in systems:
+            step = TrainStep(system, device, cfg.group_size, autocast=dtype)
+            for i in range(cfg.warmup):
+                step(batches[i % 2])
+            synchronize(device)
+            with profile(activities=activities) as prof:
+                for i in range(cfg.steps):
+                    step(batches[i % 2])
+                synchronize(device)
+            by_class, kernels = _breakdown(prof, device, cfg.steps)
+            total = sum(by_class.values()) or float("nan")
+            row = {"backbone": name, "impl": system.impl, "mode": system.mode, "pairs": cfg.pairs,
+                   "real_tokens": round(sum(b.num_tokens for b in batches) / 2), "total_ms_per_step": total,
+                   "time": "GPU kernel time" if device.type == "cuda" else "CPU operator self time",
+                   "ms_per_step": by_class, "share": {k: v / total for k, v in by_class.items()},
+                   "top": kernels[:cfg.top]}
+            result["rows"].append(row)
+            logger.info("%s: %.1f ms per step; %s", system.label, total,
+                        ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])))
+            del step
+            system.module.zero_grad(set_to_none=True)
+            release(device)
+            if on_row is not None:
+                on_row(result)
+        del systems, model
+        release(device)
+    return result

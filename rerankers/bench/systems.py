@@ -1,0 +1,131 @@
+"""The systems a benchmark times: our cross-encoder in each mode, and the anchors (:mod:`.anchors`).
+
+A :class:`System` turns a PackedBatch of S pairs into scores (S,); :class:`TrainStep` wraps any system
+in the real training step of ``rerank train`` (bf16 autocast over fp32 weights, the listwise LCE loss
+over groups, backward, gradient clipping, fused AdamW) so that every row of a table pays the same
+recipe. Our model runs ``packed`` (the varlen contract), ``padded`` (the kernels over every sequence
+padded to the batch's longest; for a bidirectional encoder its own padded path, padded SDPA with an
+attention mask) or ``single`` (one sequence at a time, the gradient of each group accumulated).
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from rerankers.bench.workload import padded_view, single_views
+from rerankers.data.packing import PackedBatch
+from rerankers.train.losses import build_loss
+from rerankers.train.optim import build_optimizer
+
+
+class System(abc.ABC):
+    """name: the backbone (``mamba-130m``); impl: whose code (``ours``, ``mamba-ssm``, ...); mode:
+    ``packed`` | ``padded`` | ``single``; module: the nn.Module whose parameters train."""
+
+    impl = "ours"
+
+    def __init__(self, name: str, mode: str, module: nn.Module):
+        self.name, self.mode, self.module = name, mode, module
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.impl} {self.mode}"
+
+    @abc.abstractmethod
+    def scores(self, batch: PackedBatch) -> Tensor:
+        """(S,) scores of the batch's pairs (under the caller's autocast)."""
+
+    def backward(self, batch: PackedBatch, loss_fn: nn.Module, group_size: int, autocast: torch.dtype | None
+                 ) -> float:
+        """Loss of the batch's groups, backpropagated; returns the loss."""
+        with _autocast(batch.input_ids.device, autocast):
+            scores = self.scores(batch)
+        loss = loss_fn(scores.float().view(-1, group_size), _labels(scores.numel() // group_size, group_size,
+                                                                    scores.device))
+        loss.backward()
+        return float(loss.detach())
+
+    def real_tokens(self, batch: PackedBatch) -> int:
+        return batch.num_tokens
+
+
+class Ours(System):
+    """Our CrossEncoder in one mode."""
+
+    def __init__(self, name: str, mode: str, model):
+        super().__init__(name, mode, model)
+        self.model = model
+        self.causal = model.pooling == "last"  # last-token pooling: a causal backbone (Mamba, decoders)
+
+    def scores(self, batch: PackedBatch) -> Tensor:
+        model = self.model
+        if self.mode == "packed":
+            return model(batch)
+        if self.mode == "single":
+            return torch.cat([model(one) for one in single_views(batch)])
+        if not self.causal or model.head is None or model.pooling == "mean":
+            return model.forward_padded(batch)  # a bidirectional encoder's own padded path (masked SDPA)
+        # causal: pads after a sequence change none of its states, so the padded rows' real last token
+        # gives the packed score at the padded batch's cost
+        pad = int(getattr(model.backbone, "pad_token_id", 0) or 0)
+        view, first, last = padded_view(batch, pad)
+        hidden = model.backbone(view)
+        return model._head(hidden.index_select(0, last if model.pooling == "last" else first))
+
+    def backward(self, batch: PackedBatch, loss_fn: nn.Module, group_size: int, autocast: torch.dtype | None
+                 ) -> float:
+        if self.mode != "single":
+            return super().backward(batch, loss_fn, group_size, autocast)
+        views = single_views(batch)  # one sequence at a time, one group's graph alive at a time
+        groups = len(views) // group_size
+        total = 0.0
+        for g in range(groups):
+            with _autocast(batch.input_ids.device, autocast):
+                s = torch.cat([self.model(v) for v in views[g * group_size:(g + 1) * group_size]])
+            loss = loss_fn(s.float().view(1, group_size), _labels(1, group_size, s.device)) / groups
+            loss.backward()
+            total += float(loss.detach())
+        return total
+
+
+class TrainStep:
+    """The training step of ``rerank train`` around a system: ``loss`` (LCE) over groups of ``group_size``, bf16
+    autocast (on CUDA), clipping at 1.0, AdamW (fused on CUDA) with the run's weight-decay groups."""
+
+    def __init__(self, system: System, device: torch.device, group_size: int, lr: float = 1e-5,
+                 autocast: torch.dtype | None = None, loss: str = "lce"):
+        self.system, self.device, self.group_size, self.autocast = system, device, group_size, autocast
+        self.loss_fn = build_loss(loss)
+        self.params = [p for p in system.module.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(system.module, lr, 0.01, device)
+
+    def __call__(self, batch: PackedBatch) -> float:
+        self.system.module.train()
+        loss = self.system.backward(batch, self.loss_fn, self.group_size, self.autocast)
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
+
+
+@torch.no_grad()
+def infer_scores(system: System, batch: PackedBatch, autocast: torch.dtype | None) -> Tensor:
+    system.module.eval()
+    with _autocast(batch.input_ids.device, autocast):
+        return system.scores(batch)
+
+
+def _labels(groups: int, group_size: int, device: torch.device) -> Tensor:
+    labels = torch.zeros(groups, group_size, device=device)
+    labels[:, 0] = 1.0  # the positive first, as the training groups are built
+    return labels
+
+
+@contextlib.contextmanager
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        yield

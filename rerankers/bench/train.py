@@ -1,0 +1,154 @@
+"""``rerank bench train``: the full training step of each backbone, packed vs padded vs one sequence at a
+time, beside the anchors, on MS MARCO-shaped pairs or on real texts.
+
+A row: system (backbone, whose code, mode), pairs per step, real (unpadded) and padded tokens, median
+step time, real tokens/s, pairs/s, MFU (6 x non-embedding parameters per real token over the card's
+bf16 peak) and peak memory. Before any timing, each system is checked on fresh inputs: ours in bf16
+against the fp32 reference path (and fp32 packed against fp32 padded), each anchor in fp32 against
+ours with the same weights.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from rerankers.bench import anchors as anchor_mod
+from rerankers.bench.build import build_model
+from rerankers.bench.checks import check_anchor, check_ours
+from rerankers.bench.systems import Ours, System, TrainStep
+from rerankers.bench.timing import environment, release, time_calls
+from rerankers.bench.workload import load_text_pairs, padded_tokens, synthetic_batches, text_batches
+from rerankers.errors import UsageError
+from rerankers.train.progress import peak_flops, training_flops_per_token
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainBenchConfig:
+    """backbones: presets or folders; modes: of ours (packed, padded, single; single at the smallest
+    ``pairs`` only); pairs: pairs per step (multiples of group_size); anchors: ANCHORS names to add where
+    they apply; candidates: a file of real texts (else MS MARCO-shaped random ids)."""
+
+    backbones: Sequence[str] = ("mamba-130m", "bert-base")
+    modes: Sequence[str] = ("packed", "padded", "single")
+    pairs: Sequence[int] = (64, 256)
+    anchors: Sequence[str] = ("mamba-ssm", "transformers")
+    candidates: str | None = None
+    depth: int = 100
+    group_size: int = 8
+    warmup: int = 3
+    steps: int = 10
+    single_steps: int = 3
+    device: str = "cuda"
+    dtype: str = "bfloat16"
+    init: str = "random"
+    tokenizer: str | None = None
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast (the recipe) on CUDA; on the CPU (smoke runs) fp32 unless asked."""
+    if name == "float32" or (device.type == "cpu" and name == "auto"):
+        return None
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16, "auto": torch.bfloat16}[name]
+
+
+def _row(system: System, batches, timing, n_pairs: int, flops_per_token: float,
+         device: torch.device) -> dict[str, Any]:
+    real = sum(b.num_tokens for b in batches) / len(batches)
+    padded = sum(padded_tokens(b) for b in batches) / len(batches)
+    sec = timing.median_s
+    peak = peak_flops(device)
+    tok_s = real / sec
+    return {"backbone": system.name, "impl": system.impl, "mode": system.mode, "pairs": n_pairs,
+            "real_tokens": round(real), "padded_tokens": round(padded) if system.mode == "padded" else round(real),
+            "ms": sec * 1e3, "real_tokens_per_s": tok_s, "pairs_per_s": n_pairs / sec,
+            "mfu": tok_s * flops_per_token / peak if peak else None, "peak_memory_gib": timing.peak_memory_gib,
+            "spread": timing.spread, "timed_steps": len(timing.seconds), "warmup_steps": timing.warmup}
+
+
+def run_train_bench(cfg: TrainBenchConfig, command: str | None = None, on_row=None) -> dict[str, Any]:
+    """Check, then time every (backbone, system, pairs); returns {"env", "config", "checks", "rows",
+    "skipped"}. ``on_row(result)`` is called after every row (the CLI saves the partial result)."""
+    device = torch.device(cfg.device)
+    dtype = autocast_dtype(cfg.dtype, device)
+    result: dict[str, Any] = {"mode": "train", "env": environment(device, command),
+                              "config": {k: (list(v) if isinstance(v, (list, tuple)) else v)
+                                         for k, v in vars(cfg).items()},
+                              "checks": [], "rows": [], "skipped": []}
+    texts = load_text_pairs(cfg.candidates, cfg.depth) if cfg.candidates else None
+    for n in cfg.pairs:
+        if n < cfg.group_size or n % cfg.group_size:
+            raise UsageError(f"--pairs {n}: must be a positive multiple of the group size {cfg.group_size}")
+    for name in cfg.backbones:
+        model, info = build_model(name, init=cfg.init, tokenizer=cfg.tokenizer, seed=cfg.seed)
+        if texts is not None and not info["texts_ok"]:
+            raise UsageError(f"--candidates needs a real tokenizer for {name}: pass --tokenizer")
+        model.to(device)
+        flops = training_flops_per_token(model)
+        vocab = model.backbone.get_input_embeddings().weight.shape[0]
+        batches = {n: [b.to(device) for b in (text_batches(model, texts, n, 4) if texts is not None else
+                                                  synthetic_batches(n, 4, vocab, cfg.seed + n,
+                                                                    token_types=model.backbone_type == "bert"))]
+                   for n in cfg.pairs}
+        result["checks"].append(check_ours(name, model, device, dtype, cfg.seed))
+        if not result["checks"][-1]["ok"]:
+            logger.error("%s: correctness check failed, nothing of it timed: %s", name, result["checks"][-1])
+            result["skipped"].append({"system": f"{name} ours", "reason": "correctness check failed"})
+            continue
+        for kind in [*cfg.modes, *(a for a in cfg.anchors if a != "sentence-transformers")]:
+            system = (Ours(name, kind, model) if kind not in anchor_mod.ANCHORS
+                      else anchor_mod.try_anchor(kind, name, model, result["skipped"]))
+            if system is None:
+                continue
+            if system.impl != "ours":
+                system.module.to(device)
+                result["checks"].append(check_anchor(system, model, device, cfg.seed))
+                if not result["checks"][-1]["ok"]:
+                    logger.error("%s: correctness check failed, not timed: %s", system.label, result["checks"][-1])
+                    result["skipped"].append({"system": system.label, "reason": "correctness check failed"})
+                    system.module.cpu()
+                    continue
+                model.cpu()  # only the anchor's weights on the card while it is timed
+            for n in cfg.pairs:
+                if system.mode == "single" and n != min(cfg.pairs):
+                    continue  # one sequence at a time: at the smallest batch only (PackMamba's comparison)
+                row = _time_system(system, batches[n], n, cfg, device, dtype, flops, result)
+                if row is not None and on_row is not None:
+                    on_row(result)
+            if system.impl != "ours":
+                del system
+                model.to(device)
+            release(device)
+        del model, batches
+        release(device)
+    return result
+
+
+def _time_system(system: System, batches, n: int, cfg: TrainBenchConfig, device: torch.device,
+                 dtype: torch.dtype | None, flops: float, result: dict[str, Any]) -> dict[str, Any] | None:
+    steps = cfg.single_steps if system.mode == "single" else cfg.steps
+    warmup = min(cfg.warmup, 1) if system.mode == "single" else cfg.warmup
+    holder = [TrainStep(system, device, cfg.group_size, autocast=dtype)]
+    try:
+        timing = time_calls(lambda i: holder[0](batches[i % len(batches)]), device, warmup, steps)
+    except torch.OutOfMemoryError:
+        timing = None
+    finally:
+        holder.clear()  # the optimizer state and gradients go before the next system
+        system.module.zero_grad(set_to_none=True)
+        release(device)
+    if timing is None:
+        result["skipped"].append({"system": system.label, "pairs": n, "reason": "out of memory"})
+        logger.warning("%s at %d pairs: out of memory", system.label, n)
+        return None
+    row = _row(system, batches, timing, n, flops, device)
+    result["rows"].append(row)
+    logger.info("%s %d pairs: %.1f ms, %.0f real tok/s, %.2f GiB", system.label, n, row["ms"],
+                row["real_tokens_per_s"], row["peak_memory_gib"])
+    return row

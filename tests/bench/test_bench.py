@@ -1,0 +1,255 @@
+"""rerank bench on the CPU: the harness's correctness on tiny models (no timing asserts)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rerankers.bench import anchors as anchor_mod
+from rerankers.bench.profile import classify
+from rerankers.bench.report import BEGIN, END, render_into, to_markdown
+from rerankers.bench.run import run_bench
+from rerankers.bench.systems import Ours, TrainStep, infer_scores
+from rerankers.bench.timing import time_calls
+from rerankers.bench.workload import (
+    msmarco_lengths,
+    padded_view,
+    random_batch,
+    single_views,
+    synthetic_batches,
+)
+from rerankers.errors import UsageError
+
+TEXTS = ["what is a state space model", "the cross encoder scores a query and a passage together",
+         "bm25 ranks passages by term statistics", "packed sequences need no padding"] * 4
+FAST = {"warmup": 0, "steps": 1, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def tiny_backbones(tmp_path_factory) -> dict[str, str]:
+    from rerankers.train.tiny import save_tiny_backbone
+
+    root = tmp_path_factory.mktemp("bench")
+    out = {}
+    for kind in ("mamba", "bert"):
+        save_tiny_backbone(kind, root / kind, TEXTS, dropout=0.0)
+        out[kind] = str(root / kind)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tiny_backbones):
+    from rerankers.bench.build import build_model
+    return {k: build_model(v, seed=0)[0].eval() for k, v in tiny_backbones.items()}
+
+
+# ---------------------------------------------------------------------------------------- workload
+def test_msmarco_lengths_shape():
+    lengths = msmarco_lengths(500, torch.Generator().manual_seed(0))
+    assert len(lengths) == 500 and min(lengths) >= 28 and max(lengths) <= 256
+    assert 70 < sum(lengths) / len(lengths) < 110  # query ~10 + passage ~76 + 3
+
+
+def test_padded_view_and_single_views_hold_the_same_tokens():
+    gen = torch.Generator().manual_seed(1)
+    batch = random_batch([5, 1, 9, 3], 50, gen, token_types=True)
+    view, first, last = padded_view(batch, pad_id=0)
+    assert view.num_sequences == 4 and view.num_tokens == 4 * 9
+    assert view.input_ids[first].tolist() == batch.input_ids[batch.first_token_index].tolist()
+    assert view.input_ids[last].tolist() == batch.input_ids[batch.last_token_index].tolist()
+    singles = single_views(batch)
+    assert [s.num_tokens for s in singles] == [5, 1, 9, 3]
+    assert torch.equal(torch.cat([s.input_ids for s in singles]), batch.input_ids)
+    assert torch.equal(torch.cat([s.token_type_ids for s in singles]), batch.token_type_ids)
+
+
+@pytest.mark.parametrize("kind", ["mamba", "bert"])
+def test_every_mode_gives_the_packed_scores(tiny_models, kind):
+    """padded (the kernels over padded rows / masked padded attention) and single == packed, fp32."""
+    model = tiny_models[kind]
+    batch = synthetic_batches(8, 1, model.backbone.get_input_embeddings().weight.shape[0], seed=3,
+                              token_types=kind == "bert")[0]
+    packed = infer_scores(Ours(kind, "packed", model), batch, None)
+    for mode in ("padded", "single"):
+        other = infer_scores(Ours(kind, mode, model), batch, None)
+        torch.testing.assert_close(other, packed, rtol=1e-4, atol=1e-5, msg=f"{kind} {mode}")
+
+
+def test_single_mode_gradient_equals_packed(tiny_models):
+    """One sequence at a time, gradients accumulated group by group == the packed step's gradient."""
+    import copy
+    model = tiny_models["bert"]
+    batch = synthetic_batches(16, 1, model.backbone.get_input_embeddings().weight.shape[0], seed=4,
+                              token_types=True)[0]
+    grads = {}
+    for mode in ("packed", "single"):
+        m = copy.deepcopy(model).train()
+        system = Ours("bert", mode, m)
+        from rerankers.train.losses import build_loss
+        system.backward(batch, build_loss("lce"), 8, None)
+        grads[mode] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    assert grads["packed"].keys() == grads["single"].keys() and grads["packed"]
+    for name, g in grads["packed"].items():
+        torch.testing.assert_close(grads["single"][name], g, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_train_step_changes_the_weights_and_timing_counts_calls(tiny_models):
+    import copy
+    model = copy.deepcopy(tiny_models["mamba"])
+    batches = synthetic_batches(8, 2, model.backbone.get_input_embeddings().weight.shape[0], seed=5,
+                                token_types=False)
+    before = [p.detach().clone() for p in model.parameters()]
+    step = TrainStep(Ours("mamba", "packed", model), torch.device("cpu"), group_size=8)
+    calls = []
+    timing = time_calls(lambda i: calls.append(step(batches[i % 2])), torch.device("cpu"), warmup=1, repeats=2)
+    assert len(calls) == 3 and len(timing.seconds) == 2 and timing.warmup == 1
+    assert all(torch.isfinite(torch.tensor(c)) for c in calls)
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+# ---------------------------------------------------------------------------------------- anchors
+def test_transformers_anchor_has_our_scores(tiny_models):
+    anchor = anchor_mod.build_anchor("transformers", "bert", tiny_models["bert"])
+    batch = synthetic_batches(8, 1, tiny_models["bert"].backbone.get_input_embeddings().weight.shape[0], seed=6,
+                              token_types=True)[0]
+    torch.testing.assert_close(infer_scores(anchor, batch, None),
+                               infer_scores(Ours("bert", "packed", tiny_models["bert"]), batch, None).float(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_anchor_applicability(tiny_models):
+    skipped: list[dict] = []
+    assert anchor_mod.try_anchor("transformers", "mamba", tiny_models["mamba"], skipped) is None
+    assert anchor_mod.try_anchor("mamba-ssm", "bert", tiny_models["bert"], skipped) is None
+    assert skipped == []  # no counterpart: no row at all
+    try:
+        import mamba_ssm  # noqa: F401
+    except Exception:  # noqa: BLE001
+        assert anchor_mod.try_anchor("mamba-ssm", "mamba", tiny_models["mamba"], skipped) is None
+        assert len(skipped) == 1 and "mamba_ssm" in skipped[0]["reason"]
+
+
+# ---------------------------------------------------------------------------------------- modes
+def test_bench_train_smoke(tiny_backbones, tmp_path):
+    res, paths = run_bench("train", tmp_path / "out", backbones=[tiny_backbones["mamba"], tiny_backbones["bert"]],
+                           pairs=[16], single_steps=1, command="rerank bench train (test)", **FAST)
+    systems = {(r["backbone"].rsplit("/", 1)[-1], r["impl"], r["mode"]) for r in res["rows"]}
+    assert {("mamba", "ours", m) for m in ("packed", "padded", "single")} <= systems
+    assert ("bert", "transformers", "padded") in systems
+    assert all(c["ok"] for c in res["checks"]) and len(res["checks"]) == 3  # ours x2, the transformers anchor
+    row = next(r for r in res["rows"] if r["mode"] == "padded")
+    assert row["padded_tokens"] >= row["real_tokens"] > 0 and row["real_tokens_per_s"] > 0
+    saved = json.loads(paths["json"].read_text())
+    assert saved["env"]["card"].startswith("CPU") and saved["env"]["torch"] == torch.__version__
+    md = paths["md"].read_text()
+    assert "rerank bench train (test)" in md and "| ours packed |" in md and "PASS" in md
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_infer_smoke_on_real_candidates(tiny_backbones, shared_data, tmp_path):
+    cand = shared_data / "trec-dl" / "candidates" / "BM25"
+    files = sorted(cand.glob("*dl19*"))
+    if not files:
+        pytest.skip(f"no DL19 BM25 candidates in {cand}")
+    from rerankers.data.word_tokenizer import build_word_tokenizer  # noqa: F401 - the tiny models' tokenizer
+    res, paths = run_bench("infer", tmp_path / "out", backbones=[tiny_backbones["bert"]], candidates=str(files[0]),
+                           depth=3, repeats=1, warmup=0, device="cpu", plots=False)
+    scopes = {(r["impl"], r["mode"], r["scope"]) for r in res["rows"]}
+    assert ("ours", "packed", "end-to-end") in scopes and ("ours", "packed", "model") in scopes
+    assert ("transformers", "padded", "model") in scopes
+    pairs = {r["pairs"] for r in res["rows"]}
+    assert len(pairs) == 1 and pairs.pop() > 3  # every system scored the same pairs (3 per query)
+    try:
+        import sentence_transformers  # noqa: F401
+        assert any(r["impl"] == "sentence-transformers" for r in res["rows"])
+    except ImportError:
+        assert any("sentence" in s["system"] for s in res["skipped"])
+    assert "png" not in paths
+
+
+def test_bench_scaling_and_profile_smoke(tiny_backbones, tmp_path):
+    res, _ = run_bench("scaling", tmp_path / "s", backbones=[tiny_backbones["mamba"], tiny_backbones["bert"]],
+                       min_length=16, max_length=64, budget_tokens=64, plots=False, **FAST)
+    for kind in ("mamba", "bert"):
+        rows = [r for r in res["rows"] if r["backbone"].endswith(kind) and r["impl"] == "ours"]
+        assert [r["length"] for r in rows] == [16, 32, 64] and [r["sequences"] for r in rows] == [4, 2, 1]
+    res, paths = run_bench("profile", tmp_path / "p", backbones=[tiny_backbones["mamba"]], pairs=8, **FAST)
+    row = res["rows"][0]
+    assert abs(sum(row["share"].values()) - 1.0) < 1e-6 and row["ms_per_step"]
+    assert row["share"].get("matmul", 0) > 0 and row["top"]
+    assert paths["png"].is_file()
+
+
+def test_profile_classes():
+    assert classify("_scan_bwd_kernel") == "selective scan"
+    assert classify("void selective_scan_fwd_kernel<...>") == "selective scan"
+    assert classify("_conv_fwd_walk_kernel") == "conv1d"
+    assert classify("sm90_xmma_gemm_bf16bf16_bf16f32") == "matmul"
+    assert classify("nvjet_tst_128x64") == "matmul"
+    assert classify("pytorch_flash::flash_fwd_kernel") == "attention"
+    assert classify("multi_tensor_apply_kernel<FusedAdamMathFunctor>") == "optimizer"
+    assert classify("_layer_norm_fwd_1pass_kernel") == "norm"
+    assert classify("Memcpy DtoD (Device -> Device)") == "copies and fills"
+    assert classify("void at::native::vectorized_elementwise_kernel<4, silu>") == "element-wise"
+
+
+# ---------------------------------------------------------------------------------------- errors, report
+@pytest.mark.parametrize("options, needle", [
+    ({"pairs": [12]}, "multiple of the group size"),
+    ({"anchors": ["flash"]}, "--anchors flash"),
+    ({"modes": ["dense"]}, "--modes dense"),
+    ({"steps": 0}, "--steps 0"),
+    ({"device": "cuda:0"} if not torch.cuda.is_available() else {"steps": -1}, "--"),
+    ({"candidates": "/nonexistent/cands.jsonl"}, "--candidates /nonexistent"),
+    ({"min_length": 4}, "no option --min-length"),
+])
+def test_bad_options_are_usage_errors(tiny_backbones, tmp_path, options, needle):
+    opts = {"backbones": [tiny_backbones["bert"]], **FAST, **options}
+    with pytest.raises(UsageError, match=needle.replace("(", r"\(")):
+        run_bench("train", tmp_path / "o", **opts)
+
+
+def test_unwritable_out_is_refused_before_work(tiny_backbones, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(Exception, match="file"):
+        run_bench("train", blocker / "sub", backbones=[tiny_backbones["bert"]], **FAST)
+
+
+def test_render_into_replaces_only_the_generated_block(tmp_path):
+    res = {"mode": "scaling", "env": {"card": "TestCard", "torch": "x", "date": "d", "command": "rerank bench scaling"},
+           "config": {"budget_tokens": 64}, "checks": [], "skipped": [],
+           "rows": [{"backbone": "b", "impl": "ours", "mode": "packed", "length": 16, "sequences": 4, "ms": 1.0,
+                     "ms_per_1k_tokens": 15.6, "real_tokens_per_s": 64000.0, "peak_memory_gib": 0.1}]}
+    (tmp_path / "r").mkdir()
+    result = tmp_path / "r" / "bench_scaling.json"
+    result.write_text(json.dumps(res))
+    md = tmp_path / "BENCHMARKS.md"
+    md.write_text(f"# Benchmarks\n\nhand-written\n\n{BEGIN}\nold numbers\n{END}\n\ntail\n")
+    render_into([result], md)
+    text = md.read_text()
+    assert "old numbers" not in text and "hand-written" in text and text.rstrip().endswith("tail")
+    assert "TestCard" in text and "rerank bench scaling" in text and text.count(BEGIN) == 1
+    render_into([result], md)  # idempotent
+    assert md.read_text() == text
+    assert to_markdown(res).startswith("## rerank bench scaling")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(UsageError, match="bad.json"):
+        render_into([bad], md)
+
+
+def test_cli_bench(tiny_backbones, tmp_path, capsys):
+    from rerankers.cli import main
+    rc = main(["bench", "scaling", "--backbone", tiny_backbones["bert"], "--out", str(tmp_path / "c"), "--device",
+               "cpu", "--min-length", "8", "--max-length", "16", "--budget-tokens", "16", "--steps", "1",
+               "--warmup", "0", "--anchors", "none", "--no-plots"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "| ours packed | 8 |" in out and "transformers" not in out.split("**Command:**")[1]
+    assert Path(tmp_path / "c" / "bench_scaling.json").is_file()
+    assert main(["bench", "train", "--backbone", tiny_backbones["bert"], "--out", str(tmp_path / "d"), "--pairs",
+                 "12", "--device", "cpu"]) == 2
+    assert "multiple of the group size" in capsys.readouterr().err
