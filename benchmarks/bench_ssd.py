@@ -24,7 +24,8 @@ import types
 
 import torch
 
-from benchmarks.bench_models import msmarco_lengths, time_steps
+from rerankers.bench.timing import time_calls
+from rerankers.bench.workload import msmarco_lengths
 from rerankers.data.packing import PackedBatch
 from rerankers.kernels import ssd_chunked_varlen, ssd_ref_varlen
 from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens, sequence_ids
@@ -147,7 +148,8 @@ def time_scan(scan, pairs: list[int], device: str, steps: int) -> list[dict]:
             systems.append(("mamba_ssm triton chunk 256", theirs(scan, 256)))
         for name, fn in systems:
             torch.cuda.reset_peak_memory_stats()
-            sec = time_steps(lambda: run(fn, xs, cu, w), warmup=3, steps=steps)
+            sec = time_calls(lambda _i: run(fn, xs, cu, w), torch.device(device), warmup=3,
+                             repeats=steps).median_s
             row = {"system": name, "pairs": n, "tokens": sum(lengths), "fwd_bwd_ms": sec * 1e3,
                    "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30}
             log.info("scan %-28s pairs=%4d T=%6d  fwd+bwd %8.2f ms  peak %.2f GiB", name, n, row["tokens"],
@@ -190,7 +192,7 @@ def time_training(name: str, model, pairs: list[int], device: str, steps: int) -
                 p.grad = None
 
         torch.cuda.reset_peak_memory_stats()
-        sec = time_steps(step, warmup=2, steps=steps)
+        sec = time_calls(lambda _i: step(), torch.device(device), warmup=2, repeats=steps).median_s
         row = {"system": name, "pairs": n, "tokens": batch.num_tokens, "step_ms": sec * 1e3,
                "tokens_per_s": batch.num_tokens / sec, "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30}
         log.info("train %-12s pairs=%4d T=%6d  step %8.1f ms  %9.0f tokens/s  peak %.1f GiB", name, n,
