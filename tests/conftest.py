@@ -134,3 +134,35 @@ def terminal_stderr(monkeypatch):
         monkeypatch.setattr(sys, "stderr", terminal)
         return terminal
     return install
+
+
+_LOGGERS = ("", "rerankers", "transformers", "huggingface_hub", "bm25s", "ir_datasets", "py.warnings", "numba",
+            "matplotlib")
+_LOG_ENV = ("TRANSFORMERS_VERBOSITY", "HF_HUB_VERBOSITY", "HF_HUB_DISABLE_PROGRESS_BARS")
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """``rerank``'s main() configures process-wide logging (root handlers on the stderr of the moment, library
+    levels, filters, environment variables): each test gets back the state it started with, so that no later
+    test logs through a handler bound to an earlier test's closed capture stream."""
+    import logging
+    import warnings
+
+    saved = {name: (logging.getLogger(name).level, list(logging.getLogger(name).handlers),
+                    list(logging.getLogger(name).filters)) for name in _LOGGERS}
+    env = {k: os.environ.get(k) for k in _LOG_ENV}
+    warning_filters = list(warnings.filters)
+    yield
+    for name, (level, handlers, filters) in saved.items():
+        lg = logging.getLogger(name)
+        lg.setLevel(level)
+        lg.handlers[:] = handlers
+        lg.filters[:] = filters
+    logging.captureWarnings(False)
+    warnings.filters[:] = warning_filters
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
