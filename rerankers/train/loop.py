@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from rerankers.errors import NonFiniteLossError, TrainingConfigError, UsageError
 from rerankers.train import checkpoint as ckpt
@@ -45,6 +44,7 @@ from rerankers.train.progress import (
 )
 from rerankers.train.sampler import GroupSampler, usable_queries
 from rerankers.utils.io import atomic_write, check_writable_dir, publish_folder
+from rerankers.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -286,8 +286,8 @@ def _run_steps(state: _RunState, start_step: int, log: JsonlLog | None) -> tuple
     history: list[dict] = []
     state.model.train()
     window = {"loss": 0.0, "n": 0}
-    bar = tqdm(total=state.total_steps, initial=start_step, desc="train", unit="step", disable=not info.is_main
-               or None, dynamic_ncols=True)
+    bar = progress_bar(total=state.total_steps, initial=start_step, desc="train", unit="step", delay=0,
+                       **({} if info.is_main else {"disable": True}))
     for step in range(start_step, state.total_steps):
         timer.start()
         numbers = _optimizer_step(state, step)

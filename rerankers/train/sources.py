@@ -72,8 +72,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
 
-from tqdm.auto import tqdm
-
 from rerankers.data.datasets import (
     dataset_entities,
     is_file_argument,
@@ -92,6 +90,7 @@ from rerankers.data.trec import Qrels, Run, ranked, read_run
 from rerankers.errors import DataFormatError, TrainingDataError, UsageError
 from rerankers.eval.metrics import default_rel_level
 from rerankers.train.examples import Candidate, TrainQuery
+from rerankers.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -327,8 +326,8 @@ def _store_lookup(dataset_id: str, docids: Iterable[str], chunk: int = 100_000) 
     store = load_dataset_docs(dataset_id)
     ids = sorted(docids)
     texts: dict[str, str] = {}
-    for start in tqdm(range(0, len(ids), chunk), desc="document texts", unit="chunk",
-                      disable=len(ids) <= chunk):
+    for start in progress_bar(range(0, len(ids), chunk), desc="document texts", unit="chunk",
+                              **({"disable": True} if len(ids) <= chunk else {})):
         texts.update(store.lookup(ids[start:start + chunk]))
     return texts
 
@@ -412,8 +411,8 @@ def _load_id_triples(source: str, path: str, qrels_arg: str | None, ctx: _Contex
 
 def _load_irds_docpairs(source: str, dataset_id: str, qrels_arg: str | None, ctx: _Context) -> _Loaded:
     groups = _Groups()
-    for qid, pos, neg in tqdm(iter_dataset_docpairs(dataset_id), desc=f"{dataset_id} docpairs", unit="pair",
-                              mininterval=5.0, delay=5.0):
+    for qid, pos, neg in progress_bar(iter_dataset_docpairs(dataset_id), desc=f"{dataset_id} docpairs", unit="pair",
+                                      mininterval=5.0, delay=5.0):
         groups.add(qid, pos, neg)
     query_texts = load_dataset_queries(dataset_id)
     return _pair_queries(source, groups, query_texts, _store_lookup(dataset_id, groups.docids()), dataset_id)

@@ -220,3 +220,14 @@ def test_lora_trains_adapters_and_head_and_reloads_with_the_same_scores(kind, ti
     a = Reranker(live, device="cpu").score("what is the capital of turkey", docs)
     b = Reranker(saved, device="cpu").score("what is the capital of turkey", docs)
     assert a == pytest.approx(b, rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_training_bar_shows_on_a_terminal_unless_quiet(quiet, tiny_bert_dir, sample_training, tmp_path,
+                                                           terminal_stderr):
+    """rerank -q sets the package logger to ERROR: the training loop's bar follows it like every other bar."""
+    import logging
+    logging.getLogger("rerankers").setLevel(logging.ERROR if quiet else logging.INFO)
+    terminal = terminal_stderr()
+    train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "run", max_steps=3)))
+    assert ("train:" in terminal.text) != quiet, terminal.text
