@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# The `rerank bench` suite on the lent GPU, anchors included, in device calls less than 30 s apart:
-#   bash benchmarks/gpu_suite.sh smoke   starts the anchors' CUDA build in the background (setsid, it outlives
-#                                        the call), then a short real-size run of every mode (catches bugs)
-#   bash benchmarks/gpu_suite.sh train   waits for the build, then `rerank bench train` (BENCHMARKS.md's rows)
-#   bash benchmarks/gpu_suite.sh rest    waits for the build, then infer (DL19 BM25 top-100), scaling, profile
-#   bash benchmarks/gpu_suite.sh all     train + rest in one call, each mode time-boxed
+# The `rerank bench` suite on the lent GPU, anchors included, in two device calls less than 30 s apart (the
+# machine, and the anchors' build in /tmp, stay only while calls follow each other within its idle time):
+#   bash benchmarks/gpu_suite.sh first   starts the anchors' CUDA build in the background (setsid: it outlives the
+#                                        call; ~6 min), then `rerank bench train` of ours and transformers' rows
+#   bash benchmarks/gpu_suite.sh second  waits for the build, then the mamba-ssm training rows, inference on DL19
+#                                        BM25 top-100, the length sweep and the profiles, with every anchor
+#   bash benchmarks/gpu_suite.sh smoke   the build in the background and a short real-size run of every mode
+# Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh smoke|train|rest|all}
+STAGE=${1:?usage: gpu_suite.sh first|second|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -38,45 +40,34 @@ wait_build() {
   python3 -c "import mamba_ssm, causal_conv1d; from mamba_ssm.ops.selective_scan_interface import causal_conv1d_fn; \
 print('mamba_ssm', mamba_ssm.__version__, 'causal_conv1d_fn', causal_conv1d_fn is not None)" 2>&1 | tail -3
 }
+F='^WARNING rerankers.bench.build|it/s\]|^$'
 pack() { tar czf "$OUT/results.tar.gz" -C $RES . ; ls -la $RES/*; }
 
 case $STAGE in
 smoke)
   start_build
   $R bench train --backbone mamba-130m bert-base t5-base --pairs 64 --steps 3 --warmup 1 --single-steps 1 \
-     --anchors transformers --out $RES/smoke-train --no-plots 2>&1 | tail -40
+     --anchors transformers --out $RES/smoke-train --no-plots 2>&1 | grep -Ev "$F" | tail -40
   $R bench infer --backbone mamba-130m bert-base --candidates $CAND --tokenizer .gpu/tok --depth 10 --repeats 1 \
-     --anchors transformers sentence-transformers --out $RES/smoke-infer --no-plots 2>&1 | tail -25
+     --anchors transformers sentence-transformers --out $RES/smoke-infer --no-plots 2>&1 | grep -Ev "$F" | tail -25
   $R bench scaling --backbone mamba-130m bert-base --min-length 1024 --max-length 16384 --steps 2 --warmup 1 \
-     --anchors transformers --out $RES/smoke-scaling --no-plots 2>&1 | tail -20
+     --anchors transformers --out $RES/smoke-scaling --no-plots 2>&1 | grep -Ev "$F" | tail -20
   $R bench profile --backbone mamba-130m --pairs 64 --steps 2 --out $RES/smoke-profile --no-plots 2>&1 | tail -12
-  ls -la $A; pack ;;
-train)
-  wait_build
-  $R bench train --backbone mamba-130m mamba-370m bert-base bert-large t5-base --pairs 64 256 \
-     --out $RES/train 2>&1 | tail -60
   pack ;;
-all)  # one call on a fresh machine: the anchors build in the background while ours and transformers' rows are
-      # measured; the mamba-ssm rows come last, in the same call. Each mode is time-boxed (rows are saved as
-      # they come: a cut-off loses only the rest).
+first)
   start_build
-  T0=$SECONDS
-  F='^WARNING rerankers.bench.build|it/s\]|^$'
-  timeout -s INT 290 $R bench train --backbone bert-base mamba-130m bert-large mamba-370m t5-base --pairs 64 256 \
+  timeout -s INT 540 $R bench train --backbone bert-base mamba-130m bert-large mamba-370m t5-base --pairs 64 256 \
      --anchors transformers --out $RES/train 2>&1 | grep -Ev "$F" | grep -v "^|" | tail -40
-  timeout -s INT 70 $R bench infer --backbone mamba-130m bert-base --candidates $CAND --tokenizer .gpu/tok \
-     --depth 100 --anchors transformers sentence-transformers --out $RES/infer 2>&1 | grep -Ev "$F" | grep "^|" | tail -12
-  timeout -s INT 60 $R bench scaling --backbone mamba-130m bert-base --anchors transformers --out $RES/scaling 2>&1 \
-     | grep -Ev "$F" | grep "^|" | tail -25
-  WAIT_BUILD_S=$((470 - (SECONDS - T0))) wait_build
-  timeout -s INT $((560 - (SECONDS - T0))) $R bench train --backbone mamba-130m mamba-370m --pairs 64 256 \
-     --modes packed --anchors mamba-ssm --out $RES/train-mamba-ssm 2>&1 | grep -Ev "$F" | tail -20
   pack ;;
-rest)
-  wait_build
-  $R bench infer --backbone mamba-130m bert-base --candidates $CAND --tokenizer .gpu/tok --depth 100 \
-     --out $RES/infer 2>&1 | tail -30
-  $R bench scaling --backbone mamba-130m bert-base --out $RES/scaling 2>&1 | tail -40
-  $R bench profile --backbone mamba-130m bert-base --anchors mamba-ssm transformers --out $RES/profile 2>&1 | tail -30
+second)
+  WAIT_BUILD_S=240 wait_build
+  timeout -s INT 130 $R bench train --backbone mamba-130m mamba-370m --pairs 64 256 --modes packed \
+     --anchors mamba-ssm --out $RES/train-mamba-ssm 2>&1 | grep -Ev "$F" | grep "^|" | tail -12
+  timeout -s INT 150 $R bench infer --backbone mamba-130m bert-base --candidates $CAND --tokenizer .gpu/tok \
+     --depth 100 --out $RES/infer 2>&1 | grep -Ev "$F" | grep "^|" | tail -14
+  timeout -s INT 150 $R bench scaling --backbone mamba-130m bert-base --out $RES/scaling 2>&1 | grep "^|" | tail -40
+  timeout -s INT 80 $R bench profile --backbone mamba-130m bert-base --anchors mamba-ssm transformers \
+     --out $RES/profile 2>&1 | grep "^|" | head -8
   pack ;;
+*) echo "usage: gpu_suite.sh first|second|smoke" >&2; exit 2 ;;
 esac
