@@ -31,20 +31,16 @@ def _synthetic_tokenizer(kind: str, model_type: str | None, vocab_size: int, fol
     word_level_tokenizer(words, flavour).save_pretrained(str(folder))
 
 
-def _quiet_untrained(fn):
-    """A benchmark builds untrained models on purpose: the cross-encoder's untrained-head WARNING is noise here."""
+def _to_be_trained(fn):
+    """A benchmark builds untrained models on purpose (:func:`rerankers.models.cross_encoder.to_be_trained`)."""
     def wrapper(*args, **kwargs):
-        log = logging.getLogger("rerankers.models.cross_encoder")
-        old = log.level
-        log.setLevel(logging.ERROR)
-        try:
+        from rerankers.models.cross_encoder import to_be_trained
+        with to_be_trained():
             return fn(*args, **kwargs)
-        finally:
-            log.setLevel(old)
     return wrapper
 
 
-@_quiet_untrained
+@_to_be_trained
 def build_model(backbone: str, *, init: str = "random", tokenizer: str | None = None,
                 shape: dict[str, Any] | None = None, seed: int = 0):
     """(CrossEncoder, info) for ``backbone`` (a preset name or a local folder). ``info`` says which

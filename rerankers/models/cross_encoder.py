@@ -22,6 +22,7 @@ Loading our folder is strict: CheckpointMismatchError names missing / unexpected
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -226,7 +227,10 @@ class CrossEncoder(nn.Module):
         return model._warn_if_untrained(str(path))
 
     def _warn_if_untrained(self, name: str) -> "CrossEncoder":
-        if not self.head_trained:
+        if not self.head_trained and _TO_BE_TRAINED.get():
+            logger.info("%s (%s backbone): the scoring head is not trained yet (this run trains it)", name,
+                        self.backbone_type)
+        elif not self.head_trained:
             logger.warning("%s (%s backbone): the scoring head is not trained; its scores mean nothing until "
                            "the model is fine-tuned", name, self.backbone_type)
         return self
@@ -292,6 +296,20 @@ def _read_config(cfg_file: Path) -> tuple[dict[str, Any], TemplateConfig, Backbo
     if tcfg.name != spec.template:
         raise ModelConfigError(f"{cfg_file}: template {tcfg.name!r} does not fit backbone_type {spec.kind!r}")
     return cfg, tcfg, spec
+
+
+_TO_BE_TRAINED: contextvars.ContextVar[bool] = contextvars.ContextVar("rerankers_to_be_trained", default=False)
+
+
+@contextlib.contextmanager
+def to_be_trained() -> Iterator[None]:
+    """Models built inside are about to be trained (``rerank train``) or timed (``rerank bench``): an untrained
+    head is the point there, so it is said at INFO instead of the WARNING a user scoring with one gets."""
+    token = _TO_BE_TRAINED.set(True)
+    try:
+        yield
+    finally:
+        _TO_BE_TRAINED.reset(token)
 
 
 @contextlib.contextmanager

@@ -124,14 +124,15 @@ def build_model(cfg: TrainConfig):
     random weights for ``--init random``), with a fresh head where the checkpoint has none; or a saved
     cross-encoder folder (``reranker_config.json``), trained on with its own head (a recovery fine-tune of a
     pruned model, a student)."""
-    from rerankers.models.cross_encoder import CONFIG_NAME, CrossEncoder
+    from rerankers.models.cross_encoder import CONFIG_NAME, CrossEncoder, to_be_trained
 
     torch.manual_seed(cfg.seed)
     if (Path(cfg.backbone).expanduser() / CONFIG_NAME).is_file():
         model = _saved_cross_encoder(cfg)
     else:
-        model = CrossEncoder.from_backbone(cfg.backbone, template=_template_overrides(cfg) or None, init=cfg.init,
-                                           tokenizer=cfg.tokenizer, seed=cfg.seed)
+        with to_be_trained():
+            model = CrossEncoder.from_backbone(cfg.backbone, template=_template_overrides(cfg) or None,
+                                               init=cfg.init, tokenizer=cfg.tokenizer, seed=cfg.seed)
     if cfg.pooling is not None:
         model.set_pooling(cfg.pooling)
     if cfg.lora is not None:

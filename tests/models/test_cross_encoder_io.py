@@ -181,3 +181,18 @@ def test_a_training_output_folder_names_its_model(tmp_path):
         CrossEncoder.from_pretrained(tmp_path / "out")
     assert str(e.value) == (f"{tmp_path / 'out'} is a training output folder, not a model: its model is "
                             f"{tmp_path / 'out' / 'model'} (the best dev checkpoint: {tmp_path / 'out' / 'best'})")
+
+
+def test_an_untrained_head_warns_unless_the_model_is_built_to_be_trained(tiny_checkpoints, tmp_path, caplog):
+    """Scoring with a fresh head is a WARNING; rerank train / rerank bench build one on purpose (INFO)."""
+    import logging
+
+    from rerankers.models.cross_encoder import CrossEncoder, to_be_trained
+    folder = tiny_checkpoints.save_tiny_bert(tmp_path / "base", "bert", classification=False)
+    with caplog.at_level(logging.INFO, logger="rerankers"):
+        CrossEncoder.from_backbone(folder)
+        with to_be_trained():
+            CrossEncoder.from_backbone(folder)
+    untrained = [r for r in caplog.records if "scoring head is not trained" in r.getMessage()
+                 or "not trained yet" in r.getMessage()]
+    assert [r.levelno for r in untrained] == [logging.WARNING, logging.INFO]
