@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import torch
 
 from rerankers.bench.systems import Ours, System, infer_scores
-from rerankers.bench.workload import msmarco_lengths, random_batch
+from rerankers.bench.workload import model_workload, msmarco_lengths, random_batch
 
 FP32_TOL = 1e-3
 BF16_TOL = 3e-2
@@ -28,8 +28,9 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def _fresh_batch(model, device: torch.device, seed: int, n: int = 16):
     gen = torch.Generator().manual_seed(seed + 7919)
-    vocab = model.backbone.get_input_embeddings().weight.shape[0]
-    return random_batch(msmarco_lengths(n, gen), vocab, gen, token_types=model.backbone_type == "bert").to(device)
+    fit = model_workload(model)
+    return random_batch(msmarco_lengths(n, gen, fit["max_length"]), fit["vocab_size"], gen,
+                        token_types=fit["token_types"]).to(device)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from rerankers.bench.checks import check_anchor, check_ours
 from rerankers.bench.systems import Ours, infer_scores
 from rerankers.bench.timing import environment, release, time_calls
 from rerankers.bench.train import autocast_dtype
-from rerankers.bench.workload import load_text_pairs, msmarco_lengths, random_batch
+from rerankers.bench.workload import load_text_pairs, model_workload, msmarco_lengths, random_batch
 from rerankers.data.batching import pack_encoded, token_budget_batches
 from rerankers.errors import UsageError
 
@@ -54,11 +54,11 @@ def _id_batches(model, texts, cfg: InferBenchConfig, padded: bool):
         return [pack_encoded(enc, idx) for idx in token_budget_batches(enc.lengths, cfg.batch_tokens,
                                                                        sort=True, padded=padded)]
     gen = torch.Generator().manual_seed(cfg.seed)
-    lengths = sorted(msmarco_lengths(cfg.pairs, gen), reverse=True)
-    vocab = model.backbone.get_input_embeddings().weight.shape[0]
+    fit = model_workload(model)
+    lengths = sorted(msmarco_lengths(cfg.pairs, gen, fit["max_length"]), reverse=True)
     out = []
     for idx in token_budget_batches(lengths, cfg.batch_tokens, sort=False, padded=padded):
-        out.append(random_batch([lengths[i] for i in idx], vocab, gen, token_types=model.backbone_type == "bert"))
+        out.append(random_batch([lengths[i] for i in idx], fit["vocab_size"], gen, token_types=fit["token_types"]))
     return out
 
 

@@ -21,7 +21,7 @@ from rerankers.bench.build import build_model
 from rerankers.bench.systems import Ours, TrainStep
 from rerankers.bench.timing import environment, release, synchronize
 from rerankers.bench.train import autocast_dtype
-from rerankers.bench.workload import synthetic_batches
+from rerankers.bench.workload import model_workload, synthetic_batches
 
 logger = logging.getLogger(__name__)
 
@@ -95,9 +95,7 @@ def run_profile_bench(cfg: ProfileBenchConfig, command: str | None = None, on_ro
     for name in cfg.backbones:
         model, _ = build_model(name, init="random", tokenizer=cfg.tokenizer, seed=cfg.seed)
         model.to(device)
-        vocab = model.backbone.get_input_embeddings().weight.shape[0]
-        batches = [b.to(device) for b in synthetic_batches(cfg.pairs, 2, vocab, cfg.seed,
-                                                            token_types=model.backbone_type == "bert")]
+        batches = [b.to(device) for b in synthetic_batches(cfg.pairs, 2, seed=cfg.seed, **model_workload(model))]
         systems = [Ours(name, "packed", model)]
         for kind in cfg.anchors:
             anchor = anchor_mod.try_anchor(kind, name, model, result["skipped"])

@@ -20,7 +20,13 @@ from rerankers.bench.build import build_model
 from rerankers.bench.checks import check_anchor, check_ours
 from rerankers.bench.systems import Ours, System, TrainStep
 from rerankers.bench.timing import environment, release, time_calls
-from rerankers.bench.workload import load_text_pairs, padded_tokens, synthetic_batches, text_batches
+from rerankers.bench.workload import (
+    load_text_pairs,
+    model_workload,
+    padded_tokens,
+    synthetic_batches,
+    text_batches,
+)
 from rerankers.errors import UsageError
 from rerankers.train.progress import peak_flops, training_flops_per_token
 
@@ -91,10 +97,8 @@ def run_train_bench(cfg: TrainBenchConfig, command: str | None = None, on_row=No
             raise UsageError(f"--candidates needs a real tokenizer for {name}: pass --tokenizer")
         model.to(device)
         flops = training_flops_per_token(model)
-        vocab = model.backbone.get_input_embeddings().weight.shape[0]
         batches = {n: [b.to(device) for b in (text_batches(model, texts, n, 4) if texts is not None else
-                                                  synthetic_batches(n, 4, vocab, cfg.seed + n,
-                                                                    token_types=model.backbone_type == "bert"))]
+                                                  synthetic_batches(n, 4, seed=cfg.seed + n, **model_workload(model)))]
                    for n in cfg.pairs}
         result["checks"].append(check_ours(name, model, device, dtype, cfg.seed))
         if not result["checks"][-1]["ok"]:

@@ -26,11 +26,12 @@ from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_
 MODES = ("packed", "padded", "single")
 
 
-def msmarco_lengths(n: int, gen: torch.Generator) -> list[int]:
-    """n pair lengths shaped like MS MARCO (query ~10, passage ~76 tokens, template 3; max 256)."""
+def msmarco_lengths(n: int, gen: torch.Generator, max_length: int = 256) -> list[int]:
+    """n pair lengths shaped like MS MARCO (query ~10, passage ~76 tokens, template 3; at most 256, or the
+    model's ``max_length`` where smaller)."""
     q = torch.randint(5, 16, (n,), generator=gen)
     p = (torch.randn(n, generator=gen) * 30 + 76).round().clamp(20, 240).long()
-    return (q + p + 3).clamp(max=256).tolist()
+    return (q + p + 3).clamp(max=min(256, max_length)).tolist()
 
 
 def random_batch(lengths: Sequence[int], vocab_size: int, gen: torch.Generator, query_tokens: int = 12,
@@ -42,13 +43,20 @@ def random_batch(lengths: Sequence[int], vocab_size: int, gen: torch.Generator, 
     return pack_token_ids(seqs, tts)
 
 
-def synthetic_batches(n_pairs: int, n_batches: int, vocab_size: int, seed: int, token_types: bool
-                      ) -> list[PackedBatch]:
+def synthetic_batches(n_pairs: int, n_batches: int, vocab_size: int, seed: int, token_types: bool,
+                      max_length: int = 256) -> list[PackedBatch]:
     """``n_batches`` batches of ``n_pairs`` MS MARCO-shaped random pairs (rotated while timing, so that
     no two consecutive calls see the same inputs)."""
     gen = torch.Generator().manual_seed(seed)
-    return [random_batch(msmarco_lengths(n_pairs, gen), vocab_size, gen, token_types=token_types)
+    return [random_batch(msmarco_lengths(n_pairs, gen, max_length), vocab_size, gen, token_types=token_types)
             for _ in range(n_batches)]
+
+
+def model_workload(model) -> dict:
+    """The keyword arguments that fit random pairs to ``model``: its vocabulary, whether it takes token
+    types, its template's longest sequence."""
+    return {"vocab_size": model.backbone.get_input_embeddings().weight.shape[0],
+            "token_types": model.backbone_type == "bert", "max_length": int(model.template.max_length)}
 
 
 @dataclass

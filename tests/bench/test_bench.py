@@ -253,3 +253,24 @@ def test_cli_bench(tiny_backbones, tmp_path, capsys):
     assert main(["bench", "train", "--backbone", tiny_backbones["bert"], "--out", str(tmp_path / "d"), "--pairs",
                  "12", "--device", "cpu"]) == 2
     assert "multiple of the group size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["t5", "mamba2", "opt", "gpt_neox", "lstm"])
+def test_every_backbone_kind_benches_in_every_mode(tiny_checkpoints, tmp_path, kind):
+    """Each registry kind through rerank bench train: the checks pass, and padded / single score as packed."""
+    folder = tiny_checkpoints.BUILDERS[kind](tmp_path / kind)
+    from rerankers.bench.build import build_model
+    model = build_model(str(folder))[0].eval()
+    batch = synthetic_batches(8, 1, seed=9, **_fit(model))[0]
+    packed = infer_scores(Ours(kind, "packed", model), batch, None)
+    for mode in ("padded", "single"):
+        torch.testing.assert_close(infer_scores(Ours(kind, mode, model), batch, None), packed, rtol=1e-4, atol=1e-5,
+                                   msg=f"{kind} {mode}")
+    res, _ = run_bench("train", tmp_path / "out", backbones=[str(folder)], pairs=[8], single_steps=1, plots=False,
+                       **FAST)
+    assert all(c["ok"] for c in res["checks"]) and {r["mode"] for r in res["rows"]} == {"packed", "padded", "single"}
+
+
+def _fit(model) -> dict:
+    from rerankers.bench.workload import model_workload
+    return model_workload(model)
