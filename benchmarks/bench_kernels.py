@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import astuple
+from dataclasses import astuple, replace
 
 import torch
 import triton
@@ -46,7 +46,7 @@ from rerankers.kernels.varlen import cu_seqlens_from_lengths
 
 DEV = "cuda"
 CFG: ScanConfig | None = None  # tile config used by checks and the sweep (None: the default)
-RESULTS: dict = {"checks": [], "timings": [], "configs": [], "conv": [], "mamba": [], "addnorm": []}
+RESULTS: dict = {"checks": [], "timings": [], "configs": [], "conv": [], "mamba": [], "addnorm": [], "recompute": []}
 
 
 def log(*a):
@@ -461,6 +461,37 @@ def build_mamba(src: str, build_dir: str) -> None:
     log(f"built selective_scan_cuda in {time.time() - t0:.0f} s")
 
 
+def time_recompute(tag: str, lengths: list[int], D: int, base: ScanConfig | None) -> None:
+    """ScanConfig.recompute_states off and on, same run: what the forward keeps for the backward
+    (bytes), the peak memory a fwd+bwd adds over its inputs, eager and graphed fwd+bwd times."""
+    T = sum(lengths)
+    cu = cu_of(lengths)
+    for rc in (False, True):
+        cfg = replace(base or DEFAULT_CONFIG, recompute_states=rc)
+        fwd, fb = scan_timer(lengths, D, cfg=cfg)
+        fb(0)
+        xs = scan_inputs(T, D, 16)
+        with torch.no_grad():
+            _, kept = launch_forward(*xs, cu, True, cfg)
+        kept_mb = kept.numel() * kept.element_size() / 1e6
+        del kept, xs
+        torch.cuda.synchronize()
+        base_mem = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        fb(1)
+        torch.cuda.synchronize()
+        peak_mb = (torch.cuda.max_memory_allocated() - base_mem) / 1e6
+        tf, tfb = bench(fwd), bench(fb)
+        gfb = bench(graphed(fb))
+        row = dict(tag=tag, T=T, D=D, recompute_states=rc, kept_states_mb=kept_mb, fwdbwd_peak_mb=peak_mb,
+                   fwd_ms=tf, fwdbwd_ms=tfb, graphed_fwdbwd_ms=gfb)
+        RESULTS["recompute"].append(row)
+        log(f"recompute={int(rc)} {tag:24s} T={T:6d} D={D} kept states {kept_mb:8.1f} MB  fwd+bwd peak +{peak_mb:8.1f} MB"
+            f"  fwd {tf:7.3f} ms  fwd+bwd {tfb:7.3f} ms  graphed {gfb:7.3f} ms")
+        del fwd, fb
+        torch.cuda.empty_cache()
+
+
 # ----------------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -473,6 +504,8 @@ def main() -> int:
     ap.add_argument("--configs", default=None,
                     help="';'-separated ScanConfig tuples for 'configs' (default: the built-in sweep)")
     ap.add_argument("--keep-default", action="store_true", help="time the configs but keep the default for the rest")
+    ap.add_argument("--recompute", action="store_true",
+                    help="checks and timings with ScanConfig.recompute_states (the part 'recompute' times both)")
     args = ap.parse_args()
     if args.build_mamba:
         build_mamba(args.build_mamba, args.mamba_ext or "/tmp/mamba_build")
@@ -524,6 +557,9 @@ def main() -> int:
         with open(args.cfg_json) as f:
             CFG = ScanConfig(**json.load(f))
         log(f"config from {args.cfg_json}: {CFG}")
+    if args.recompute:
+        CFG = replace(CFG or DEFAULT_CONFIG, recompute_states=True)
+        log(f"recompute_states on: {CFG}")
     RESULTS["env"]["config_used"] = (CFG or DEFAULT_CONFIG).__dict__
     if "check" in parts and not args.skip_check:
         all_ok &= check_scan("small T=126 D=64", [5, 40, 17, 64], 64, seed=6)
@@ -652,6 +688,20 @@ def main() -> int:
                     NormConfig(programs_bwd=264), NormConfig(programs_bwd=1056)):
             for H in (768, 2560):
                 time_addnorm(32768, H, "layer", cfg)
+        save()
+    if "recompute" in parts:
+        # mamba-370m at 256 pairs (~23K tokens, D_inner 2048), mamba-130m's D at 32K, one long sequence
+        for tag, lens, D in [("msmarco 23K D2048", msmarco_lengths(gen, 23272), 2048),
+                             ("msmarco 32K", msmarco_lengths(gen, 32768), 1536), ("B1xL16384", [16384], 2048)]:
+            time_recompute(tag, lens, D, CFG)
+            save()
+        for rc in (False, True):
+            c = replace(CFG or DEFAULT_CONFIG, recompute_states=rc)
+            all_ok &= check_scan(f"recompute={int(rc)} ragged 8K", [2048, 1, 3000, 1, 255, 257, 2627], 2048, seed=9,
+                                 cfg=c)
+            all_ok &= check_scan(f"recompute={int(rc)} windows 32/48", [1000, 1, 2, 700, 33, 64, 2300], 192, seed=7,
+                                 cfg=replace(c, window=32, window_bwd=48, warps=2, warps_bwd=2))
+        log(f"RECOMPUTE CHECKS {'PASS' if all_ok else 'FAIL'}")
         save()
     if "profile" in parts:
         fwd, fb = scan_timer(msmarco_lengths(gen, 32768), 1536, cfg=CFG)

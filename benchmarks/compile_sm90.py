@@ -89,13 +89,14 @@ def main() -> None:
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     base = dict(LOG_S=7, W=a.window, BT=a.block_t, BD=32 * a.warps, NP=16, HAS_BIAS=True, SOFTPLUS=True)
-    full = dict(base, HAS_D=True, HAS_Z=True)
+    full = dict(base, HAS_D=True, HAS_Z=True, STORE_STATES=True)
     todo = [
         ("fwd_local", scan_fwd._scan_fwd_local_kernel, base, a.warps),
         ("fwd", scan_fwd._scan_fwd_kernel, full, a.warps),
         ("chain", scan_fwd._scan_chain_kernel, dict(REVERSE=False, G=8, BD=32, NP=16), 1),
         ("bwd_local", scan_bwd._scan_bwd_local_kernel, dict(base, HAS_Z=True), a.warps),
         ("bwd", scan_bwd._scan_bwd_kernel, dict(full, BH=a.bwd_history, BFLY=True), a.warps),
+        ("states_recompute", scan_bwd._scan_states_kernel, base, a.warps),
         ("conv_fwd_walk", conv_fwd._conv_fwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
                                                                BT=a.conv_rows, R=16, BD=32 * a.warps), a.warps),
         ("conv_bwd_walk", conv_bwd._conv_bwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,

@@ -6,13 +6,21 @@ semantics for one sequence), then the pure-PyTorch varlen reference, then the Tr
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from rerankers.kernels import selective_scan_ref_varlen, selective_scan_varlen
-from rerankers.kernels.selective_scan.op import ScanConfig, selective_scan_triton
+from rerankers.kernels.selective_scan.op import (
+    INTERPRET_CONFIG,
+    RECOMPUTE_ENV,
+    ScanConfig,
+    default_config,
+    recompute_chunk_states,
+    selective_scan_triton,
+)
 from rerankers.kernels.varlen import cu_seqlens_from_lengths
 
 # small windows so that tiny shapes cross chunk (8 tokens) and window edges, with other windows in
@@ -220,9 +228,12 @@ def test_custom_op_opcheck():
     lengths = [5, 12]
     cu = cu_seqlens_from_lengths(lengths)
     xs = [x.detach() for x in make(sum(lengths), 8, 4, seed=6)]
-    args = (*xs, cu, True, CFG.window, CFG.block_t, CFG.warps, CFG.window_bwd, CFG.warps_bwd, CFG.bwd_history)
-    torch.library.opcheck(torch.ops.rerankers.selective_scan_fwd.default, args,
-                          test_utils=("test_schema", "test_faketensor"))
+    # recompute_states: the fake gives the window-start states' shape
+    for cfg in (CFG, replace(CFG, recompute_states=True)):
+        args = (*xs, cu, True, cfg.window, cfg.block_t, cfg.warps, cfg.window_bwd, cfg.warps_bwd, cfg.bwd_history,
+                cfg.recompute_states)
+        torch.library.opcheck(torch.ops.rerankers.selective_scan_fwd.default, args,
+                              test_utils=("test_schema", "test_faketensor"))
 
 
 def test_softplus_overflow_branch_matches():
@@ -234,3 +245,110 @@ def test_softplus_overflow_branch_matches():
     y = selective_scan_triton(*xs, cu, config=CFG)
     assert rel(y, selective_scan_ref_varlen(*[x.double() for x in xs], cu)) <= 1e-5
     assert not F.softplus(torch.tensor(25.0)).isnan()
+
+
+# ---- ScanConfig.recompute_states: the forward keeps only the state at every forward window start
+# (K = window / block_t times fewer), the backward rebuilds the chunk-start states from them
+def forward_saving(fn):
+    """``fn()`` with the tensors autograd saves for its backward recorded; returns (output, the one
+    3-D saved tensor: the scan's states)."""
+    saved = []
+
+    def pack(x):
+        saved.append(x)
+        return x
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        y = fn()
+    states = [x for x in saved if x.dim() == 3]
+    assert len(states) == 1
+    return y, states[0]
+
+
+# a sequence over several windows, length-1 sequences, chunk / window edges; K = 2, 4, 2
+RECOMPUTE_CASES = {
+    "edges_and_ones": ([1, 7, 8, 9, 1, 31, 32, 33, 1, 1], CFG),
+    "over_windows": ([70, 1, 3, 41, 1, 12], ScanConfig(window=32, window_bwd=24, block_t=8, warps=1, warps_bwd=1,
+                                                       bwd_history=4)),
+    "small_chunks": ([1, 29, 1, 1, 12, 20], CFG_SMALL),
+}
+
+
+@pytest.mark.parametrize("case", list(RECOMPUTE_CASES))
+def test_recompute_states_output_every_gradient_and_saved_size(case):
+    lengths, cfg = RECOMPUTE_CASES[case]
+    rcfg = replace(cfg, recompute_states=True)
+    T, Dm, N = sum(lengths), 40, 4
+    K = cfg.window // cfg.block_t
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(T, Dm, N, seed=20 + len(case))
+    y, states = forward_saving(lambda: selective_scan_triton(*xs, cu, config=rcfg))
+    y0, states0 = forward_saving(lambda: selective_scan_triton(*xs, cu, config=cfg))
+    # what the backward keeps: the window-start states, K times smaller, the default's every K-th
+    assert states.shape == (-(-T // cfg.window), N, Dm) and states0.shape == (-(-T // cfg.block_t), N, Dm)
+    if T % cfg.window == 0:
+        assert states0.numel() == K * states.numel()
+    assert torch.equal(states, states0[::K])
+    # the rebuilt chunk-start states are the default forward's, bit for bit (same recurrence)
+    with torch.no_grad():
+        rebuilt = recompute_chunk_states(xs[0], xs[1], xs[2], xs[3], xs[7], cu, states, True, rcfg)
+    assert torch.equal(rebuilt, states0)
+    assert torch.equal(y, y0)
+    # output and every gradient against the fp64 reference, and equal to the default path's
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    yr = selective_scan_ref_varlen(*xr, cu)
+    assert rel(y, yr) <= 1e-5
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(4))
+    grads = torch.autograd.grad(y, xs, gy)
+    grads0 = torch.autograd.grad(y0, xs, gy)
+    grads_r = torch.autograd.grad(yr, xr, gy.double())
+    for name, a, a0, b in zip(NAMES, grads, grads0, grads_r):
+        assert a.dtype == xs[NAMES.index(name)].dtype
+        assert rel(a, b) <= 1e-5, f"d{name}: {rel(a, b):.2e}"
+        assert torch.equal(a, a0), f"d{name}"
+
+
+def test_recompute_states_bf16_inputs():
+    lengths = [30, 1, 5, 28]
+    T, Dm, N = sum(lengths), 16, 4
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(T, Dm, N, seed=9)
+    lp = [x.detach().to(torch.bfloat16).requires_grad_() if x.dim() == 2 and x.shape[0] == T else x for x in xs]
+    y, states = forward_saving(lambda: selective_scan_triton(*lp, cu, config=replace(CFG, recompute_states=True)))
+    assert y.dtype == torch.bfloat16 and states.dtype == torch.float32 and states.shape == (T // CFG.window, N, Dm)
+    y0 = selective_scan_triton(*lp, cu, config=CFG)
+    assert torch.equal(y, y0)
+    ref = [x.detach().float().requires_grad_() for x in lp]
+    yr = selective_scan_ref_varlen(*ref, cu)
+    assert rel(y, yr) < 1e-2
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5)).to(torch.bfloat16)
+    grads = torch.autograd.grad(y, lp, gy)
+    grads0 = torch.autograd.grad(y0, lp, gy)
+    grads_r = torch.autograd.grad(yr, ref, gy.float())
+    for name, a, a0, b, x in zip(NAMES, grads, grads0, grads_r, lp):
+        assert a.dtype == x.dtype and torch.equal(a, a0), f"d{name}"
+        assert rel(a, b) < 1e-2, f"d{name}: {rel(a, b):.2e}"  # the bound on y above (measured <= 3.6e-3)
+
+
+def test_recompute_states_from_the_environment_and_through_compile(monkeypatch):
+    lengths = [6, 1, 25]
+    T, Dm, N = sum(lengths), 8, 4
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(T, Dm, N, seed=13)
+    assert not default_config().recompute_states
+    monkeypatch.setenv(RECOMPUTE_ENV, "1")
+    assert default_config() == replace(INTERPRET_CONFIG, recompute_states=True)
+    # without a config: the public entry point (eager, direct path), and the eager custom ops
+    for call in (lambda: selective_scan_varlen(*xs, cu, backend="triton"),
+                 lambda: selective_scan_triton(*xs, cu, direct=False)):
+        _, states = forward_saving(call)
+        assert states.shape == (-(-T // INTERPRET_CONFIG.window), N, Dm)
+    xr = [x.detach().double().requires_grad_() for x in xs]
+
+    def f(*args):
+        return selective_scan_varlen(*args, cu, backend="triton").square().sum()
+    cf = torch.compile(f, backend="aot_eager", fullgraph=True)
+    loss = cf(*xs)
+    loss_r = selective_scan_ref_varlen(*xr, cu).square().sum()
+    assert rel(loss, loss_r) <= 1e-5
+    for name, a, b in zip(NAMES, torch.autograd.grad(loss, xs), torch.autograd.grad(loss_r, xr)):
+        assert rel(a, b) <= 1e-5, f"d{name}: {rel(a, b):.2e}"

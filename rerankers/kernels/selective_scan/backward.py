@@ -1,6 +1,7 @@
 """Triton kernels of the varlen selective scan, backward (layout and windows: :mod:`.forward`).
 
-Three launches, mirroring the forward:
+Three launches, mirroring the forward (four with ``ScanConfig.recompute_states``: first
+``_scan_states_kernel`` rebuilds the chunk-start states from the window-start states the forward kept):
   1. ``_scan_bwd_local_kernel``: per window whose first token continues a sequence from the window
      before, the gradient w.r.t. the state entering the window from the window's own tokens of that
      sequence, ``sum_t exp(A * cumsum(delta)_t) * g_t C_t``, and the piece's sum of delta (flag 2: the
@@ -21,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..triton_utils import _lower_bound, _row, _sigmoid, _tile
+from ..triton_utils import _lower_bound, _row, _sigmoid, _start_bits, _tile
 from .forward import LOG2E, _chunk, _dt_tile, _params, _window
 
 
@@ -113,6 +114,30 @@ def _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0, w1, rr, offs_d, md, offs
         h = tl.where(((sm >> (BIT0 + i)) & 1) != 0, 0.0, h)
         h = tl.exp2(dt[:, None] * A2) * h + (dt * _row(u_t, rr, i))[:, None] * Bt[None, :]
     return h
+
+
+@triton.jit(do_not_specialize=["s_u", "s_dl", "s_h"])
+def _scan_states_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, hin_ptr, states_ptr, cu_ptr,
+                        s_u, s_dl, s_B, s_h, T, Dm, N, S,
+                        HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr,
+                        BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
+    """``ScanConfig.recompute_states``: the state at every chunk start, as the forward walk would
+    have stored it, rebuilt from the state entering each window of the forward (``hin``; same
+    windows ``W`` and chunks ``BT`` as the forward, the same recurrence): the forward walk without
+    C, D, z and y. Runs once before the backward walk, into a buffer that lives only as long as it."""
+    w, w0, w1, offs_d, md, offs_n, mn = _window(T, W, BD, Dm, N, NP)
+    mdn, hn_off, A2, bias = _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD, HAS_BIAS)
+    h = tl.load(hin_ptr + w.to(tl.int64) * Dm * N + hn_off, mask=mdn, other=0.0)
+    p = _lower_bound(cu_ptr, S, w0, LOG_S)
+    rr = tl.arange(0, BT)
+    for c in range(W // BT):
+        t0 = w0 + c * BT
+        if t0 < w1:
+            tl.store(states_ptr + (t0 // BT).to(tl.int64) * Dm * N + hn_off, h, mask=mdn)
+            if t0 + BT < w1:  # the state after the window's last chunk is not needed
+                sm, p = _start_bits(cu_ptr, S, p, t0, BT, False)
+                h = _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0, w1, rr, offs_d, md, offs_n, mn,
+                             s_u, s_dl, s_B, 0, HAS_BIAS, SOFTPLUS, BT)
 
 
 @triton.jit(do_not_specialize=["s_dy", "s_u", "s_dl", "s_z", "s_du", "s_ddl", "s_dz", "s_h"])

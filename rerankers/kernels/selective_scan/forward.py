@@ -21,7 +21,9 @@ A sequence that crosses a window boundary is carried, in three launches:
   2. ``_scan_chain_kernel``: a sequential pass over the windows per channel block that turns those
      into the state entering every window (``hin``; also used, reversed, by the backward).
   3. ``_scan_fwd_kernel``: the walk, from ``hin``; it stores the state at every chunk start
-     (fp32, every ``BT`` tokens) for the backward.
+     (fp32, every ``BT`` tokens) for the backward. With ``ScanConfig.recompute_states`` it stores
+     none and the backward keeps ``hin`` (the state at every window start, W / BT times smaller)
+     instead; :func:`.backward._scan_states_kernel` rebuilds the chunk-start states from it.
 """
 from __future__ import annotations
 
@@ -163,8 +165,10 @@ def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                      s_u, s_dl, s_B, s_C, s_z, s_y, s_h, T, Dm, N, S,
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
-                     NP: tl.constexpr):
-    """The forward walk of one window from the state entering it (``hin``)."""
+                     NP: tl.constexpr, STORE_STATES: tl.constexpr):
+    """The forward walk of one window from the state entering it (``hin``). STORE_STATES: store the
+    state at every chunk start (False: ``ScanConfig.recompute_states``, the backward recomputes them
+    from ``hin``; ``states_ptr`` is then not touched)."""
     w, w0, w1, offs_d, md, offs_n, mn = _window(T, W, BD, Dm, N, NP)
     mdn, hn_off, A2, bias = _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD, HAS_BIAS)
     if HAS_D:
@@ -175,7 +179,8 @@ def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     for c in range(W // BT):
         t0 = w0 + c * BT
         if t0 < w1:
-            tl.store(states_ptr + (t0 // BT).to(tl.int64) * Dm * N + hn_off, h, mask=mdn)
+            if STORE_STATES:
+                tl.store(states_ptr + (t0 // BT).to(tl.int64) * Dm * N + hn_off, h, mask=mdn)
             r64, valid, m2 = _chunk(t0, rr, w1, md)
             u_t = _tile(u_ptr, r64, s_u, offs_d, m2)
             dt_t = _dt_tile(_tile(dl_ptr, r64, s_dl, offs_d, m2), bias, valid, HAS_BIAS, SOFTPLUS)

@@ -9,14 +9,15 @@ around them); eager calls run the same implementations without the custom-op dis
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from ..custom_op import kernel_op
 from ..triton_utils import cdiv, check_device, int32_cu, interpreting, log_s, next_pow2, row_major
-from .backward import _scan_bwd_kernel, _scan_bwd_local_kernel
+from .backward import _scan_bwd_kernel, _scan_bwd_local_kernel, _scan_states_kernel
 from .forward import _scan_chain_kernel, _scan_fwd_kernel, _scan_fwd_local_kernel
 
 
@@ -29,7 +30,10 @@ class ScanConfig:
     state at every chunk start for the backward, which recomputes a chunk from it); warps /
     warps_bwd: warps per program, one channel per thread (32 * warps channels per program);
     bwd_history: states the backward keeps in registers at a time (divides block_t; smaller
-    recomputes more and spills less).
+    recomputes more and spills less); recompute_states: keep for the backward only the state at
+    every forward window start ((cdiv(T, W), N, D) fp32 instead of (cdiv(T, block_t), N, D): W /
+    block_t times less memory, 32x at the default W = 256) and rebuild the chunk-start states in the
+    backward (one more pass like the forward, without C, z and y, into a buffer freed after it).
     """
     window: int = 0
     window_bwd: int = 0
@@ -37,12 +41,24 @@ class ScanConfig:
     warps: int = 4
     warps_bwd: int = 4
     bwd_history: int = 4
+    recompute_states: bool = False
 
 
 # measured on an H100 (benchmarks/KERNEL_NOTES.md)
 DEFAULT_CONFIG = ScanConfig()
 INTERPRET_CONFIG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1, bwd_history=4)
 CHAIN_GROUP = 8  # windows whose loads the carry pass issues together
+# "1": calls without an explicit config use recompute_states=True (the training benchmarks' switch)
+RECOMPUTE_ENV = "RERANKERS_SCAN_RECOMPUTE"
+
+
+def default_config() -> ScanConfig:
+    """:data:`DEFAULT_CONFIG` (:data:`INTERPRET_CONFIG` under the interpreter), with
+    ``recompute_states`` where the environment variable ``RERANKERS_SCAN_RECOMPUTE`` is 1 / true."""
+    cfg = INTERPRET_CONFIG if interpreting() else DEFAULT_CONFIG
+    if os.environ.get(RECOMPUTE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        cfg = replace(cfg, recompute_states=True)
+    return cfg
 
 
 def _check_config(cfg: ScanConfig) -> None:
@@ -55,15 +71,16 @@ def _check_config(cfg: ScanConfig) -> None:
         raise ValueError(f"bwd_history {cfg.bwd_history} must divide block_t {cfg.block_t}")
 
 
-_FLAT = ("window", "block_t", "warps", "window_bwd", "warps_bwd", "bwd_history")  # the custom ops' order
+# the custom ops' order (six ints, then the bool)
+_FLAT = ("window", "block_t", "warps", "window_bwd", "warps_bwd", "bwd_history", "recompute_states")
 
 
-def _flat(cfg: ScanConfig) -> tuple[int, ...]:
+def _flat(cfg: ScanConfig) -> tuple[int | bool, ...]:
     """The config as the custom ops take it (their schemas hold no dataclass)."""
-    return tuple(getattr(cfg, f) for f in _FLAT)
+    return tuple(int(getattr(cfg, f)) for f in _FLAT[:-1]) + (bool(cfg.recompute_states),)
 
 
-def _unflat(*ints: int) -> ScanConfig:
+def _unflat(*ints: int | bool) -> ScanConfig:
     return ScanConfig(**dict(zip(_FLAT, ints)))
 
 
@@ -108,21 +125,28 @@ def _chain(vec: Tensor, dts: Tensor, flag: Tensor, A_t: Tensor, reverse: bool) -
 def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
                    z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor, delta_softplus: bool,
                    cfg: ScanConfig, stats: dict | None = None) -> tuple[Tensor, Tensor]:
-    """Returns y (T, D) and the state before every chunk of block_t tokens, (cdiv(T, block_t), N, D)
-    fp32. ``stats``: a dict to record the kernels' registers / spills into (benchmarks)."""
+    """Returns y (T, D) and what the backward needs of the states, fp32: the state before every chunk
+    of block_t tokens, (cdiv(T, block_t), N, D), or with ``cfg.recompute_states`` the state entering
+    every window of W tokens, (cdiv(T, W), N, D). ``stats``: a dict to record the kernels' registers /
+    spills into (benchmarks)."""
     u, delta, B, C, z = (row_major(t) for t in (u, delta, B, C, z))
     T, Dm = u.shape
     N = A.shape[1]
     S = cu_seqlens.numel() - 1
     block_t, warps = cfg.block_t, cfg.warps
     y = torch.empty((T, Dm), dtype=u.dtype, device=u.device)
-    states = torch.empty((cdiv(T, block_t), N, Dm), dtype=torch.float32, device=u.device)
-    if T == 0 or S == 0:
-        return y, states
-    A_t = A.t().contiguous().float()  # (N, D)
-    cu = int32_cu(cu_seqlens)
     W = pick_window(cfg.window, T, Dm, warps, block_t, u.device)
     n_win = cdiv(T, W)
+    if cfg.recompute_states:
+        states = None  # hin below
+        if T == 0 or S == 0:
+            return y, torch.zeros((n_win, N, Dm), dtype=torch.float32, device=u.device)
+    else:
+        states = torch.empty((cdiv(T, block_t), N, Dm), dtype=torch.float32, device=u.device)
+        if T == 0 or S == 0:
+            return y, states
+    A_t = A.t().contiguous().float()  # (N, D)
+    cu = int32_cu(cu_seqlens)
     f32 = dict(dtype=torch.float32, device=u.device)
     send, dts = torch.empty((n_win, N, Dm), **f32), torch.empty((n_win, Dm), **f32)
     flag = torch.empty((n_win,), dtype=torch.int32, device=u.device)
@@ -135,11 +159,40 @@ def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     _record(stats, "fwd_local", k)
     hin = _chain(send, dts, flag, A_t, reverse=False)
     k = _scan_fwd_kernel[grid](
-        u, delta, A_t, B, C, D if D is not None else u, z if z is not None else u, bp, y, hin, states, cu,
+        u, delta, A_t, B, C, D if D is not None else u, z if z is not None else u, bp, y, hin,
+        states if states is not None else hin, cu,
         u.stride(0), delta.stride(0), B.stride(0), C.stride(0), z.stride(0) if z is not None else 0, y.stride(0),
-        Dm, T, Dm, N, S, HAS_D=D is not None, HAS_Z=z is not None, **consts)
+        Dm, T, Dm, N, S, HAS_D=D is not None, HAS_Z=z is not None, STORE_STATES=states is not None, **consts)
     _record(stats, "fwd", k)
-    return y, states
+    return y, states if states is not None else hin
+
+
+def recompute_chunk_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta_bias: Tensor | None,
+                           cu_seqlens: Tensor, hin: Tensor, delta_softplus: bool, cfg: ScanConfig,
+                           stats: dict | None = None) -> Tensor:
+    """The (cdiv(T, block_t), N, D) fp32 chunk-start states that the forward with ``cfg`` stores
+    without ``recompute_states``, rebuilt from its window-start states ``hin`` (cdiv(T, W), N, D)."""
+    u, delta, B = (row_major(t) for t in (u, delta, B))
+    T, Dm = u.shape
+    N = A.shape[1]
+    S = cu_seqlens.numel() - 1
+    block_t, warps = cfg.block_t, cfg.warps
+    W = pick_window(cfg.window, T, Dm, warps, block_t, u.device)
+    n_win = cdiv(T, W)
+    if tuple(hin.shape) != (n_win, N, Dm):
+        raise ValueError(f"window-start states of shape {(n_win, N, Dm)} expected (windows of {W} tokens), "
+                         f"got {tuple(hin.shape)}")
+    states = torch.empty((cdiv(T, block_t), N, Dm), dtype=torch.float32, device=u.device)
+    if T == 0 or S == 0:
+        return states
+    bp = delta_bias if delta_bias is not None else u
+    k = _scan_states_kernel[(n_win, cdiv(Dm, 32 * warps))](
+        u, delta, A.t().contiguous().float(), B, bp, hin.contiguous(), states, int32_cu(cu_seqlens),
+        u.stride(0), delta.stride(0), B.stride(0), Dm, T, Dm, N, S,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=W, BT=block_t, BD=32 * warps,
+        NP=next_pow2(N), num_warps=warps)
+    _record(stats, "states", k)
+    return states
 
 
 def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
@@ -147,8 +200,12 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
                     delta_softplus: bool, cfg: ScanConfig, stats: dict | None = None
                     ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Returns du, ddelta, dA, dB, dC, dD, dz, ddelta_bias (empty tensors for absent inputs), with
-    the backward's window_bwd / warps_bwd / bwd_history of ``cfg``; ``stats`` as in the forward."""
+    the backward's window_bwd / warps_bwd / bwd_history of ``cfg``; ``states``: the forward's second
+    output for the same ``cfg`` (with ``recompute_states`` the window-start states, from which the
+    chunk-start states are rebuilt first); ``stats`` as in the forward."""
     dy, u, delta, B, C, z = (row_major(t) for t in (dy, u, delta, B, C, z))
+    if cfg.recompute_states:
+        states = recompute_chunk_states(u, delta, A, B, delta_bias, cu_seqlens, states, delta_softplus, cfg, stats)
     T, Dm = u.shape
     N = A.shape[1]
     S = cu_seqlens.numel() - 1
@@ -198,28 +255,29 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
 def _fwd_impl(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
               z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor,
               delta_softplus: bool, window: int, block_t: int, warps: int, window_bwd: int,
-              warps_bwd: int, bwd_history: int) -> tuple[Tensor, Tensor]:
-    cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history)
+              warps_bwd: int, bwd_history: int, recompute_states: bool) -> tuple[Tensor, Tensor]:
+    cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history, recompute_states)
     return launch_forward(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, cfg)
 
 
 def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, window, block_t, warps, window_bwd,
-              warps_bwd, bwd_history):
+              warps_bwd, bwd_history, recompute_states):
     T, Dm = u.shape
-    return u.new_empty((T, Dm)), u.new_empty((cdiv(T, block_t), A.shape[1], Dm), dtype=torch.float32)
+    stride = pick_window(window, T, Dm, warps, block_t, u.device) if recompute_states else block_t
+    return u.new_empty((T, Dm)), u.new_empty((cdiv(T, stride), A.shape[1], Dm), dtype=torch.float32)
 
 
 def _bwd_impl(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
               D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None,
               cu_seqlens: Tensor, states: Tensor, delta_softplus: bool, window: int, block_t: int,
-              warps: int, window_bwd: int, warps_bwd: int, bwd_history: int
+              warps: int, window_bwd: int, warps_bwd: int, bwd_history: int, recompute_states: bool
               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history)
+    cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history, recompute_states)
     return launch_backward(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplus, cfg)
 
 
 def _bwd_fake(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplus, window, block_t, warps,
-              window_bwd, warps_bwd, bwd_history):
+              window_bwd, warps_bwd, bwd_history, recompute_states):
     e = u.new_empty((0,))
     return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), torch.empty_like(D) if D is not None else e,
@@ -241,7 +299,7 @@ def _backward(ctx, bwd, dy, _ds):
         dy.contiguous(), u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, *ctx.args)
     has_D, has_z, has_bias = ctx.has
     return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None,
-            dbias if has_bias else None, None, None, None, None, None, None, None, None)
+            dbias if has_bias else None, None, None, None, None, None, None, None, None, None)
 
 
 _op = kernel_op("selective_scan", _fwd_impl, _fwd_fake, _bwd_impl, _bwd_fake, _setup_context, _backward)
@@ -253,11 +311,13 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
                           direct: bool = True) -> Tensor:
     """Triton varlen selective scan (see :func:`rerankers.kernels.selective_scan_varlen`).
 
-    config: the work split (None: :data:`DEFAULT_CONFIG`, or :data:`INTERPRET_CONFIG` under the
-    interpreter); direct: eager calls skip the custom-op dispatch (False: always the custom ops).
+    config: the work split (None: :func:`default_config`: :data:`DEFAULT_CONFIG`, or
+    :data:`INTERPRET_CONFIG` under the interpreter, with ``recompute_states`` where
+    ``RERANKERS_SCAN_RECOMPUTE=1``); direct: eager calls skip the custom-op dispatch (False: always
+    the custom ops).
     """
     check_device(u, "selective scan")
-    cfg = config or (INTERPRET_CONFIG if interpreting() else DEFAULT_CONFIG)
+    cfg = config or default_config()
     _check_config(cfg)
     y, _ = _op(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, *_flat(cfg), direct=direct)
     return y
