@@ -24,7 +24,9 @@ from .ssd.reference import NO_DT_LIMIT, ssd_ref_varlen
 from .varlen import check_cu_seqlens
 
 BACKENDS = ("auto", "triton", "reference", "mamba_ssm")
-SSD_BACKENDS = ("auto", "chunked", "reference")  # no Triton SSD yet: "auto" is the chunked PyTorch form everywhere
+# "auto" is the chunked PyTorch form everywhere; "triton" (Triton forward and backward, rerankers/kernels/ssd/op.py)
+# is an explicit opt-in until it is measured on the GPU (benchmarks/KERNEL_NOTES.md, Mamba-2)
+SSD_BACKENDS = ("auto", "chunked", "reference", "triton")
 
 
 def _resolve(backend: str | None, device_is_cuda: bool) -> str:
@@ -130,7 +132,9 @@ def ssd_varlen(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor
     x: (T, H, P); dt: (T, H); A: (H,); B, C: (T, G, N), head h reading group h // (H // G);
     D, dt_bias: (H,) or None; cu_seqlens: (S+1,) int32; chunk_size: the chunked form's Q (the
     result does not depend on it beyond rounding). backend: None / "auto" / "chunked" (the chunked
-    PyTorch form, CPU and GPU) or "reference" (the recurrent oracle). Returns y: (T, H, P) in x's
+    PyTorch form, CPU and GPU), "reference" (the recurrent oracle) or "triton" (opt-in: Triton forward and
+    backward, chunk_size rounded down to a power of two and at most 64;
+    CUDA tensors, or CPU ones under TRITON_INTERPRET=1: :mod:`rerankers.kernels.ssd.op`). Returns y: (T, H, P) in x's
     dtype; differentiable in every floating input. Semantics: :mod:`rerankers.kernels.ssd.reference`.
     """
     _check_ssd_shapes(x, dt, A, B, C, D, dt_bias, cu_seqlens)
@@ -140,6 +144,9 @@ def ssd_varlen(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor
     cu_seqlens = cu_seqlens.to(device=x.device)
     if b == "reference":
         return ssd_ref_varlen(x, dt, A, B, C, D, dt_bias, cu_seqlens, dt_softplus, dt_limit)
+    if b == "triton":
+        from .ssd.op import ssd_triton_varlen
+        return ssd_triton_varlen(x, dt, A, B, C, D, dt_bias, cu_seqlens, chunk_size, dt_softplus, dt_limit)
     return ssd_chunked_varlen(x, dt, A, B, C, D, dt_bias, cu_seqlens, chunk_size, dt_softplus, dt_limit)
 
 

@@ -155,7 +155,7 @@ def test_dispatch_checks_arguments_and_backends():
     assert torch.equal(ssd_varlen(**xs, cu_seqlens=cu, backend="reference"), ssd_ref_varlen(**xs, cu_seqlens=cu))
     torch.testing.assert_close(ssd_varlen(**xs, cu_seqlens=cu), ssd_ref_varlen(**xs, cu_seqlens=cu))
     with pytest.raises(KernelBackendError, match="SSD backend must be one of"):
-        ssd_varlen(**xs, cu_seqlens=cu, backend="triton")
+        ssd_varlen(**xs, cu_seqlens=cu, backend="mamba_ssm")
     with pytest.raises(ValueError, match=r"B must be \(T=6, G, N\) with G dividing H=4"):
         ssd_varlen(**(xs | {"B": xs["B"][:, :1].expand(6, 3, N)}), cu_seqlens=cu)
     with pytest.raises(ValueError, match=r"dt must have shape \(6, 4\)"):

@@ -2,12 +2,17 @@
 
     reference.py    the recurrent per-sequence reference (the oracle; fp32 or fp64), ``ssd_ref_varlen``
     chunked.py      the chunked matmul form over the packed stream with per-token sequence masks,
-                    ``ssd_chunked_varlen``: the CPU path and, for now, the GPU path
+                    ``ssd_chunked_varlen``: the CPU path and, for now, the default GPU path
+    forward.py      Triton kernels of the same chunked form, forward (imports triton)
+    backward.py     Triton kernels, backward (imports triton)
+    op.py           launchers, the autograd function, ``ssd_triton_varlen`` (imports triton): the
+                    opt-in ``backend="triton"`` of ``ssd_varlen`` until it is measured on the GPU
 
 The public entry point, with its argument checks and backend choice, is
-:func:`rerankers.kernels.dispatch.ssd_varlen`. No Triton kernel yet: mamba_ssm's Triton SSD
-(``mamba_chunk_scan_combined`` with ``seq_idx``) is the candidate to compare against on the GPU
-(benchmarks/KERNEL_NOTES.md says how to install it without compiling CUDA).
+:func:`rerankers.kernels.dispatch.ssd_varlen`. mamba_ssm's Triton SSD (``mamba_chunk_scan_combined``
+with ``seq_idx``) is the one to compare against on the GPU (benchmarks/KERNEL_NOTES.md says how to
+install it without compiling CUDA; benchmarks/bench_ssd_triton.py times both). Only the torch
+modules are imported here.
 """
 from .chunked import ssd_chunked_varlen
 from .reference import NO_DT_LIMIT, ssd_ref_varlen
