@@ -141,6 +141,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     """Flags of ``rerank train``: each is a TrainConfig field (``--group-size`` -> group_size); a flag
     left out keeps the config file's value or the default (argparse.SUPPRESS: only given flags override)."""
+    from rerankers.train.config import COMPILE_MODES
+
     S = argparse.SUPPRESS
     run = p.add_argument_group("run")
     run.add_argument("--config", metavar="FILE.yaml", help="settings file (strict: an unknown key is an error); "
@@ -191,6 +193,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                      "processes (default 8)")
     opt.add_argument("--micro-batch-tokens", type=int, default=S, help="token budget of one packed micro-batch "
                      "(groups kept whole; default 16384)")
+    opt.add_argument("--static-tokens", type=int, default=S, metavar="N", help="pad every micro-batch to exactly N "
+                     "tokens and a fixed number of sequence slots (one shape per step, for --compile; the loss "
+                     "ignores the padding; replaces --micro-batch-tokens)")
+    opt.add_argument("--compile", default=S, choices=COMPILE_MODES,
+                     help="torch.compile the training forward (reduce-overhead: CUDA graphs; default off)")
     opt.add_argument("--lr", type=float, default=S, help="peak learning rate (default 2e-5)")
     opt.add_argument("--head-lr", type=float, default=S, help="learning rate of the scoring head (default: --lr); "
                      "a fresh head on a pretrained encoder learns little in few steps at an encoder's rate")
@@ -297,6 +304,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------- bench
 def _add_bench_args(p: argparse.ArgumentParser) -> None:
+    from rerankers.train.config import COMPILE_MODES
+
     sub = p.add_subparsers(dest="bench_mode", metavar="MODE")
     sub.required = True
     helps = {"train": "the full training step: packed / padded / single, beside the anchors",
@@ -323,14 +332,22 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
             m.add_argument("--candidates", default=None, metavar="FILE",
                            help="real texts: a candidates file (default: MS MARCO-shaped random token ids)")
             m.add_argument("--depth", type=int, default=None, help="top-k of each query in --candidates")
-            m.add_argument("--modes", nargs="+", default=None, choices=("packed", "padded", "single"),
-                           help="how ours runs a batch")
+            m.add_argument("--modes", nargs="+", default=None,
+                           choices=("packed", "padded", "static", "single") if mode == "train" else
+                           ("packed", "padded", "single"),
+                           help="how ours runs a batch" + (" (static: packed to one fixed shape)" if mode == "train"
+                                                          else ""))
             m.add_argument("--init", default=None, choices=("random", "pretrained"), help="weights (default random)")
         if mode == "train":
             m.add_argument("--pairs", nargs="+", type=int, default=None, help="pairs per step (default 64 256)")
             m.add_argument("--steps", type=int, default=None, help="timed steps (default 10)")
             m.add_argument("--single-steps", type=int, default=None, help="timed steps of mode single (default 3)")
             m.add_argument("--group-size", type=int, default=None, help="pairs per query group of the loss (8)")
+            m.add_argument("--static-tokens", type=int, default=None, metavar="N",
+                           help="mode static: pad every batch to N tokens (default: per --pairs, the largest batch "
+                           "+ 1 rounded up to 256)")
+            m.add_argument("--compile", default=None, choices=COMPILE_MODES,
+                           help="torch.compile ours packed / static (reduce-overhead: CUDA graphs; default off)")
         if mode == "infer":
             m.add_argument("--pairs", type=int, default=None, help="random-id pairs without --candidates (4096)")
             m.add_argument("--batch-tokens", type=int, default=None, help="token budget of a batch (16384)")

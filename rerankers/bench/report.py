@@ -41,7 +41,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def _system(r: dict[str, Any]) -> str:
-    return f"{r['impl']} {r['mode']}"
+    compiled = r.get("compile") not in (None, "off")
+    return f"{r['impl']} {r['mode']}" + (f" compile={r['compile']}" if compiled else "")
 
 
 def _train_tables(res: dict[str, Any]) -> str:

@@ -32,6 +32,7 @@ BENCH_MODES = ("train", "infer", "scaling", "profile")
 def _check_options(mode: str, cfg) -> None:
     from rerankers.bench.anchors import ANCHORS
     from rerankers.bench.workload import MODES
+    from rerankers.train.config import COMPILE_MODES
 
     for field in ("warmup", "steps", "repeats", "single_steps"):
         value = getattr(cfg, field, None)
@@ -43,6 +44,12 @@ def _check_options(mode: str, cfg) -> None:
     for m in getattr(cfg, "modes", ()):
         if m not in MODES:
             raise UsageError(f"--modes {m}: one of {', '.join(MODES)}")
+        if m == "static" and mode != "train":
+            raise UsageError("--modes static: rerank bench train only (a training step of one fixed shape)")
+    if getattr(cfg, "compile", "off") not in COMPILE_MODES:
+        raise UsageError(f"--compile {cfg.compile}: one of {', '.join(COMPILE_MODES)}")
+    if getattr(cfg, "static_tokens", None) is not None and cfg.static_tokens < 2:
+        raise UsageError(f"--static-tokens {cfg.static_tokens}: must hold a pair and a padding token (>= 2)")
     for field in ("pairs", "batch_tokens", "budget_tokens", "st_batch_size", "depth", "group_size", "top"):
         value = getattr(cfg, field, None)
         for v in (value if isinstance(value, (list, tuple)) else [value]):

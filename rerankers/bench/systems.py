@@ -5,7 +5,10 @@ in the real training step of ``rerank train`` (bf16 autocast over fp32 weights, 
 over groups, backward, gradient clipping, fused AdamW) so that every row of a table pays the same
 recipe. Our model runs ``packed`` (the varlen contract), ``padded`` (the kernels over every sequence
 padded to the batch's longest; for a bidirectional encoder its own padded path, padded SDPA with an
-attention mask) or ``single`` (one sequence at a time, the gradient of each group accumulated).
+attention mask), ``static`` (packed, on batches padded to one fixed shape by
+:func:`rerankers.data.packing.pad_to_static`: the real pairs' scores only) or ``single`` (one sequence
+at a time, the gradient of each group accumulated). ``compile`` (packed and static): the forward
+through torch.compile, as ``rerank train --compile``.
 """
 from __future__ import annotations
 
@@ -18,22 +21,25 @@ from torch import Tensor, nn
 
 from rerankers.bench.workload import padded_view, single_views
 from rerankers.data.packing import PackedBatch
+from rerankers.train.compile import training_forward
 from rerankers.train.losses import build_loss
 from rerankers.train.optim import build_optimizer
 
 
 class System(abc.ABC):
     """name: the backbone (``mamba-130m``); impl: whose code (``ours``, ``mamba-ssm``, ...); mode:
-    ``packed`` | ``padded`` | ``single``; module: the nn.Module whose parameters train."""
+    ``packed`` | ``padded`` | ``static`` | ``single``; module: the nn.Module whose parameters train;
+    compile: the torch.compile mode of its forward ("off": eager)."""
 
     impl = "ours"
+    compile = "off"
 
     def __init__(self, name: str, mode: str, module: nn.Module):
         self.name, self.mode, self.module = name, mode, module
 
     @property
     def label(self) -> str:
-        return f"{self.name} {self.impl} {self.mode}"
+        return f"{self.name} {self.impl} {self.mode}" + ("" if self.compile == "off" else f" compile={self.compile}")
 
     @abc.abstractmethod
     def scores(self, batch: PackedBatch) -> Tensor:
@@ -50,21 +56,23 @@ class System(abc.ABC):
         return float(loss.detach())
 
     def real_tokens(self, batch: PackedBatch) -> int:
-        return batch.num_tokens
+        return batch.num_real_tokens
 
 
 class Ours(System):
-    """Our CrossEncoder in one mode."""
+    """Our CrossEncoder in one mode; ``compile`` (packed and static modes): its forward through torch.compile."""
 
-    def __init__(self, name: str, mode: str, model):
+    def __init__(self, name: str, mode: str, model, compile: str = "off"):
         super().__init__(name, mode, model)
         self.model = model
         self.causal = model.pooling == "last"  # last-token pooling: a causal backbone (Mamba, decoders)
+        self.compile = compile if mode in ("packed", "static") else "off"
+        self.forward = training_forward(model, self.compile)
 
     def scores(self, batch: PackedBatch) -> Tensor:
         model = self.model
-        if self.mode == "packed":
-            return model(batch)
+        if self.mode in ("packed", "static"):  # static: the batch padded to its fixed shape, real pairs first
+            return self.forward(batch)[:batch.num_real_sequences]
         if self.mode == "single":
             return torch.cat([model(one) for one in single_views(batch)])
         if not self.causal or model.head is None or model.pooling == "mean":

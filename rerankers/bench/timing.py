@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import importlib
+import os
 import platform
 import statistics
 import subprocess
@@ -109,6 +110,8 @@ def environment(device: torch.device, command: str | None = None) -> dict[str, A
     }
     for module in ("triton", "transformers", "mamba_ssm", "causal_conv1d", "sentence_transformers"):
         env[module] = _version(module)
+    # switches read from the environment that change what is measured (rerankers.kernels.selective_scan.op)
+    env["RERANKERS_SCAN_RECOMPUTE"] = os.environ.get("RERANKERS_SCAN_RECOMPUTE")
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env["sm_count"] = props.multi_processor_count

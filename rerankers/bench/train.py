@@ -1,5 +1,5 @@
 """``rerank bench train``: the full training step of each backbone, packed vs padded vs one sequence at a
-time, beside the anchors, on MS MARCO-shaped pairs or on real texts.
+time (and packed to one fixed shape, ``static``), beside the anchors, on MS MARCO-shaped pairs or on real texts.
 
 A row: system (backbone, whose code, mode), pairs per step, real (unpadded) and padded tokens, median
 step time, real tokens/s, pairs/s, MFU (6 x non-embedding parameters per real token over the card's
@@ -27,7 +27,9 @@ from rerankers.bench.workload import (
     synthetic_batches,
     text_batches,
 )
-from rerankers.errors import UsageError
+from rerankers.data.packing import PackedBatch, pad_to_static
+from rerankers.errors import TrainingConfigError, UsageError
+from rerankers.train.batches import static_shape_for
 from rerankers.train.progress import peak_flops, training_flops_per_token
 
 logger = logging.getLogger(__name__)
@@ -35,9 +37,12 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainBenchConfig:
-    """backbones: presets or folders; modes: of ours (packed, padded, single; single at the smallest
+    """backbones: presets or folders; modes: of ours (packed, padded, static, single; single at the smallest
     ``pairs`` only); pairs: pairs per step (multiples of group_size); anchors: ANCHORS names to add where
-    they apply; candidates: a file of real texts (else MS MARCO-shaped random ids)."""
+    they apply; candidates: a file of real texts (else MS MARCO-shaped random ids). static_tokens: the
+    fixed token count of mode static (None: per pairs count, the batches' largest + 1 rounded up to a
+    multiple of 256); compile: torch.compile mode of ours packed / static ("off", "default",
+    "reduce-overhead"), as ``rerank train --compile``."""
 
     backbones: Sequence[str] = ("mamba-130m", "bert-base")
     modes: Sequence[str] = ("packed", "padded", "single")
@@ -54,7 +59,25 @@ class TrainBenchConfig:
     init: str = "random"
     tokenizer: str | None = None
     seed: int = 0
+    static_tokens: int | None = None
+    compile: str = "off"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+STATIC_ROUND = 256  # mode static without --static-tokens: the batches' largest + 1, rounded up to this
+
+
+def static_batches(model, batches: Sequence[PackedBatch], n_pairs: int, tokens: int | None) -> list[PackedBatch]:
+    """``batches`` (of ``n_pairs`` pairs each) padded to one fixed shape (:func:`pad_to_static`): ``tokens``
+    tokens (None: the largest batch + 1, rounded up to a multiple of :data:`STATIC_ROUND`); a batch that does
+    not fit is a UsageError naming --static-tokens. TrainingConfigError for a kind without a static path."""
+    need = max(b.num_tokens for b in batches) + 1
+    tokens = tokens if tokens is not None else -(-need // STATIC_ROUND) * STATIC_ROUND
+    if tokens < need:
+        raise UsageError(f"--static-tokens {tokens}: a batch of {n_pairs} pairs holds {need - 1} tokens; "
+                         f"give at least {need} (one padding token)")
+    shape = static_shape_for(model, tokens, n_pairs)
+    return [pad_to_static(b, shape) for b in batches]
 
 
 def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
@@ -66,13 +89,13 @@ def autocast_dtype(name: str, device: torch.device) -> torch.dtype | None:
 
 def _row(system: System, batches, timing, n_pairs: int, flops_per_token: float,
          device: torch.device) -> dict[str, Any]:
-    real = sum(b.num_tokens for b in batches) / len(batches)
-    padded = sum(padded_tokens(b) for b in batches) / len(batches)
+    real = sum(b.num_real_tokens for b in batches) / len(batches)
+    computed = sum(padded_tokens(b) if system.mode == "padded" else b.num_tokens for b in batches) / len(batches)
     sec = timing.median_s
     peak = peak_flops(device)
     tok_s = real / sec
     return {"backbone": system.name, "impl": system.impl, "mode": system.mode, "pairs": n_pairs,
-            "real_tokens": round(real), "padded_tokens": round(padded) if system.mode == "padded" else round(real),
+            "real_tokens": round(real), "padded_tokens": round(computed), "compile": system.compile,
             "ms": sec * 1e3, "real_tokens_per_s": tok_s, "pairs_per_s": n_pairs / sec,
             "mfu": tok_s * flops_per_token / peak if peak else None, "peak_memory_gib": timing.peak_memory_gib,
             "spread": timing.spread, "timed_steps": len(timing.seconds), "warmup_steps": timing.warmup}
@@ -106,7 +129,7 @@ def run_train_bench(cfg: TrainBenchConfig, command: str | None = None, on_row=No
             result["skipped"].append({"system": f"{name} ours", "reason": "correctness check failed"})
             continue
         for kind in [*cfg.modes, *(a for a in cfg.anchors if a != "sentence-transformers")]:
-            system = (Ours(name, kind, model) if kind not in anchor_mod.ANCHORS
+            system = (Ours(name, kind, model, compile=cfg.compile) if kind not in anchor_mod.ANCHORS
                       else anchor_mod.try_anchor(kind, name, model, result["skipped"]))
             if system is None:
                 continue
@@ -122,7 +145,14 @@ def run_train_bench(cfg: TrainBenchConfig, command: str | None = None, on_row=No
             for n in cfg.pairs:
                 if system.mode == "single" and n != min(cfg.pairs):
                     continue  # one sequence at a time: at the smallest batch only (PackMamba's comparison)
-                row = _time_system(system, batches[n], n, cfg, device, dtype, flops, result)
+                feed = batches[n]
+                if system.mode == "static":
+                    try:
+                        feed = static_batches(model, feed, n, cfg.static_tokens)
+                    except (TrainingConfigError, UsageError) as e:  # a kind without it; a batch too large
+                        result["skipped"].append({"system": system.label, "pairs": n, "reason": str(e)})
+                        continue
+                row = _time_system(system, feed, n, cfg, device, dtype, flops, result)
                 if row is not None and on_row is not None:
                     on_row(result)
             if system.impl != "ours":

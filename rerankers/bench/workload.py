@@ -23,7 +23,7 @@ from rerankers.data.packing import PackedBatch, pack_token_ids
 from rerankers.errors import UsageError
 from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens
 
-MODES = ("packed", "padded", "single")
+MODES = ("packed", "padded", "static", "single")  # static: rerank bench train only (pad_to_static)
 
 
 def msmarco_lengths(n: int, gen: torch.Generator, max_length: int = 256) -> list[int]:

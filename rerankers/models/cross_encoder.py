@@ -120,7 +120,9 @@ class CrossEncoder(nn.Module):
             seq = sequence_ids(batch.cu_seqlens.to(output.device), output.shape[0])
             sums = output.new_zeros((batch.num_sequences, output.shape[1]), dtype=torch.float32)
             sums.index_add_(0, seq, output.float())
-            return self._head(sums / batch.seqlens.to(output.device)[:, None])
+            # an empty slot (a fixed-shape batch's padding) averages nothing: 0, not 0/0 (NaN would reach the
+            # head's weight gradient through its zero score gradient)
+            return self._head(sums / batch.seqlens.to(output.device).clamp(min=1)[:, None])
         if self.pooling == "ends":
             first, last = (output.index_select(0, i.to(output.device))
                            for i in (batch.first_token_index, batch.last_token_index))

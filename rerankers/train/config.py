@@ -19,6 +19,7 @@ from rerankers.errors import TrainingConfigError
 SCHEDULES = ("linear", "cosine", "constant")
 INITS = ("pretrained", "random")
 DTYPES = ("auto", "float32", "bfloat16")
+COMPILE_MODES = ("off", "default", "reduce-overhead")  # reduce-overhead: CUDA graphs on the GPU
 
 
 @dataclass
@@ -30,7 +31,11 @@ class TrainConfig:
     TREC DL qrels, else 1); negatives come from the first ``negatives_depth`` candidates.
     A step is ``queries_per_step`` groups of ``group_size`` documents (1 positive + n-1 negatives);
     a process splits its groups into packed micro-batches of at most ``micro_batch_tokens`` real
-    tokens (a group is never split), accumulating gradients over them.
+    tokens (a group is never split), accumulating gradients over them. ``static_tokens``: every
+    micro-batch padded to exactly that many tokens (and a fixed number of sequence slots; the loss
+    ignores the padding), so that every step has one shape; it replaces ``micro_batch_tokens`` as the
+    budget. ``compile``: the model's training forward through torch.compile ("default", or
+    "reduce-overhead" = CUDA graphs, which want ``static_tokens``).
     """
 
     backbone: str = ""
@@ -59,6 +64,8 @@ class TrainConfig:
     group_size: int = 8
     queries_per_step: int = 8
     micro_batch_tokens: int = 16384
+    static_tokens: int | None = None
+    compile: str = "off"
     # optimisation
     lr: float = 2e-5
     head_lr: float | None = None
@@ -90,7 +97,7 @@ class TrainConfig:
 RESUMABLE_OVERRIDES = frozenset({"log_every", "save_total_limit", "device", "eval_batch_tokens", "out"})
 _POSITIVE = ("group_size", "queries_per_step", "micro_batch_tokens", "eval_depth", "log_every", "eval_batch_tokens")
 _POSITIVE_OR_NONE = ("max_steps", "eval_every", "save_every", "save_total_limit", "negatives_depth", "lora",
-                     "max_length", "max_query_tokens")
+                     "max_length", "max_query_tokens", "static_tokens")
 
 
 def _field_types() -> dict[str, Any]:
@@ -214,6 +221,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise bad("schedule", f"one of {', '.join(SCHEDULES)}, got {cfg.schedule!r}")
     if cfg.dtype not in DTYPES:
         raise bad("dtype", f"one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+    if cfg.compile not in COMPILE_MODES:
+        raise bad("compile", f"one of {', '.join(COMPILE_MODES)}, got {cfg.compile!r}")
+    if cfg.static_tokens is not None and cfg.static_tokens < 2:
+        raise bad("static_tokens", f"must hold a pair and a padding token (>= 2), got {cfg.static_tokens}")
     if not cfg.lr > 0:
         raise bad("lr", f"must be positive, got {cfg.lr}")
     if cfg.head_lr is not None and not cfg.head_lr > 0:

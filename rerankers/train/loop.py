@@ -18,9 +18,11 @@ from typing import Any
 
 import torch
 
+from rerankers.data.packing import StaticShape
 from rerankers.errors import NonFiniteLossError, TrainingConfigError, UsageError
 from rerankers.train import checkpoint as ckpt
-from rerankers.train.batches import micro_batches
+from rerankers.train.batches import micro_batches, static_shape_for
+from rerankers.train.compile import training_forward
 from rerankers.train.config import TrainConfig, check_config, load_saved_config, merge_resume, save_config
 from rerankers.train.dev_eval import DevSet, evaluate_dev, load_dev_set
 from rerankers.train.distributed import (
@@ -143,6 +145,14 @@ def build_model(cfg: TrainConfig):
     return model
 
 
+def static_shape(cfg: TrainConfig, model) -> StaticShape | None:
+    """The fixed micro-batch shape of ``--static-tokens`` for ``model`` (None without it): slots for a step's
+    pairs and the padding pieces (:func:`rerankers.train.batches.static_shape_for`)."""
+    if cfg.static_tokens is None:
+        return None
+    return static_shape_for(model, cfg.static_tokens, cfg.queries_per_step * cfg.group_size)
+
+
 def load_data(cfg: TrainConfig, needs_teacher: bool) -> list:
     from rerankers.train.sources import load_training_queries
 
@@ -154,11 +164,13 @@ def load_data(cfg: TrainConfig, needs_teacher: bool) -> list:
 
 
 # --------------------------------------------------------------------------------------------- steps
-def _forward_loss(model, loss_fn, mb, device, autocast_dtype, group_size: int):
+def _forward_loss(forward, loss_fn, mb, device, autocast_dtype, group_size: int):
+    """``forward`` (the model, or its compiled forward) on the micro-batch; the loss over its real pairs'
+    scores only (a fixed-shape batch's padding slots come after them)."""
     batch = mb.batch.to(device)
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        scores = model(batch)
-    scores = scores.float().view(mb.num_groups, group_size)
+        scores = forward(batch)
+    scores = scores.float()[:mb.num_pairs].view(mb.num_groups, group_size)
     teacher = None if mb.teacher is None else mb.teacher.to(device)
     return loss_fn(scores, mb.labels.to(device), teacher)
 
@@ -167,16 +179,18 @@ def _optimizer_step(state: "_RunState", step: int) -> dict[str, float]:
     """One optimizer step; returns the step's numbers (loss summed over processes, tokens, pairs)."""
     cfg, model, info = state.cfg, state.model, state.info
     epoch, groups, n_global = state.sampler.step(step, info.rank, info.world_size)
-    mbs = micro_batches(model, groups, cfg.micro_batch_tokens)
+    mbs = micro_batches(model, groups, cfg.micro_batch_tokens, state.static)
     loss_sum = torch.zeros((), dtype=torch.float64, device=state.device)
     tokens = pairs = truncated = 0
+    forward = model if state.forward is None else state.forward  # (torch.compile's wrapper has no truth value)
     for mb in mbs:
-        loss = _forward_loss(model, state.loss_fn, mb, state.device, state.autocast_dtype, cfg.group_size)
+        loss = _forward_loss(forward, state.loss_fn, mb, state.device, state.autocast_dtype,
+                             cfg.group_size)
         scaled = loss * (mb.num_groups / n_global)
         scaled.backward()
         loss_sum += scaled.detach().double()
-        tokens += mb.batch.num_tokens
-        pairs += mb.batch.num_sequences
+        tokens += mb.real_tokens
+        pairs += mb.num_pairs
         truncated += mb.truncated
     for p in state.params:  # every process sums the same parameters, even those without a gradient here
         if p.grad is None:
@@ -219,6 +233,8 @@ class _RunState:
     dev: DevSet | None
     out: Path
     params: list = field(default_factory=list)
+    static: StaticShape | None = None  # --static-tokens: every micro-batch padded to this shape
+    forward: Any = None  # the training forward (--compile: compiled); None: the model
     best: dict[str, Any] = field(default_factory=dict)
     dev_history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -369,10 +385,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
         if cfg.gradient_checkpointing:
             _enable_gradient_checkpointing(model)
         model.to(device)
+        static = static_shape(cfg, model)
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device, head_lr=cfg.head_lr)
         scheduler = build_scheduler(optimizer, total, cfg.warmup_steps, cfg.schedule)
         state = _RunState(cfg, info, device, _autocast_dtype(cfg, device), model, loss_fn, sampler, optimizer,
-                          scheduler, total, dev, out, params=[p for p in model.parameters() if p.requires_grad])
+                          scheduler, total, dev, out, params=[p for p in model.parameters() if p.requires_grad],
+                          static=static, forward=training_forward(model, cfg.compile))
         start, log_lines = 0, None
         if latest:
             start, folder = latest[0]

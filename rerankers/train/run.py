@@ -63,7 +63,10 @@ def plan_training(cfg: TrainConfig, resume: bool = False) -> str:
         f"backbone      {cfg.backbone} ({where}){', LoRA r=' + str(cfg.lora) if cfg.lora else ''}",
         f"data          {len(queries)} usable queries from {', '.join(cfg.train)}",
         f"steps         {total} ({sampler.steps_per_epoch}/epoch) of {cfg.queries_per_step} groups x "
-        f"{cfg.group_size} documents, micro-batches <= {cfg.micro_batch_tokens} tokens",
+        f"{cfg.group_size} documents, micro-batches "
+        + (f"padded to exactly {cfg.static_tokens} tokens" if cfg.static_tokens
+           else f"<= {cfg.micro_batch_tokens} tokens")
+        + ("" if cfg.compile == "off" else f", torch.compile {cfg.compile}"),
         f"objective     {cfg.loss} {cfg.loss_args or ''}".rstrip(),
         f"optimizer     AdamW lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, warmup {cfg.warmup_steps}, "
         f"{cfg.schedule}, clip {cfg.max_grad_norm}",

@@ -77,6 +77,26 @@ def test_every_mode_gives_the_packed_scores(tiny_models, kind):
         torch.testing.assert_close(other, packed, rtol=1e-4, atol=1e-5, msg=f"{kind} {mode}")
 
 
+@pytest.mark.parametrize("kind", ["mamba", "bert"])
+def test_static_mode_gives_the_packed_scores_on_one_shape(tiny_models, kind):
+    """static: the batches padded to one fixed shape (the largest + 1 rounded up to 256 tokens); the real
+    pairs' scores == packed, and a batch too large for --static-tokens is a UsageError naming it."""
+    from rerankers.bench.train import STATIC_ROUND, static_batches
+
+    model = tiny_models[kind]
+    batches = synthetic_batches(8, 3, seed=5, **_fit(model))
+    static = static_batches(model, batches, 8, None)
+    tokens = -(-(max(b.num_tokens for b in batches) + 1) // STATIC_ROUND) * STATIC_ROUND
+    assert {(b.num_tokens, b.num_sequences, b.max_seqlen) for b in static} == \
+        {(tokens, static[0].num_sequences, int(model.template.max_length))}
+    for plain, padded in zip(batches, static):
+        assert padded.num_real_tokens == plain.num_tokens and padded.num_real_sequences == 8
+        torch.testing.assert_close(infer_scores(Ours(kind, "static", model), padded, None),
+                                   infer_scores(Ours(kind, "packed", model), plain, None), rtol=1e-6, atol=1e-7)
+    with pytest.raises(UsageError, match="^--static-tokens 64: a batch of 8 pairs holds"):
+        static_batches(model, batches, 8, 64)
+
+
 def test_single_mode_gradient_equals_packed(tiny_models):
     """One sequence at a time, gradients accumulated group by group == the packed step's gradient."""
     import copy
@@ -148,6 +168,24 @@ def test_bench_train_smoke(tiny_backbones, tmp_path):
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bench_train_static_rows_beside_packed(tiny_backbones, tmp_path):
+    """--modes packed static: one table; static computes its padded tokens and reports the same real tokens; a
+    --static-tokens too small for the larger pairs count skips that row with the reason."""
+    res, paths = run_bench("train", tmp_path / "out", backbones=[tiny_backbones["mamba"], tiny_backbones["bert"]],
+                           pairs=[8, 16], modes=["packed", "static"], anchors=[], static_tokens=1024, plots=False,
+                           **FAST)
+    rows = {(r["backbone"].rsplit("/", 1)[-1], r["mode"], r["pairs"]): r for r in res["rows"]}
+    for kind in ("mamba", "bert"):
+        static, packed = rows[(kind, "static", 8)], rows[(kind, "packed", 8)]
+        assert static["real_tokens"] == packed["real_tokens"] < static["padded_tokens"] == 1024
+        assert static["compile"] == packed["compile"] == "off" and static["real_tokens_per_s"] > 0
+    assert rows[("mamba", "packed", 16)]["real_tokens"] > 1024  # 16 MS MARCO-shaped pairs: ~1.5K tokens
+    assert not any(r["pairs"] == 16 and r["mode"] == "static" for r in res["rows"])
+    skipped = [s for s in res["skipped"] if s.get("pairs") == 16]
+    assert len(skipped) == 2 and all(s["reason"].startswith("--static-tokens 1024: a batch of 16") for s in skipped)
+    assert "| ours static |" in paths["md"].read_text()
+
+
 def test_bench_infer_smoke_on_real_candidates(tiny_backbones, shared_data, tmp_path):
     cand = shared_data / "trec-dl" / "candidates" / "BM25"
     files = sorted(cand.glob("*dl19*"))
@@ -204,11 +242,43 @@ def test_profile_classes():
     ({"device": "cuda:0"} if not torch.cuda.is_available() else {"steps": -1}, "--"),
     ({"candidates": "/nonexistent/cands.jsonl"}, "--candidates /nonexistent"),
     ({"min_length": 4}, "no option --min-length"),
+    ({"compile": "max"}, "--compile max: one of off, default, reduce-overhead"),
+    ({"static_tokens": 1}, "--static-tokens 1: must hold"),
 ])
 def test_bad_options_are_usage_errors(tiny_backbones, tmp_path, options, needle):
     opts = {"backbones": [tiny_backbones["bert"]], **FAST, **options}
     with pytest.raises(UsageError, match=needle.replace("(", r"\(")):
         run_bench("train", tmp_path / "o", **opts)
+
+
+def test_bench_train_compile_rows(tiny_backbones, tmp_path, monkeypatch):
+    """--compile default: ours packed / static through torch.compile (its aot_eager backend here: inductor's cold
+    compile takes about a minute on this CPU), the padded row eager; the mode is in the rows and the table."""
+    calls = []
+    real_compile = torch.compile
+
+    def compile_aot_eager(model, mode=None, **kw):
+        calls.append(mode)
+        return real_compile(model, backend="aot_eager", **kw)
+
+    monkeypatch.setattr(torch, "compile", compile_aot_eager)
+    res, paths = run_bench("train", tmp_path / "out", backbones=[tiny_backbones["bert"]], pairs=[8],
+                           modes=["static", "padded"], anchors=[], compile="default", plots=False, **FAST)
+    assert calls == ["default"]
+    assert {(r["mode"], r["compile"]) for r in res["rows"]} == {("static", "default"), ("padded", "off")}
+    assert "| ours static compile=default |" in paths["md"].read_text()
+
+
+def test_static_mode_and_its_flags(tiny_backbones, tmp_path):
+    from rerankers.cli import build_parser
+
+    with pytest.raises(UsageError, match="--modes static: rerank bench train only"):
+        run_bench("infer", tmp_path / "o", backbones=[tiny_backbones["bert"]], modes=["static"], device="cpu")
+    args = build_parser().parse_args(["bench", "train", "--out", "o", "--modes", "packed", "static",
+                                      "--static-tokens", "8192", "--compile", "reduce-overhead"])
+    assert (args.modes, args.static_tokens, args.compile) == (["packed", "static"], 8192, "reduce-overhead")
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "infer", "--out", "o", "--modes", "static"])
 
 
 def test_unwritable_out_is_refused_before_work(tiny_backbones, tmp_path):
