@@ -253,6 +253,11 @@ class CrossEncoder(nn.Module):
         """Write the folder described in the module doc; each file is replaced atomically
         (:func:`rerankers.utils.io.atomic_folder`)."""
         from safetensors.torch import save_file
+
+        from rerankers.models.quantize import Int8Linear
+        if any(isinstance(m, Int8Linear) for m in self.modules()):
+            raise UsageError(f"{directory}: an int8-quantized model is not saved (its weights no longer have the "
+                             "checkpoint's form); save the fp32 model and quantize when loading (--quantize int8)")
         with atomic_folder(directory) as tmp:
             self.backbone.save_pretrained(tmp / BACKBONE_DIR)
             if self.head is not None:

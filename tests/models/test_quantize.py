@@ -153,3 +153,15 @@ def test_int8_ranks_real_candidates_as_fp32_real_minilm(dl_candidates):
     assert spearman(fp32, int8) >= 0.95
     assert 0.3 < r8.quantization.ratio < 0.8  # the Linear layers shrink 4x; the embeddings (half the model) do not
 
+
+
+def test_a_quantized_model_is_not_saved(tiny_cross_encoder, tmp_path):
+    """Its Int8Linear weights have no checkpoint form: saving says so before writing anything."""
+    from rerankers.errors import UsageError
+    from rerankers.models.cross_encoder import CrossEncoder
+    from rerankers.models.quantize import quantize_model
+    model = CrossEncoder.from_pretrained(tiny_cross_encoder)
+    quantize_model(model, "int8")
+    with pytest.raises(UsageError, match="int8-quantized model is not saved"):
+        model.save_pretrained(tmp_path / "q")
+    assert not (tmp_path / "q").exists()
