@@ -66,6 +66,17 @@ def per_sequence_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor,
     return out
 
 
+def _autocast_inputs(q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """q, k, v as SDPA sees them under autocast: in the autocast dtype (SDPA is on autocast's lower-precision
+    list). Without this, fp32 inputs under autocast (rotary embeddings computed in fp32 promote q and k: GPT-NeoX,
+    Qwen, Llama) fell to the per-sequence fallback on the GPU instead of the fused varlen kernel."""
+    device = q.device.type
+    if not torch.is_autocast_enabled(device):
+        return q, k, v
+    low = torch.get_autocast_dtype(device)
+    return tuple(x.to(low) if x.is_floating_point() and x.dtype != low else x for x in (q, k, v))
+
+
 def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_seqlen: int,
                      scale: float | None = None, dropout_p: float = 0.0, causal: bool = False) -> Tensor:
     """Packed attention, bidirectional (or causal within each sequence with ``causal``).
@@ -74,6 +85,7 @@ def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_se
     Attention dropout is applied by the flash-attn and per-sequence backends; torch's varlen_attn
     has none (it runs without attention dropout).
     """
+    q, k, v = _autocast_inputs(q, k, v)
     backend = varlen_backend(q.device, q.dtype)
     cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
     if backend == "flash_attn":

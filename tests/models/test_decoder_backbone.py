@@ -183,3 +183,23 @@ def test_rerank_train_on_a_tiny_decoder_folder_lowers_the_loss_with_gradient_che
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:2]) / 2, losses
     trained = CrossEncoder.from_pretrained(tmp_path / "run" / "model")
     assert trained.backbone_type == "decoder" and trained.head_trained
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen_attention_follows_sdpa_dtype_policy_under_autocast(causal):
+    """Under autocast, fp32 q/k/v (what rotary embeddings computed in fp32 leave: GPT-NeoX, Qwen, Llama) are
+    attended in the autocast dtype, as SDPA would; on the GPU that picks the fused varlen kernel instead of the
+    per-sequence fallback, which made the rotary decoders train 10x slower than OPT."""
+    import torch.nn.functional as F
+
+    from rerankers.models.varlen_attention import varlen_attention
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(7, 2, 8, generator=gen) for _ in range(3))
+    cu = torch.tensor([0, 3, 7], dtype=torch.int32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = varlen_attention(q, k, v, cu, 4, causal=causal)
+        sdpa = F.scaled_dot_product_attention(q[:3].transpose(0, 1), k[:3].transpose(0, 1), v[:3].transpose(0, 1),
+                                              is_causal=causal)
+    assert ours.dtype == sdpa.dtype == torch.bfloat16
+    torch.testing.assert_close(ours[:3].float(), sdpa.transpose(0, 1).float(), rtol=2e-2, atol=2e-2)
+    assert varlen_attention(q, k, v, cu, 4, causal=causal).dtype == torch.float32  # no autocast: as given
