@@ -5,13 +5,15 @@
 #                                        call; ~6 min), then `rerank bench train` of ours and transformers' rows
 #   bash benchmarks/gpu_suite.sh second  waits for the build, then the mamba-ssm training rows, inference on DL19
 #                                        BM25 top-100, the length sweep and the profiles, with every anchor
+#   bash benchmarks/gpu_suite.sh third   issue 13's opt-in levers (scan state recompute, static shapes + CUDA graphs)
+#                                        and issue 14's new backbones, each beside its baseline
 #   bash benchmarks/gpu_suite.sh smoke   the build in the background and a short real-size run of every mode
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|third|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -69,5 +71,16 @@ second)
   timeout -s INT 80 $R bench profile --backbone mamba-130m bert-base --anchors mamba-ssm transformers \
      --out $RES/profile 2>&1 | grep "^|" | head -8
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|smoke" >&2; exit 2 ;;
+third)  # issue 13's opt-in levers and issue 14's new backbones, each beside its baseline in this call
+  timeout -s INT 60 python3 benchmarks/bench_kernels.py --only recompute --out $RES/recompute 2>&1 | tail -12
+  timeout -s INT 90 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed --anchors none \
+     --out $RES/train-default 2>&1 | grep "^|" | tail -4
+  RERANKERS_SCAN_RECOMPUTE=1 timeout -s INT 60 $R bench train --backbone mamba-370m --pairs 256 --modes packed \
+     --anchors none --out $RES/train-recompute 2>&1 | grep "^|" | tail -3
+  timeout -s INT 150 $R bench train --backbone mamba-130m bert-large --pairs 64 256 --modes packed static \
+     --anchors none --compile reduce-overhead --warmup 8 --steps 20 --out $RES/train-static 2>&1 | grep "^|" | tail -8
+  timeout -s INT 150 $R bench train --backbone mamba-130m mamba2-130m pythia-160m opt-125m bert-base lstm-2x512 \
+     --pairs 64 256 --modes packed --anchors none --out $RES/train-backbones 2>&1 | grep "^|" | tail -14
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|third|smoke" >&2; exit 2 ;;
 esac
