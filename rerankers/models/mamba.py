@@ -167,6 +167,14 @@ class MambaBackbone(nn.Module):
 
     pooling = BACKBONES["mamba"].pooling
     block_class: type[nn.Module] = MambaBlock  # Mamba-2's backbone swaps in its block (models/mamba2.py)
+    # what from_pretrained reads and says; Mamba-2's backbone swaps these in too
+    preset_kind, display_name = "mamba", "Mamba"
+    read_config = staticmethod(read_config_file)
+
+    @staticmethod
+    def describe(config) -> str:
+        """The shape for the loading log line."""
+        return f"{config.n_layer} layers, H={config.d_model}"
 
     def __init__(self, config: MambaConfig):
         super().__init__()
@@ -253,7 +261,7 @@ class MambaBackbone(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | None = None,
                         device: str | torch.device | None = None) -> "MambaBackbone":
-        """Load a local directory, a Mamba preset (models/presets.py) or a hub id, in either format.
+        """Load a local directory, a preset of this kind (models/presets.py) or a hub id, in either format.
 
         The directory holds config.json (transformers or mamba_ssm keys) and model.safetensors,
         pytorch_model.bin or their sharded index. Loading is strict: CheckpointMismatchError names
@@ -261,16 +269,16 @@ class MambaBackbone(nn.Module):
         dtype: parameters' dtype (default float32); device: where to put them (default CPU).
         """
         directory, preset = resolve(name_or_path)
-        if preset is not None and preset.kind != "mamba":
-            raise ModelConfigError(f"preset {preset.name!r} is a {preset.kind} backbone, not a Mamba one")
-        config, fmt = read_config_file(directory / "config.json")
+        if preset is not None and preset.kind != cls.preset_kind:
+            raise ModelConfigError(f"preset {preset.name!r} is a {preset.kind} backbone, not a {cls.display_name} one")
+        config, fmt = cls.read_config(directory / "config.json")
         state = read_state_dict(directory)
         with torch.device("meta"):
             model = cls(config)
         load_strict(model, state, source=str(directory), dtype=dtype or torch.float32,
                     embedding_name="embeddings" if fmt == HF_FORMAT else "embedding")
-        logger.info("loaded Mamba backbone from %s (%s format, %d layers, H=%d)",
-                    directory, fmt, config.n_layer, config.d_model)
+        logger.info("loaded %s backbone from %s (%s format, %s)", cls.display_name, directory, fmt,
+                    cls.describe(config))
         return model.to(device) if device is not None else model
 
     def save_pretrained(self, directory: str | os.PathLike, format: str = HF_FORMAT) -> None:

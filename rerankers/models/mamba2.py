@@ -24,21 +24,16 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from rerankers.errors import ModelConfigError
 from rerankers.kernels import causal_conv1d_varlen, ssd_varlen
 from rerankers.models.adapter import BackboneAdapter, special_token_ids
-from rerankers.models.checkpoint_files import read_state_dict
 from rerankers.models.mamba import MambaBackbone, MambaBlock
-from rerankers.models.mamba2_config import HF_FORMAT, Mamba2Config, read_config_file
-from rerankers.models.mamba_loading import load_strict
-from rerankers.models.presets import resolve
+from rerankers.models.mamba2_config import Mamba2Config, read_config_file
 from rerankers.models.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -129,28 +124,12 @@ class Mamba2Backbone(MambaBackbone):
     pooling = BACKBONES["mamba2"].pooling
     block_class = Mamba2Block
 
-    @classmethod
-    def from_pretrained(cls, name_or_path: str | os.PathLike, dtype: torch.dtype | None = None,
-                        device: str | torch.device | None = None) -> "Mamba2Backbone":
-        """Load a local directory, a Mamba-2 preset (models/presets.py) or a hub id, in either format.
+    preset_kind, display_name = "mamba2", "Mamba-2"
+    read_config = staticmethod(read_config_file)  # from_pretrained is Mamba-1's, reading Mamba-2 configs
 
-        The directory holds config.json (transformers or mamba_ssm keys) and model.safetensors,
-        pytorch_model.bin or their sharded index. Loading is strict: CheckpointMismatchError names
-        missing / unexpected / wrong-shape keys; ``lm_head.weight`` is dropped (tied or unused).
-        dtype: parameters' dtype (default float32); device: where to put them (default CPU).
-        """
-        directory, preset = resolve(name_or_path)
-        if preset is not None and preset.kind != "mamba2":
-            raise ModelConfigError(f"preset {preset.name!r} is a {preset.kind} backbone, not a Mamba-2 one")
-        config, fmt = read_config_file(directory / "config.json")
-        state = read_state_dict(directory)
-        with torch.device("meta"):
-            model = cls(config)
-        load_strict(model, state, source=str(directory), dtype=dtype or torch.float32,
-                    embedding_name="embeddings" if fmt == HF_FORMAT else "embedding")
-        logger.info("loaded Mamba-2 backbone from %s (%s format, %d layers, H=%d, %d heads of %d)",
-                    directory, fmt, config.n_layer, config.d_model, config.nheads, config.headdim)
-        return model.to(device) if device is not None else model
+    @staticmethod
+    def describe(config) -> str:
+        return f"{config.n_layer} layers, H={config.d_model}, {config.nheads} heads of {config.headdim}"
 
 
 class Mamba2Adapter(BackboneAdapter):

@@ -22,14 +22,13 @@ SSM (``d_ssm``) are rejected by name.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rerankers.errors import ModelConfigError
-from rerankers.models.mamba_config import HF_FORMAT, MAMBA_SSM_FORMAT, _first, _int
+from rerankers.models.mamba_config import HF_FORMAT, MAMBA_SSM_FORMAT, _first, _int, read_config_json
 
 NO_DT_LIMIT = (0.0, math.inf)
 MAMBA2_LAYER = "Mamba2"
@@ -234,22 +233,8 @@ class Mamba2Config:
 
 
 def read_config_file(path: str | Path) -> tuple[Mamba2Config, str]:
-    """(config, format) from a config.json of either format; ModelConfigError naming the file."""
-    path = Path(path)
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelConfigError(f"{path}: not a readable JSON config ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ModelConfigError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
-    try:
-        return Mamba2Config.from_dict(cfg), Mamba2Config.detect_format(cfg)
-    except ModelConfigError as e:
-        raise ModelConfigError(f"{path}: {e}") from None
-    except TypeError as e:  # e.g. a value of the wrong type inside ssm_cfg
-        raise ModelConfigError(f"{path}: invalid Mamba-2 config ({e})") from None
+    """(config, format) from a Mamba-2 config.json of either format; ModelConfigError naming the file."""
+    return read_config_json(path, Mamba2Config, "Mamba-2")
 
 
 _TAGGED_FLOATS = {"Infinity": math.inf, "-Infinity": -math.inf}

@@ -204,8 +204,9 @@ class MambaConfig:
                 "tie_embeddings": self.tie_embeddings}
 
 
-def read_config_file(path: str | Path) -> tuple[MambaConfig, str]:
-    """(config, format) from a config.json of either format; ModelConfigError naming the file."""
+def read_config_json(path: str | Path, config_cls, what: str):
+    """(config, format) of ``config_cls`` (MambaConfig, Mamba2Config) from a config.json of either format;
+    ModelConfigError naming the file (``what``: the model's name in the message)."""
     path = Path(path)
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
@@ -216,11 +217,16 @@ def read_config_file(path: str | Path) -> tuple[MambaConfig, str]:
     if not isinstance(cfg, dict):
         raise ModelConfigError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
     try:
-        return MambaConfig.from_dict(cfg), MambaConfig.detect_format(cfg)
+        return config_cls.from_dict(cfg), config_cls.detect_format(cfg)
     except ModelConfigError as e:
         raise ModelConfigError(f"{path}: {e}") from None
     except TypeError as e:  # e.g. a value of the wrong type inside ssm_cfg
-        raise ModelConfigError(f"{path}: invalid Mamba config ({e})") from None
+        raise ModelConfigError(f"{path}: invalid {what} config ({e})") from None
+
+
+def read_config_file(path: str | Path) -> tuple[MambaConfig, str]:
+    """(config, format) from a Mamba-1 config.json of either format; ModelConfigError naming the file."""
+    return read_config_json(path, MambaConfig, "Mamba")
 
 
 def _int(cfg: dict[str, Any], key: str) -> int:
