@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any, Iterator
 
 import torch
 
 from rerankers.bench.systems import Ours, System, infer_scores
 from rerankers.bench.workload import model_workload, msmarco_lengths, random_batch
+
+logger = logging.getLogger(__name__)
 
 FP32_TOL = 1e-3
 BF16_TOL = 3e-2
@@ -80,3 +83,46 @@ def check_anchor(system: System, model, device: torch.device, seed: int) -> dict
     nan = bool(torch.isnan(theirs).any())
     return {"backbone": system.name, "system": f"{system.name} {system.impl}", "fp32_vs_ours": err, "nan": nan,
             "ok": not nan and err < FP32_TOL}
+
+
+# ------------------------------------------------------------------------------ before a mode times
+def ours_passes(name: str, model, device: torch.device, autocast: torch.dtype | None, seed: int,
+                result: dict[str, Any]) -> bool:
+    """:func:`check_ours`, recorded in ``result``; a failure is logged and skips the whole backbone."""
+    result["checks"].append(check_ours(name, model, device, autocast, seed))
+    if result["checks"][-1]["ok"]:
+        return True
+    logger.error("%s: correctness check failed, nothing of it timed: %s", name, result["checks"][-1])
+    result["skipped"].append({"system": f"{name} ours", "reason": "correctness check failed"})
+    return False
+
+
+def checked_system(kind: str, name: str, model, device: torch.device, seed: int, result: dict[str, Any],
+                   **ours_options: Any) -> System | None:
+    """Ours in mode ``kind``, or the anchor ``kind`` on ``device`` with our model moved to the CPU once the
+    anchor passed :func:`check_anchor` (only the anchor's weights on the card while it is timed); None where
+    the anchor is unavailable, inapplicable or failed its check (noted in ``result``). Undo with
+    :func:`put_back`."""
+    from rerankers.bench import anchors
+
+    if kind not in anchors.ANCHORS:
+        return Ours(name, kind, model, **ours_options)
+    system = anchors.try_anchor(kind, name, model, result["skipped"])
+    if system is None:
+        return None
+    system.module.to(device)
+    result["checks"].append(check_anchor(system, model, device, seed))
+    if not result["checks"][-1]["ok"]:
+        logger.error("%s: correctness check failed, not timed: %s", system.label, result["checks"][-1])
+        result["skipped"].append({"system": system.label, "reason": "correctness check failed"})
+        system.module.cpu()
+        return None
+    model.cpu()
+    return system
+
+
+def put_back(system: System, model, device: torch.device) -> None:
+    """After an anchor was timed: its weights off the card, ours back on it."""
+    if system.impl != "ours":
+        system.module.cpu()
+        model.to(device)

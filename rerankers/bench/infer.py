@@ -17,9 +17,9 @@ import torch
 
 from rerankers.bench import anchors as anchor_mod
 from rerankers.bench.build import build_model
-from rerankers.bench.checks import check_anchor, check_ours
+from rerankers.bench.checks import checked_system, ours_passes, put_back
 from rerankers.bench.systems import Ours, infer_scores
-from rerankers.bench.timing import environment, release, time_calls
+from rerankers.bench.timing import new_result, release, time_calls
 from rerankers.bench.train import autocast_dtype
 from rerankers.bench.workload import load_text_pairs, model_workload, msmarco_lengths, random_batch
 from rerankers.data.batching import pack_encoded, token_budget_batches
@@ -74,12 +74,9 @@ def run_infer_bench(cfg: InferBenchConfig, command: str | None = None, on_row=No
     device = torch.device(cfg.device)
     dtype = autocast_dtype(cfg.dtype, device)
     texts = load_text_pairs(cfg.candidates, cfg.depth) if cfg.candidates else None
-    result: dict[str, Any] = {"mode": "infer", "env": environment(device, command),
-                              "config": {k: (list(v) if isinstance(v, (list, tuple)) else v)
-                                         for k, v in vars(cfg).items()},
-                              "workload": (f"{len(texts)} pairs of {cfg.candidates} (top {cfg.depth})" if texts
-                                           else f"{cfg.pairs} MS MARCO-shaped random-id pairs"),
-                              "checks": [], "rows": [], "skipped": []}
+    result = new_result("infer", cfg, device, command,
+                        workload=(f"{len(texts)} pairs of {cfg.candidates} (top {cfg.depth})" if texts
+                                  else f"{cfg.pairs} MS MARCO-shaped random-id pairs"))
 
     def add(row):
         result["rows"].append(row)
@@ -93,27 +90,14 @@ def run_infer_bench(cfg: InferBenchConfig, command: str | None = None, on_row=No
         if texts is not None and not info["texts_ok"]:
             raise UsageError(f"--candidates needs a real tokenizer for {name}: pass --tokenizer")
         model.to(device).eval()
-        result["checks"].append(check_ours(name, model, device, dtype, cfg.seed))
-        if not result["checks"][-1]["ok"]:
-            logger.error("%s: correctness check failed, nothing of it timed: %s", name, result["checks"][-1])
-            result["skipped"].append({"system": f"{name} ours", "reason": "correctness check failed"})
+        if not ours_passes(name, model, device, dtype, cfg.seed, result):
             continue
         if texts is not None:
             add(_end_to_end_ours(name, model, texts, cfg, device, dtype))
-        for kind in [*cfg.modes, *(a for a in cfg.anchors if a != "sentence-transformers")]:
-            system = (Ours(name, kind, model) if kind not in anchor_mod.ANCHORS
-                      else anchor_mod.try_anchor(kind, name, model, result["skipped"]))
+        for kind in [*cfg.modes, *cfg.anchors]:  # sentence-transformers' row: below, on texts
+            system = checked_system(kind, name, model, device, cfg.seed, result)
             if system is None:
                 continue
-            if system.impl != "ours":
-                system.module.to(device)
-                result["checks"].append(check_anchor(system, model, device, cfg.seed))
-                if not result["checks"][-1]["ok"]:
-                    logger.error("%s: correctness check failed, not timed: %s", system.label, result["checks"][-1])
-                    result["skipped"].append({"system": system.label, "reason": "correctness check failed"})
-                    system.module.cpu()
-                    continue
-                model.cpu()  # only the anchor's weights on the card while it is timed
             batches = [b.to(device) for b in _id_batches(model, texts, cfg, padded=system.mode == "padded")]
             n_pairs = sum(b.num_sequences for b in batches)
             tokens = sum(b.num_tokens for b in batches)
@@ -130,9 +114,7 @@ def run_infer_bench(cfg: InferBenchConfig, command: str | None = None, on_row=No
             if timing is not None:
                 add(_row({"backbone": name, "impl": system.impl, "mode": system.mode}, n_pairs, tokens, timing,
                          "model"))
-            if system.impl != "ours":
-                system.module.cpu()
-                model.to(device)
+            put_back(system, model, device)
             del system, batches
             release(device)
         if "sentence-transformers" in cfg.anchors:

@@ -19,7 +19,7 @@ import torch
 from rerankers.bench import anchors as anchor_mod
 from rerankers.bench.build import build_model
 from rerankers.bench.systems import Ours, TrainStep
-from rerankers.bench.timing import environment, release, synchronize
+from rerankers.bench.timing import new_result, release, synchronize
 from rerankers.bench.train import autocast_dtype
 from rerankers.bench.workload import model_workload, synthetic_batches
 
@@ -87,10 +87,7 @@ def run_profile_bench(cfg: ProfileBenchConfig, command: str | None = None, on_ro
 
     device = torch.device(cfg.device)
     dtype = autocast_dtype(cfg.dtype, device)
-    result: dict[str, Any] = {"mode": "profile", "env": environment(device, command),
-                              "config": {k: (list(v) if isinstance(v, (list, tuple)) else v)
-                                         for k, v in vars(cfg).items()},
-                              "classes": [c for c, _ in CLASSES] + [OTHER], "rows": [], "skipped": []}
+    result = new_result("profile", cfg, device, command, classes=[c for c, _ in CLASSES] + [OTHER])
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for name in cfg.backbones:
         model, _ = build_model(name, init="random", tokenizer=cfg.tokenizer, seed=cfg.seed)

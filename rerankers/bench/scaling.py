@@ -19,7 +19,7 @@ import torch
 from rerankers.bench import anchors as anchor_mod
 from rerankers.bench.build import build_model
 from rerankers.bench.systems import Ours, TrainStep
-from rerankers.bench.timing import environment, release, time_calls
+from rerankers.bench.timing import new_result, release, time_calls
 from rerankers.bench.train import autocast_dtype
 from rerankers.bench.workload import random_batch
 from rerankers.errors import UsageError
@@ -64,10 +64,7 @@ def run_scaling_bench(cfg: ScalingBenchConfig, command: str | None = None, on_ro
     device = torch.device(cfg.device)
     dtype = autocast_dtype(cfg.dtype, device)
     lengths = lengths_of(cfg)
-    result: dict[str, Any] = {"mode": "scaling", "env": environment(device, command),
-                              "config": {k: (list(v) if isinstance(v, (list, tuple)) else v)
-                                         for k, v in vars(cfg).items()},
-                              "lengths": lengths, "rows": [], "skipped": []}
+    result = new_result("scaling", cfg, device, command, lengths=lengths)
     for name in cfg.backbones:
         shape = _shape_for(name, max(lengths))
         model, _ = build_model(name, init="random", tokenizer=cfg.tokenizer, shape=shape or None, seed=cfg.seed)

@@ -117,3 +117,11 @@ def environment(device: torch.device, command: str | None = None) -> dict[str, A
         env["sm_count"] = props.multi_processor_count
         env["memory_gib"] = round(props.total_memory / 2**30, 1)
     return env
+
+
+def new_result(mode: str, cfg, device: torch.device, command: str | None, **extra: Any) -> dict[str, Any]:
+    """The result of a bench mode before its first row: the mode, the environment, the settings (a
+    dataclass config, sequences as lists), ``extra`` fields, and empty checks / rows / skipped lists."""
+    config = {k: (list(v) if isinstance(v, (list, tuple)) else v) for k, v in vars(cfg).items()}
+    return {"mode": mode, "env": environment(device, command), "config": config, **extra,
+            "checks": [], "rows": [], "skipped": []}

@@ -15,11 +15,10 @@ from typing import Any, Sequence
 
 import torch
 
-from rerankers.bench import anchors as anchor_mod
 from rerankers.bench.build import build_model
-from rerankers.bench.checks import check_anchor, check_ours
-from rerankers.bench.systems import Ours, System, TrainStep
-from rerankers.bench.timing import environment, release, time_calls
+from rerankers.bench.checks import checked_system, ours_passes, put_back
+from rerankers.bench.systems import System, TrainStep
+from rerankers.bench.timing import new_result, release, time_calls
 from rerankers.bench.workload import (
     load_text_pairs,
     model_workload,
@@ -106,10 +105,7 @@ def run_train_bench(cfg: TrainBenchConfig, command: str | None = None, on_row=No
     "skipped"}. ``on_row(result)`` is called after every row (the CLI saves the partial result)."""
     device = torch.device(cfg.device)
     dtype = autocast_dtype(cfg.dtype, device)
-    result: dict[str, Any] = {"mode": "train", "env": environment(device, command),
-                              "config": {k: (list(v) if isinstance(v, (list, tuple)) else v)
-                                         for k, v in vars(cfg).items()},
-                              "checks": [], "rows": [], "skipped": []}
+    result = new_result("train", cfg, device, command)
     texts = load_text_pairs(cfg.candidates, cfg.depth) if cfg.candidates else None
     for n in cfg.pairs:
         if n < cfg.group_size or n % cfg.group_size:
@@ -123,25 +119,12 @@ def run_train_bench(cfg: TrainBenchConfig, command: str | None = None, on_row=No
         batches = {n: [b.to(device) for b in (text_batches(model, texts, n, 4) if texts is not None else
                                                   synthetic_batches(n, 4, seed=cfg.seed + n, **model_workload(model)))]
                    for n in cfg.pairs}
-        result["checks"].append(check_ours(name, model, device, dtype, cfg.seed))
-        if not result["checks"][-1]["ok"]:
-            logger.error("%s: correctness check failed, nothing of it timed: %s", name, result["checks"][-1])
-            result["skipped"].append({"system": f"{name} ours", "reason": "correctness check failed"})
+        if not ours_passes(name, model, device, dtype, cfg.seed, result):
             continue
-        for kind in [*cfg.modes, *(a for a in cfg.anchors if a != "sentence-transformers")]:
-            system = (Ours(name, kind, model, compile=cfg.compile) if kind not in anchor_mod.ANCHORS
-                      else anchor_mod.try_anchor(kind, name, model, result["skipped"]))
+        for kind in [*cfg.modes, *cfg.anchors]:  # sentence-transformers: inference only, no training row
+            system = checked_system(kind, name, model, device, cfg.seed, result, compile=cfg.compile)
             if system is None:
                 continue
-            if system.impl != "ours":
-                system.module.to(device)
-                result["checks"].append(check_anchor(system, model, device, cfg.seed))
-                if not result["checks"][-1]["ok"]:
-                    logger.error("%s: correctness check failed, not timed: %s", system.label, result["checks"][-1])
-                    result["skipped"].append({"system": system.label, "reason": "correctness check failed"})
-                    system.module.cpu()
-                    continue
-                model.cpu()  # only the anchor's weights on the card while it is timed
             for n in cfg.pairs:
                 if system.mode == "single" and n != min(cfg.pairs):
                     continue  # one sequence at a time: at the smallest batch only (PackMamba's comparison)
@@ -155,9 +138,8 @@ def run_train_bench(cfg: TrainBenchConfig, command: str | None = None, on_row=No
                 row = _time_system(system, feed, n, cfg, device, dtype, flops, result)
                 if row is not None and on_row is not None:
                     on_row(result)
-            if system.impl != "ours":
-                del system
-                model.to(device)
+            put_back(system, model, device)
+            del system
             release(device)
         del model, batches
         release(device)
