@@ -69,3 +69,16 @@ def check_cu_seqlens(cu_seqlens: Tensor, total: int, name: str = "cu_seqlens", c
         raise ValueError(f"{name} must start at 0 and end at T={total}, got {int(cu[0])}..{int(cu[-1])}")
     if bool((cu[1:] < cu[:-1]).any()):
         raise ValueError(f"{name} must be non-decreasing")
+
+
+def right_padded_lengths(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """(S,) lengths of right-padded rows: input_ids and attention_mask (S, L), each row's ones first; a
+    ValueError for other shapes or for a mask that is not right-padded (every padded path's check)."""
+    if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+        raise ValueError(f"input_ids and attention_mask must be (S, L) of one shape, got "
+                         f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
+    mask = attention_mask.bool()
+    lengths = mask.sum(1)
+    if bool((mask != (torch.arange(mask.shape[1], device=mask.device)[None, :] < lengths[:, None])).any()):
+        raise ValueError("attention_mask must be right-padded (each row: ones, then zeros)")
+    return lengths

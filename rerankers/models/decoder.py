@@ -26,12 +26,12 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-import torch
 from torch import Tensor, nn
 
 from rerankers.data.packing import PackedBatch
 from rerankers.data.templates import TemplateConfig
 from rerankers.errors import CheckpointMismatchError, ModelConfigError
+from rerankers.kernels.varlen import right_padded_lengths
 from rerankers.models.adapter import BackboneAdapter, architecture, make_template, transformers_config
 from rerankers.models.checkpoint_files import compare_keys, read_state_dict, write_transformers_folder
 from rerankers.models.registry import BACKBONES
@@ -166,13 +166,7 @@ class DecoderBackbone(nn.Module):
         Positions are the model's own (from 0 at each row's start; OPT derives them from the mask).
         ``token_type_ids``: unused, taken so that every backbone's padded path has the same arguments.
         """
-        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
-            raise ValueError(f"input_ids and attention_mask must be (S, L) of one shape, got "
-                             f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
-        mask = attention_mask.bool()
-        L = input_ids.shape[1]
-        if bool((mask != (torch.arange(L, device=mask.device)[None, :] < mask.sum(1, keepdim=True))).any()):
-            raise ValueError("attention_mask must be right-padded (each row: ones, then zeros)")
+        right_padded_lengths(input_ids, attention_mask)
         with self._attention(PADDED_IMPLEMENTATION):
             out = self.model(input_ids=input_ids, attention_mask=attention_mask.long(), use_cache=False)
         return out.last_hidden_state

@@ -29,7 +29,7 @@ from torch.utils.checkpoint import checkpoint
 from rerankers.data.packing import PackedBatch
 from rerankers.data.templates import TemplateConfig
 from rerankers.errors import CheckpointMismatchError, ModelConfigError
-from rerankers.kernels.varlen import position_ids_from_cu_seqlens, sequence_ids
+from rerankers.kernels.varlen import position_ids_from_cu_seqlens, right_padded_lengths, sequence_ids
 from rerankers.models.adapter import BackboneAdapter, make_template
 from rerankers.models.checkpoint_files import compare_keys, read_state_dict
 from rerankers.models.mamba_loading import write_checkpoint
@@ -149,14 +149,8 @@ class LSTMBackbone(nn.Module):
     def forward_padded(self, input_ids: Tensor, attention_mask: Tensor, token_type_ids: Tensor | None = None) -> Tensor:
         """Right-padded rows -> (S, L, 2H), zeros at padding: each row's real tokens through the LSTM alone
         (a plain batch of one, no packing) -- the oracle of :meth:`forward`. ``token_type_ids``: unused."""
-        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
-            raise ValueError(f"input_ids and attention_mask must be (S, L) of one shape, got "
-                             f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
-        mask = attention_mask.bool()
-        lengths = mask.sum(1)
+        lengths = right_padded_lengths(input_ids, attention_mask)
         S, L = input_ids.shape
-        if bool((mask != (torch.arange(L, device=mask.device)[None, :] < lengths[:, None])).any()):
-            raise ValueError("attention_mask must be right-padded (each row: ones, then zeros)")
         out = torch.zeros(S, L, self.hidden_size, dtype=self.embedding.weight.dtype, device=input_ids.device)
         for i, n in enumerate(lengths.tolist()):
             if n:

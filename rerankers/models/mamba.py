@@ -36,7 +36,7 @@ from torch.utils.checkpoint import checkpoint
 from rerankers.data.packing import PackedBatch
 from rerankers.errors import ModelConfigError
 from rerankers.kernels import add_rmsnorm, causal_conv1d_varlen, selective_scan_varlen
-from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens
+from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens, right_padded_lengths
 from rerankers.models.adapter import BackboneAdapter, special_token_ids
 from rerankers.models.checkpoint_files import read_state_dict
 from rerankers.models.mamba_config import HF_FORMAT, MAMBA_SSM_FORMAT, MambaConfig, read_config_file
@@ -239,14 +239,8 @@ class MambaBackbone(nn.Module):
         ``token_type_ids``: unused (no segments), taken so that every backbone's padded path has the
         same arguments.
         """
-        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
-            raise ValueError(f"input_ids and attention_mask must be (S, L) of one shape, got "
-                             f"{tuple(input_ids.shape)} and {tuple(attention_mask.shape)}")
-        mask = attention_mask.bool()
-        lengths = mask.sum(1)
+        lengths = right_padded_lengths(input_ids, attention_mask)
         S, L = input_ids.shape
-        if bool((mask != (torch.arange(L, device=mask.device)[None, :] < lengths[:, None])).any()):
-            raise ValueError("attention_mask must be right-padded (each row: ones, then zeros)")
         out = torch.zeros(S, L, self.hidden_size, dtype=self.norm_f.weight.dtype, device=input_ids.device)
         for i, n in enumerate(lengths.tolist()):
             if n == 0:

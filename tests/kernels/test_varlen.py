@@ -70,3 +70,14 @@ def test_check_cu_seqlens_accepts_the_contract_and_skips_values_on_request():
     varlen.check_cu_seqlens(torch.tensor([0, 4, 2, 5], dtype=torch.int32), 9, check_values=False)
     with pytest.raises(ValueError, match="cu_x must be int32"):
         varlen.check_cu_seqlens(torch.tensor([0.0]), 0, name="cu_x", check_values=False)
+
+
+def test_right_padded_lengths_and_its_errors():
+    from rerankers.kernels.varlen import right_padded_lengths
+    ids = torch.zeros(3, 4, dtype=torch.long)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]])
+    assert right_padded_lengths(ids, mask).tolist() == [2, 4, 0]
+    with pytest.raises(ValueError, match="must be right-padded"):
+        right_padded_lengths(ids, torch.tensor([[0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0]]))
+    with pytest.raises(ValueError, match=r"must be \(S, L\) of one shape"):
+        right_padded_lengths(ids, mask[:, :3])
