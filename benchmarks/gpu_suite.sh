@@ -5,15 +5,18 @@
 #                                        call; ~6 min), then `rerank bench train` of ours and transformers' rows
 #   bash benchmarks/gpu_suite.sh second  waits for the build, then the mamba-ssm training rows, inference on DL19
 #                                        BM25 top-100, the length sweep and the profiles, with every anchor
-#   bash benchmarks/gpu_suite.sh third   issue 13's opt-in levers (scan state recompute, static shapes + CUDA graphs)
-#                                        and issue 14's new backbones, each beside its baseline
+#   bash benchmarks/gpu_suite.sh levers  then anchored, two calls < 30 s apart (the third session of 2026-12-01):
+#                                        the rows the first pair missed, issue 13's opt-in levers (scan state
+#                                        recompute, static shapes + CUDA graphs) beside their defaults, then every
+#                                        anchor in inference / scaling / profile, the new backbones, LoRA rows
+#                                        and the Triton SSD
 #   bash benchmarks/gpu_suite.sh smoke   the build in the background and a short real-size run of every mode
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|third|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -71,16 +74,36 @@ second)
   timeout -s INT 80 $R bench profile --backbone mamba-130m bert-base --anchors mamba-ssm transformers \
      --out $RES/profile 2>&1 | grep "^|" | head -8
   pack ;;
-third)  # issue 13's opt-in levers and issue 14's new backbones, each beside its baseline in this call
-  timeout -s INT 60 python3 benchmarks/bench_kernels.py --only recompute --out $RES/recompute 2>&1 | tail -12
-  timeout -s INT 90 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed --anchors none \
+levers)  # one call: the build in the background, the rows the first pair of calls missed (t5-base, mamba-370m
+         # single), then issue 13's opt-in levers each beside its default in this call
+  start_build
+  timeout -s INT 150 $R bench train --backbone t5-base --pairs 64 256 --anchors transformers --out $RES/train-t5 \
+     2>&1 | grep "^|" | tail -8
+  timeout -s INT 60 $R bench train --backbone mamba-370m --pairs 64 --modes packed single --anchors none \
+     --out $RES/train-single-370m 2>&1 | grep "^|" | tail -4
+  timeout -s INT 50 python3 benchmarks/bench_kernels.py --only recompute --skip-check --out $RES/recompute 2>&1 | tail -8
+  timeout -s INT 70 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed --anchors none \
      --out $RES/train-default 2>&1 | grep "^|" | tail -4
-  RERANKERS_SCAN_RECOMPUTE=1 timeout -s INT 60 $R bench train --backbone mamba-370m --pairs 256 --modes packed \
+  RERANKERS_SCAN_RECOMPUTE=1 timeout -s INT 50 $R bench train --backbone mamba-370m --pairs 256 --modes packed \
      --anchors none --out $RES/train-recompute 2>&1 | grep "^|" | tail -3
   timeout -s INT 150 $R bench train --backbone mamba-130m bert-large --pairs 64 256 --modes packed static \
      --anchors none --compile reduce-overhead --warmup 8 --steps 20 --out $RES/train-static 2>&1 | grep "^|" | tail -8
-  timeout -s INT 150 $R bench train --backbone mamba-130m mamba2-130m pythia-160m opt-125m bert-base lstm-2x512 \
-     --pairs 64 256 --modes packed --anchors none --out $RES/train-backbones 2>&1 | grep "^|" | tail -14
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|third|smoke" >&2; exit 2 ;;
+anchored)  # the next call (< 30 s later, the build done): every anchor beside ours in inference, length scaling and
+           # the profiles; the new backbones and LoRA rows; the Triton SSD against mamba_ssm's
+  WAIT_BUILD_S=120 wait_build
+  timeout -s INT 120 $R bench infer --backbone mamba-130m bert-base --candidates $CAND --tokenizer .gpu/tok \
+     --depth 100 --out $RES/infer 2>&1 | grep -Ev "$F" | grep "^|" | tail -14
+  timeout -s INT 120 $R bench scaling --backbone mamba-130m bert-base --out $RES/scaling 2>&1 | grep "^|" | tail -40
+  timeout -s INT 60 $R bench profile --backbone mamba-130m bert-base --anchors mamba-ssm transformers \
+     --out $RES/profile 2>&1 | grep "^|" | head -8
+  timeout -s INT 100 $R bench train --backbone mamba-130m mamba2-130m pythia-160m opt-125m bert-base lstm-2x512 \
+     --pairs 64 256 --modes packed --anchors none --out $RES/train-backbones 2>&1 | grep "^|" | tail -14
+  timeout -s INT 70 $R bench train --backbone mamba-130m bert-base --pairs 256 --modes packed --anchors none \
+     --lora 8 16 64 --out $RES/train-lora 2>&1 | grep "^|" | tail -10
+  mkdir -p $RES/ssd-triton
+  timeout -s INT 50 python3 benchmarks/bench_ssd_triton.py --pairs 64 256 --chunks 32 64 128 --out $RES/ssd-triton \
+     2>&1 | tail -14
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|smoke" >&2; exit 2 ;;
 esac

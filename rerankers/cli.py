@@ -348,6 +348,8 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
                            "+ 1 rounded up to 256)")
             m.add_argument("--compile", default=None, choices=COMPILE_MODES,
                            help="torch.compile ours packed / static (reduce-overhead: CUDA graphs; default off)")
+            m.add_argument("--lora", nargs="+", type=int, default=None, metavar="R",
+                           help="also rows of ours packed under LoRA adapters of each rank R (needs peft)")
         if mode == "infer":
             m.add_argument("--pairs", type=int, default=None, help="random-id pairs without --candidates (4096)")
             m.add_argument("--batch-tokens", type=int, default=None, help="token budget of a batch (16384)")

@@ -42,22 +42,25 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def _system(r: dict[str, Any]) -> str:
     compiled = r.get("compile") not in (None, "off")
-    return f"{r['impl']} {r['mode']}" + (f" compile={r['compile']}" if compiled else "")
+    return (f"{r['impl']} {r['mode']}" + (f" compile={r['compile']}" if compiled else "")
+            + (f" LoRA r={r['lora']}" if r.get("lora") is not None else ""))
 
 
 def _train_tables(res: dict[str, Any]) -> str:
     rows = res["rows"]
     packed = {(r["backbone"], r["pairs"]): r["real_tokens_per_s"] for r in rows
-              if r["impl"] == "ours" and r["mode"] == "packed"}
+              if r["impl"] == "ours" and r["mode"] == "packed" and r.get("lora") is None}
+    lora = any(r.get("lora") is not None for r in rows)  # then a column of the trained parameters
     body = []
     for r in rows:
         base = packed.get((r["backbone"], r["pairs"]))
         ratio = f"{base / r['real_tokens_per_s']:.2f}x" if base and r["real_tokens_per_s"] else "-"
         body.append([r["backbone"], _system(r), r["pairs"], _fmt(r["real_tokens"]), _fmt(r["padded_tokens"]),
                      _fmt(r["ms"]), _fmt(r["real_tokens_per_s"]), _fmt(r["pairs_per_s"]),
-                     "-" if r.get("mfu") is None else f"{r['mfu']:.1%}", _fmt(r["peak_memory_gib"], 2), ratio])
+                     "-" if r.get("mfu") is None else f"{r['mfu']:.1%}", _fmt(r["peak_memory_gib"], 2), ratio]
+                    + ([_fmt(r.get("trainable_parameters"))] if lora else []))
     return table(["backbone", "system", "pairs", "real tok", "computed tok", "ms/step", "real tok/s", "pairs/s", "MFU",
-                  "peak GiB", "ours packed is"], body)
+                  "peak GiB", "ours packed is"] + (["trained params"] if lora else []), body)
 
 
 def _infer_tables(res: dict[str, Any]) -> str:

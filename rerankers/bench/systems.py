@@ -33,13 +33,15 @@ class System(abc.ABC):
 
     impl = "ours"
     compile = "off"
+    lora: int | None = None
 
     def __init__(self, name: str, mode: str, module: nn.Module):
         self.name, self.mode, self.module = name, mode, module
 
     @property
     def label(self) -> str:
-        return f"{self.name} {self.impl} {self.mode}" + ("" if self.compile == "off" else f" compile={self.compile}")
+        return (f"{self.name} {self.impl} {self.mode}" + ("" if self.compile == "off" else f" compile={self.compile}")
+                + ("" if self.lora is None else f" lora={self.lora}"))
 
     @abc.abstractmethod
     def scores(self, batch: PackedBatch) -> Tensor:
@@ -60,10 +62,12 @@ class System(abc.ABC):
 
 
 class Ours(System):
-    """Our CrossEncoder in one mode; ``compile`` (packed and static modes): its forward through torch.compile."""
+    """Our CrossEncoder in one mode; ``compile`` (packed and static modes): its forward through torch.compile;
+    ``lora``: the rank of the LoRA adapters ``model``'s backbone is wrapped in (None: full fine-tuning)."""
 
-    def __init__(self, name: str, mode: str, model, compile: str = "off"):
+    def __init__(self, name: str, mode: str, model, compile: str = "off", lora: int | None = None):
         super().__init__(name, mode, model)
+        self.lora = lora
         self.model = model
         self.causal = model.pooling == "last"  # last-token pooling: a causal backbone (Mamba, decoders)
         self.compile = compile if mode in ("packed", "static") else "off"

@@ -3,12 +3,14 @@ time (and packed to one fixed shape, ``static``), beside the anchors, on MS MARC
 
 A row: system (backbone, whose code, mode), pairs per step, real (unpadded) and padded tokens, median
 step time, real tokens/s, pairs/s, MFU (6 x non-embedding parameters per real token over the card's
-bf16 peak) and peak memory. Before any timing, each system is checked on fresh inputs: ours in bf16
+bf16 peak; 4 x under LoRA, whose frozen weights get no gradient), peak memory and trained parameters.
+Before any timing, each system is checked on fresh inputs: ours in bf16
 against the fp32 reference path (and fp32 packed against fp32 padded), each anchor in fp32 against
 ours with the same weights.
 """
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -17,7 +19,7 @@ import torch
 
 from rerankers.bench.build import build_model
 from rerankers.bench.checks import checked_system, ours_passes, put_back
-from rerankers.bench.systems import System, TrainStep
+from rerankers.bench.systems import Ours, System, TrainStep
 from rerankers.bench.timing import new_result, release, time_calls
 from rerankers.bench.workload import (
     load_text_pairs,
@@ -41,7 +43,9 @@ class TrainBenchConfig:
     they apply; candidates: a file of real texts (else MS MARCO-shaped random ids). static_tokens: the
     fixed token count of mode static (None: per pairs count, the batches' largest + 1 rounded up to a
     multiple of 256); compile: torch.compile mode of ours packed / static ("off", "default",
-    "reduce-overhead"), as ``rerank train --compile``."""
+    "reduce-overhead"), as ``rerank train --compile``. lora: LoRA ranks, each a row of ours packed with the backbone
+    frozen under peft adapters of that rank and the head trained (as ``rerank train --lora R``), beside full
+    fine-tuning."""
 
     backbones: Sequence[str] = ("mamba-130m", "bert-base")
     modes: Sequence[str] = ("packed", "padded", "single")
@@ -60,6 +64,7 @@ class TrainBenchConfig:
     seed: int = 0
     static_tokens: int | None = None
     compile: str = "off"
+    lora: Sequence[int] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,6 +100,8 @@ def _row(system: System, batches, timing, n_pairs: int, flops_per_token: float,
     tok_s = real / sec
     return {"backbone": system.name, "impl": system.impl, "mode": system.mode, "pairs": n_pairs,
             "real_tokens": round(real), "padded_tokens": round(computed), "compile": system.compile,
+            "lora": system.lora, "trainable_parameters": sum(p.numel() for p in system.module.parameters()
+                                                              if p.requires_grad),
             "ms": sec * 1e3, "real_tokens_per_s": tok_s, "pairs_per_s": n_pairs / sec,
             "mfu": tok_s * flops_per_token / peak if peak else None, "peak_memory_gib": timing.peak_memory_gib,
             "spread": timing.spread, "timed_steps": len(timing.seconds), "warmup_steps": timing.warmup}
@@ -141,9 +148,31 @@ def run_train_bench(cfg: TrainBenchConfig, command: str | None = None, on_row=No
             put_back(system, model, device)
             del system
             release(device)
+        for rank in cfg.lora:
+            _time_lora(name, model, rank, batches, cfg, device, dtype, flops, result, on_row)
         del model, batches
         release(device)
     return result
+
+
+def _time_lora(name: str, model, rank: int, batches, cfg: TrainBenchConfig, device: torch.device,
+               dtype: torch.dtype | None, flops: float, result: dict[str, Any], on_row) -> None:
+    """Rows of ours packed on a copy of ``model`` whose backbone is frozen under LoRA adapters of ``rank``."""
+    from rerankers.train.lora import apply_lora
+
+    twin = copy.deepcopy(model)
+    try:
+        apply_lora(twin, rank)
+    except TrainingConfigError as e:  # a kind without LoRA targets
+        result["skipped"].append({"system": f"{name} ours packed lora={rank}", "reason": str(e)})
+        return
+    system = Ours(name, "packed", twin, lora=rank)
+    flops = flops * 4 / 6  # frozen weights: forward (2N) + the activations' gradients (2N), no weight gradients
+    for n in cfg.pairs:
+        if _time_system(system, batches[n], n, cfg, device, dtype, flops, result) is not None and on_row is not None:
+            on_row(result)
+    del system, twin
+    release(device)
 
 
 def _time_system(system: System, batches, n: int, cfg: TrainBenchConfig, device: torch.device,

@@ -27,7 +27,7 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
 STATE_NAME = "lora_state.safetensors"
 
 
-def _peft():
+def require_peft():
     try:
         import peft
     except ImportError:
@@ -38,7 +38,7 @@ def _peft():
 def apply_lora(model, rank: int, alpha: float | None = None, dropout: float = 0.0) -> int:
     """Wrap ``model.backbone`` with LoRA adapters of ``rank`` (alpha default 2 x rank); returns the number of
     trainable parameters (adapters + head)."""
-    peft = _peft()
+    peft = require_peft()
     targets = LORA_TARGETS.get(model.backbone_type)
     if targets is None:
         raise TrainingConfigError(f"--lora: no LoRA target modules known for a {model.backbone_type} backbone")

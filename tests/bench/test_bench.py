@@ -344,3 +344,21 @@ def test_every_backbone_kind_benches_in_every_mode(tiny_checkpoints, tmp_path, k
 def _fit(model) -> dict:
     from rerankers.bench.workload import model_workload
     return model_workload(model)
+
+
+def test_bench_train_lora_rows_beside_full_fine_tuning(tiny_backbones, tmp_path):
+    """--lora 2 4: a row per rank beside ours packed, fewer trained parameters the lower the rank, and the
+    comparison column still against full fine-tuning's packed row; the model the other rows used is untouched."""
+    pytest.importorskip("peft")
+    res, paths = run_bench("train", tmp_path / "out", backbones=[tiny_backbones["mamba"], tiny_backbones["bert"]],
+                           pairs=[8], modes=["packed"], anchors=[], lora=[2, 4], plots=False, **FAST)
+    for kind in ("mamba", "bert"):
+        rows = {r["lora"]: r for r in res["rows"] if r["backbone"].endswith(kind)}
+        assert set(rows) == {None, 2, 4}
+        trained = [rows[r]["trainable_parameters"] for r in (2, 4, None)]
+        assert 0 < trained[0] < trained[1] < trained[2]
+        assert all(r["real_tokens"] == rows[None]["real_tokens"] and r["real_tokens_per_s"] > 0 for r in rows.values())
+    md = paths["md"].read_text()
+    assert "| ours packed LoRA r=2 |" in md and "trained params" in md
+    with pytest.raises(UsageError, match="--lora 0: must be positive"):
+        run_bench("train", tmp_path / "o2", backbones=[tiny_backbones["bert"]], lora=[0], **FAST)
