@@ -29,7 +29,7 @@ from rerankers.bench.workload import (
     text_batches,
 )
 from rerankers.data.packing import PackedBatch, pad_to_static
-from rerankers.errors import TrainingConfigError, UsageError
+from rerankers.errors import TrainingConfigError, UsageError, one_line
 from rerankers.train.batches import static_shape_for
 from rerankers.train.progress import peak_flops, training_flops_per_token
 
@@ -180,17 +180,21 @@ def _time_system(system: System, batches, n: int, cfg: TrainBenchConfig, device:
     steps = cfg.single_steps if system.mode == "single" else cfg.steps
     warmup = min(cfg.warmup, 1) if system.mode == "single" else cfg.warmup
     holder = [TrainStep(system, device, cfg.group_size, autocast=dtype)]
+    failure = None
     try:
         timing = time_calls(lambda i: holder[0](batches[i % len(batches)]), device, warmup, steps)
     except torch.OutOfMemoryError:
-        timing = None
+        failure = "out of memory"
+    except Exception as e:  # noqa: BLE001 - e.g. torch.compile failing on one system: recorded, the others go on
+        failure = f"failed: {one_line(e, 500)}"
+        logger.debug("%s at %d pairs", system.label, n, exc_info=True)
     finally:
         holder.clear()  # the optimizer state and gradients go before the next system
         system.module.zero_grad(set_to_none=True)
         release(device)
-    if timing is None:
-        result["skipped"].append({"system": system.label, "pairs": n, "reason": "out of memory"})
-        logger.warning("%s at %d pairs: out of memory", system.label, n)
+    if failure is not None:
+        result["skipped"].append({"system": system.label, "pairs": n, "reason": failure})
+        logger.warning("%s at %d pairs: %s", system.label, n, failure)
         return None
     row = _row(system, batches, timing, n, flops, device)
     result["rows"].append(row)

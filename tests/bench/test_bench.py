@@ -362,3 +362,23 @@ def test_bench_train_lora_rows_beside_full_fine_tuning(tiny_backbones, tmp_path)
     assert "| ours packed LoRA r=2 |" in md and "trained params" in md
     with pytest.raises(UsageError, match="--lora 0: must be positive"):
         run_bench("train", tmp_path / "o2", backbones=[tiny_backbones["bert"]], lora=[0], **FAST)
+
+
+def test_a_system_that_fails_is_recorded_and_the_others_run(tiny_backbones, tmp_path, monkeypatch):
+    """An exception inside one system's steps (torch.compile failing, say) skips that row with the reason on one
+    line; the rows after it are still timed."""
+    from rerankers.bench import systems as systems_mod
+
+    real_scores = systems_mod.Ours.scores
+
+    def scores(self, batch):
+        if self.mode == "padded":
+            raise RuntimeError("backend compiler failed\nwith a second line")
+        return real_scores(self, batch)
+
+    monkeypatch.setattr(systems_mod.Ours, "scores", scores)
+    res, _ = run_bench("train", tmp_path / "out", backbones=[tiny_backbones["bert"]], pairs=[8],
+                       modes=["padded", "packed"], anchors=[], plots=False, **FAST)
+    assert [r["mode"] for r in res["rows"]] == ["packed"]
+    (skip,) = res["skipped"]
+    assert skip["reason"] == "failed: RuntimeError: backend compiler failed with a second line"
