@@ -500,7 +500,8 @@ def main() -> int:
     ap.add_argument("--build-mamba", default=None, help="mamba-ssm source folder: build its scan extension, exit")
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--cfg-json", default="/tmp/best_scan_cfg.json", help="best config: written by 'configs', read otherwise")
-    ap.add_argument("--only", default="check,configs,sweep,conv,ref,mamba")
+    ap.add_argument("--only", default="check,configs,sweep,conv,ref,mamba",
+                    help="parts, comma-separated; also recompute (timings + checks) and recompute-check (checks only)")
     ap.add_argument("--configs", default=None,
                     help="';'-separated ScanConfig tuples for 'configs' (default: the built-in sweep)")
     ap.add_argument("--keep-default", action="store_true", help="time the configs but keep the default for the rest")
@@ -689,13 +690,15 @@ def main() -> int:
             for H in (768, 2560):
                 time_addnorm(32768, H, "layer", cfg)
         save()
-    if "recompute" in parts:
+    if "recompute" in parts or "recompute-check" in parts:
         # mamba-370m at 256 pairs (~23K tokens, D_inner 2048), mamba-130m's D at 32K, one long sequence
         for tag, lens, D in [("msmarco 23K D2048", msmarco_lengths(gen, 23272), 2048),
                              ("msmarco 32K", msmarco_lengths(gen, 32768), 1536), ("B1xL16384", [16384], 2048)]:
+            if "recompute" not in parts:  # recompute-check: the checks alone
+                break
             time_recompute(tag, lens, D, CFG)
             save()
-        for rc in (False, True):
+        for rc in (False, True) if "recompute" in parts else (True,):
             c = replace(CFG or DEFAULT_CONFIG, recompute_states=rc)
             all_ok &= check_scan(f"recompute={int(rc)} ragged 8K", [2048, 1, 3000, 1, 255, 257, 2627], 2048, seed=9,
                                  cfg=c)

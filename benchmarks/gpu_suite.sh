@@ -10,13 +10,17 @@
 #                                        recompute, static shapes + CUDA graphs) beside their defaults, then every
 #                                        anchor in inference / scaling / profile, the new backbones, LoRA rows
 #                                        and the Triton SSD
+#   bash benchmarks/gpu_suite.sh build   the anchors' build alone, in the background, then another script in the
+#                                        same call (experiments/efficiency/device_run.sh), then within 30 s
+#   bash benchmarks/gpu_suite.sh finish  what levers + anchored left: the compiled static step, the recompute checks,
+#                                        the rest of the inference anchors, the length sweep with anchors
 #   bash benchmarks/gpu_suite.sh smoke   the build in the background and a short real-size run of every mode
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -105,5 +109,20 @@ anchored)  # the next call (< 30 s later, the build done): every anchor beside o
   timeout -s INT 50 python3 benchmarks/bench_ssd_triton.py --pairs 64 256 --chunks 32 64 128 --out $RES/ssd-triton \
      2>&1 | tail -14
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|smoke" >&2; exit 2 ;;
+build)  # only the anchors' build in the background (the call that runs something else meanwhile)
+  start_build ;;
+finish)  # the call after `build` + another (< 30 s later): what the pair before left (the compiled static step's
+         # error, the recompute checks on the GPU, the remaining inference anchors, the length sweep with anchors)
+  WAIT_BUILD_S=60 wait_build
+  timeout -s INT 100 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed static \
+     --anchors none --compile reduce-overhead --warmup 8 --steps 20 --out $RES/train-static 2>&1 \
+     | grep -E "^\||WARNING rerankers.bench.train|Error" | tail -12
+  timeout -s INT 60 python3 benchmarks/bench_kernels.py --only recompute-check --skip-check --out $RES/recompute-check \
+     2>&1 | grep -E "check|CHECK" | tail -4
+  timeout -s INT 70 $R bench infer --backbone bert-base --candidates $CAND --tokenizer .gpu/tok --depth 100 \
+     --repeats 2 --anchors transformers sentence-transformers --out $RES/infer-bert 2>&1 | grep "^|" | tail -8
+  timeout -s INT 110 $R bench scaling --backbone mamba-130m bert-base --min-length 1024 --max-length 16384 \
+     --out $RES/scaling-anchors 2>&1 | grep "^|" | tail -24
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|smoke" >&2; exit 2 ;;
 esac

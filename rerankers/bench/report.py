@@ -99,12 +99,13 @@ TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "train": _train_tables, "infer": _infer_tables, "scaling": _scaling_tables, "profile": _profile_tables}
 
 
-def to_markdown(res: dict[str, Any], level: int = 2, image: str | None = None) -> str:
-    """The result as Markdown: heading, card and versions, command, checks, table, skipped rows."""
+def to_markdown(res: dict[str, Any], level: int = 2, image: str | None = None, title: str | None = None) -> str:
+    """The result as Markdown: heading (with ``title``: where the result lives), card and versions, command,
+    checks, table, skipped rows."""
     env = res["env"]
     versions = ", ".join(f"{k} {env[k]}" for k in ("torch", "cuda", "triton", "transformers", "mamba_ssm",
                                                   "causal_conv1d", "sentence_transformers") if env.get(k))
-    parts = [f"{'#' * level} rerank bench {res['mode']}",
+    parts = [f"{'#' * level} rerank bench {res['mode']}" + (f": {title}" if title else ""),
              f"**Card:** {env['card']}; {versions}; commit {env.get('commit') or '-'}; {env['date']}.",
              f"**Command:**\n\n    {env['command']}"]
     if res.get("checks"):
@@ -217,7 +218,7 @@ def render_into(results: Sequence[str | os.PathLike], markdown: str | os.PathLik
             raise UsageError(f"{p}: not a rerank bench result (no known 'mode')")
         png = p.with_suffix(".png")
         image = os.path.relpath(png, md.parent) if png.is_file() else None
-        parts.append(to_markdown(res, level=3, image=image))
+        parts.append(to_markdown(res, level=3, image=image, title=f"{p.parent.parent.name}/{p.parent.name}"))
     parts.append(END)
     block = "\n\n".join(parts)
     pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.DOTALL)
