@@ -10,7 +10,8 @@ files; a preset's checkpoint folder; int8 is applied at load, so its disk size i
 ``memory_bytes`` (parameters + buffers in memory after loading, int8 included), ``peak_memory_bytes`` (the
 largest allocation on CUDA while reranking, after a warm-up; null on the CPU), the throughput of
 :class:`rerankers.reranker.Throughput` (pairs/s and real tokens/s, whole call and model only) and the metrics
-of the reranked run. The rows are written atomically with the settings, software and card.
+of the reranked run. The rows are written atomically with the settings, software and card, the file rewritten
+after every row (a run stopped by a time box keeps what it measured).
 """
 from __future__ import annotations
 
@@ -87,21 +88,26 @@ def efficiency_table(models: Sequence[str], out: str | Path, *, candidates: str,
     check_writable(out)
     judgments, qrels_name = resolve_qrels(qrels)
     run, query_texts, doc_texts = load_rerank_inputs(candidates=candidates, depth=depth)
-    rows = []
+    import transformers
+    rows: list[dict[str, Any]] = []
+    doc = {"candidates": str(candidates), "qrels": qrels_name, "depth": depth, "options": options, "rows": rows,
+           "software": {"torch": torch.__version__, "transformers": transformers.__version__,
+                        "python": platform.python_version()}}
     for model in tqdm(models, desc="models", unit="model"):
         for mode in modes:
             row = efficiency_row(model, run, query_texts, doc_texts, judgments, quantize=mode, depth=depth, **options)
             logger.info("%s %s: %s, %.1f pairs/s, %.1f MiB", model, row["quantize"], row["metrics"],
                         row["model_pairs_per_s"], row["memory_bytes"] / 2**20)
             rows.append(row)
-    import transformers
-    doc = {"candidates": str(candidates), "qrels": qrels_name, "depth": depth, "options": options, "rows": rows,
-           "software": {"torch": torch.__version__, "transformers": transformers.__version__,
-                        "python": platform.python_version()}}
+            _write(out, doc)  # after every row: a run cut off (a time box) keeps the rows it measured
+    _write(out, doc)
+    return rows
+
+
+def _write(out: str | Path, doc: Mapping[str, Any]) -> None:
     with atomic_write(out) as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
-    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> None:

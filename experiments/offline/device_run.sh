@@ -9,22 +9,9 @@
 # Usage: bash experiments/offline/device_run.sh first|second|third|fourth (the calls of 2026-12-01; BENCHMARKS.md).
 # Results: $OUT/results.jsonl (one line per variant) and $OUT/<variant>.log.
 set -uo pipefail
-export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || exit 1
-export PYTHONPATH=/tmp/site:$PWD
-OUT=${OUT:-/tmp/out}
-D=.gpu/data
-python3 - <<'EOF'
-import shutil
-from pathlib import Path
-from safetensors.torch import load_file, save_file
-src, dst = Path(".gpu/minilm-fp16"), Path("/tmp/minilm")
-shutil.copytree(src, dst, dirs_exist_ok=True)
-state = load_file(src / "model.safetensors")
-save_file({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, dst / "model.safetensors",
-          metadata={"format": "pt"})
-EOF
+source experiments/offline/common.sh
+setup_site || exit 1
+widen_minilm
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 
 # zero-shot bi-encoder anchor, same run
@@ -50,42 +37,6 @@ print(json.dumps({"variant": "zero-shot bi-encoder (all-MiniLM-L6-v2, mean pooli
                   "seconds": time.perf_counter() - t}))
 print(json.dumps({"variant": "BM25 (first stage)", "dev": bm25.means}))
 EOF
-
-TRAIN="--train $D/BM25/retrieve_results_dl20.json.gz $D/BM25/retrieve_results_dl21.json.gz
-       --train-qrels $D/qrels/qrels.dl20-passage.txt $D/qrels/qrels.dl21-passage.txt"
-POOLS="--train $D/BM25/retrieve_results_dl20.json.gz $D/BM25_RM3/retrieve_results_dl20.json.gz
-       $D/D_BERT_KD_TASB/retrieve_results_dl20.json.gz $D/OPEN_AI_ADA2/retrieve_results_dl20.json.gz
-       $D/SPLADE_P_P_ENSEMBLE_DISTIL/retrieve_results_dl20.json.gz $D/REP_LLAMA/retrieve_results_dl20.json.gz
-       $D/BM25/retrieve_results_dl21.json.gz $D/BM25_RM3/retrieve_results_dl21.json.gz
-       $D/SPLADE_P_P_ENSEMBLE_DISTIL/retrieve_results_dl21.json.gz
-       --train-qrels $D/qrels/qrels.dl20-passage.txt $D/qrels/qrels.dl20-passage.txt $D/qrels/qrels.dl20-passage.txt
-       $D/qrels/qrels.dl20-passage.txt $D/qrels/qrels.dl20-passage.txt $D/qrels/qrels.dl20-passage.txt
-       $D/qrels/qrels.dl21-passage.txt $D/qrels/qrels.dl21-passage.txt $D/qrels/qrels.dl21-passage.txt"
-DEV="--eval-candidates $D/BM25/retrieve_results_dl19.json.gz --eval-qrels $D/qrels/qrels.dl19-passage.txt"
-
-variant() {  # name, config, extra flags...
-  local name=$1 config=$2; shift 2
-  echo "=== $name"
-  timeout 400 python3 -m rerankers.cli train --config "experiments/offline/$config.yaml" --out "/tmp/runs/$name" \
-    "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  python3 - "$name" "$rc" "$*" <<'EOF' >> "$OUT/results.jsonl"
-import json, os, sys
-from pathlib import Path
-name, rc, flags = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-rep = Path(f"/tmp/runs/{name}/train_report.json")
-line = {"variant": name, "rc": rc, "flags": " ".join(flags.split())}
-if rep.is_file():
-    r = json.loads(rep.read_text())
-    line.update(dev=r["quality"]["final_dev"], curve=[(h["step"], h["dev"]) for h in r["quality"]["dev_history"]],
-                throughput=r["throughput"], final_loss=r["final_loss"], params=r["model"]["parameters"],
-                queries=r["data"]["training_queries"], steps=r["data"]["steps"])
-else:
-    line["error"] = Path(os.environ.get("OUT", "/tmp/out"), f"{name}.log").read_text()[-1500:]
-print(json.dumps(line))
-EOF
-  tail -3 "$OUT/$name.log"
-}
 
 first() {  # the first call: the plain recipe, its variants, and the from-scratch pair
   variant minilm-lce-n8-lr2e-5 minilm-lce $TRAIN $DEV --backbone /tmp/minilm
