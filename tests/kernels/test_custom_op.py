@@ -3,10 +3,14 @@ custom-op dispatch); they must give exactly what the custom ops give, and torch.
 see the custom ops."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from rerankers.kernels import causal_conv1d_varlen
+from rerankers.kernels.add_rmsnorm.op import add_rmsnorm_triton
 from rerankers.kernels.causal_conv1d.op import causal_conv1d_triton
 from rerankers.kernels.selective_scan.op import ScanConfig, selective_scan_triton
 from rerankers.kernels.varlen import cu_seqlens_from_lengths
@@ -64,3 +68,47 @@ def test_compiled_graph_holds_the_custom_ops(direct):
                       fullgraph=True)
     torch.testing.assert_close(f(x), causal_conv1d_varlen(x, w, None, cu, backend="reference"))
     assert any("rerankers.causal_conv1d_fwd" in t for t in seen), seen
+
+
+class _RecordOps(TorchDispatchMode):
+    """Every call of a rerankers custom op (forward and backward), with its arguments."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.namespace == "rerankers":
+            self.calls.append((func, args, kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_fake_kernels_give_the_real_outputs_metadata(recompute):
+    """torch.compile plans memory from the fake kernels: their outputs' shapes, dtypes and strides must be the
+    real ones (a scan backward returning dA as a transposed view failed under CUDA graphs on the GPU). Every op
+    a forward + backward calls, fed the arguments it was called with, through torch.library.opcheck."""
+    lengths = [7, 1, 30]
+    T, Dm, N = sum(lengths), 8, 4
+    cu = cu_seqlens_from_lengths(lengths)
+    g = torch.Generator().manual_seed(2)
+    xz = torch.randn(T, 2 * Dm, generator=g, requires_grad=True)
+    w, b = torch.randn(Dm, 4, generator=g, requires_grad=True), torch.randn(Dm, generator=g, requires_grad=True)
+    rest = [0.5 * torch.randn(T, Dm, generator=g), -torch.rand(Dm, N, generator=g) - 0.5, torch.randn(T, N, generator=g),
+            torch.randn(T, N, generator=g), torch.randn(Dm, generator=g)]
+    rest = [t.requires_grad_() for t in rest]
+    norm_w = torch.randn(Dm, generator=g, requires_grad=True)
+    cfg = replace(CFG, recompute_states=recompute)
+    with _RecordOps() as rec:
+        x, z = xz.chunk(2, dim=-1)  # strided views, as a Mamba block's in_proj output
+        u = causal_conv1d_triton(x, w, b, cu, direct=False)
+        y = selective_scan_triton(u, rest[0], rest[1], rest[2], rest[3], rest[4], z, None, cu, config=cfg,
+                                  direct=False)
+        out, res = add_rmsnorm_triton(y, x, norm_w, 1e-5, direct=False)
+        (out.square().sum() + res.sum()).backward()
+    names = sorted({str(f) for f, _, _ in rec.calls})
+    assert names == sorted(f"rerankers.{k}_{d}.default" for k in ("causal_conv1d", "selective_scan", "add_rmsnorm")
+                           for d in ("fwd", "bwd")), names
+    for func, args, kwargs in rec.calls:
+        args = [a.detach() if isinstance(a, torch.Tensor) else a for a in args]
+        torch.library.opcheck(func, tuple(args), kwargs, test_utils="test_faketensor")

@@ -334,7 +334,10 @@ def test_recompute_states_from_the_environment_and_through_compile(monkeypatch):
     T, Dm, N = sum(lengths), 8, 4
     cu = cu_seqlens_from_lengths(lengths)
     xs = make(T, Dm, N, seed=13)
-    assert not default_config().recompute_states
+    monkeypatch.delenv(RECOMPUTE_ENV, raising=False)
+    assert default_config() == INTERPRET_CONFIG and INTERPRET_CONFIG.recompute_states  # on by default
+    monkeypatch.setenv(RECOMPUTE_ENV, "0")
+    assert default_config() == replace(INTERPRET_CONFIG, recompute_states=False)
     monkeypatch.setenv(RECOMPUTE_ENV, "1")
     assert default_config() == replace(INTERPRET_CONFIG, recompute_states=True)
     # without a config: the public entry point (eager, direct path), and the eager custom ops

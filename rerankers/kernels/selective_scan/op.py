@@ -44,20 +44,26 @@ class ScanConfig:
     recompute_states: bool = False
 
 
-# measured on an H100 (benchmarks/KERNEL_NOTES.md)
-DEFAULT_CONFIG = ScanConfig()
-INTERPRET_CONFIG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1, bwd_history=4)
+# measured on an H100 (benchmarks/KERNEL_NOTES.md); recompute_states on by default since the H200 run of the
+# third 2026-12-01 session: the scan's fwd+bwd time unchanged (4.54 vs 4.55 ms at 23K tokens, D 2048), a
+# mamba-370m training step at 256 pairs 68.7K vs 68.1K real tok/s and 35.0 vs 51.7 GiB (BENCHMARKS.md)
+DEFAULT_CONFIG = ScanConfig(recompute_states=True)
+INTERPRET_CONFIG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1, bwd_history=4,
+                              recompute_states=True)
 CHAIN_GROUP = 8  # windows whose loads the carry pass issues together
-# "1": calls without an explicit config use recompute_states=True (the training benchmarks' switch)
+# "0": calls without an explicit config keep every chunk-start state (recompute_states=False); "1": recompute
 RECOMPUTE_ENV = "RERANKERS_SCAN_RECOMPUTE"
+_ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def default_config() -> ScanConfig:
-    """:data:`DEFAULT_CONFIG` (:data:`INTERPRET_CONFIG` under the interpreter), with
-    ``recompute_states`` where the environment variable ``RERANKERS_SCAN_RECOMPUTE`` is 1 / true."""
+    """:data:`DEFAULT_CONFIG` (:data:`INTERPRET_CONFIG` under the interpreter), ``recompute_states`` as the
+    environment variable ``RERANKERS_SCAN_RECOMPUTE`` says (0 / 1; unset or anything else: the default, on).
+    """
     cfg = INTERPRET_CONFIG if interpreting() else DEFAULT_CONFIG
-    if os.environ.get(RECOMPUTE_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
-        cfg = replace(cfg, recompute_states=True)
+    flag = os.environ.get(RECOMPUTE_ENV, "").strip().lower()
+    if flag in _ON or flag in _OFF:
+        cfg = replace(cfg, recompute_states=flag in _ON)
     return cfg
 
 
@@ -247,7 +253,7 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
         du.zero_(), ddelta.zero_(), dz.zero_()
     dDo = dD.to(D.dtype) if D is not None else u.new_empty((0,))
     dbo = dbias.to(delta_bias.dtype) if delta_bias is not None else u.new_empty((0,))
-    dA = dA_t.t().to(A.dtype, memory_format=torch.contiguous_format)
+    dA = dA_t.t().to(A.dtype).contiguous()  # .to(same dtype, memory_format=...) keeps the transposed view
     return du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dDo, dz, dbo
 
 
@@ -312,8 +318,8 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
     """Triton varlen selective scan (see :func:`rerankers.kernels.selective_scan_varlen`).
 
     config: the work split (None: :func:`default_config`: :data:`DEFAULT_CONFIG`, or
-    :data:`INTERPRET_CONFIG` under the interpreter, with ``recompute_states`` where
-    ``RERANKERS_SCAN_RECOMPUTE=1``); direct: eager calls skip the custom-op dispatch (False: always
+    :data:`INTERPRET_CONFIG` under the interpreter, ``recompute_states`` off with
+    ``RERANKERS_SCAN_RECOMPUTE=0``); direct: eager calls skip the custom-op dispatch (False: always
     the custom ops).
     """
     check_device(u, "selective scan")
