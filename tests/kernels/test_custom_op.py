@@ -94,8 +94,8 @@ def test_fake_kernels_give_the_real_outputs_metadata(recompute):
     g = torch.Generator().manual_seed(2)
     xz = torch.randn(T, 2 * Dm, generator=g, requires_grad=True)
     w, b = torch.randn(Dm, 4, generator=g, requires_grad=True), torch.randn(Dm, generator=g, requires_grad=True)
-    rest = [0.5 * torch.randn(T, Dm, generator=g), -torch.rand(Dm, N, generator=g) - 0.5, torch.randn(T, N, generator=g),
-            torch.randn(T, N, generator=g), torch.randn(Dm, generator=g)]
+    rest = [0.5 * torch.randn(T, Dm, generator=g), -torch.rand(Dm, N, generator=g) - 0.5,
+            torch.randn(T, N, generator=g), torch.randn(T, N, generator=g), torch.randn(Dm, generator=g)]
     rest = [t.requires_grad_() for t in rest]
     norm_w = torch.randn(Dm, generator=g, requires_grad=True)
     cfg = replace(CFG, recompute_states=recompute)
