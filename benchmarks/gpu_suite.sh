@@ -14,18 +14,21 @@
 #                                        same call (experiments/efficiency/device_run.sh), then within 30 s
 #   bash benchmarks/gpu_suite.sh finish  what levers + anchored left: the compiled static step, the recompute checks,
 #                                        the rest of the inference anchors, the length sweep with anchors
+#   bash benchmarks/gpu_suite.sh qlora-static  then sweep (< 30 s apart): what the third session left: QLoRA rows
+#                                        (carry .whl-qlora), the compiled static step, mamba-370m one at a time, then
+#                                        the Triton SSD beside mamba_ssm's and the length sweep with every anchor
 #   bash benchmarks/gpu_suite.sh smoke   the build in the background and a short real-size run of every mode
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-  || exit 1
+  $(ls .whl-qlora/*.whl 2>/dev/null) || exit 1  # .whl-qlora: bitsandbytes (43 MB), carried only for --qlora
 export PYTHONPATH=$A/site:/tmp/site:$PWD
 R="python3 -m rerankers.cli"
 CAND=.gpu/data/BM25/retrieve_results_dl19.json.gz
@@ -125,5 +128,25 @@ finish)  # the call after `build` + another (< 30 s later): what the pair before
   timeout -s INT 110 $R bench scaling --backbone mamba-130m bert-base --min-length 1024 --max-length 16384 \
      --out $RES/scaling-anchors 2>&1 | grep "^|" | tail -24
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|smoke" >&2; exit 2 ;;
+qlora-static)  # next: the build in the background; QLoRA / LoRA rows of the larger models (carry .whl-qlora too);
+               # the compiled static step (its fake-kernel bug fixed); mamba-370m one at a time
+  start_build
+  timeout -s INT 120 $R bench train --backbone mamba-790m bert-large mamba-370m --pairs 64 --modes packed \
+     --anchors none --lora 16 --qlora 16 --out $RES/train-qlora 2>&1 | grep -E "^\||WARNING rerankers.bench" | tail -12
+  timeout -s INT 200 $R bench train --backbone mamba-130m bert-base bert-large --pairs 64 256 --modes packed static \
+     --anchors none --compile reduce-overhead --warmup 8 --steps 20 --out $RES/train-static 2>&1 \
+     | grep -E "^\||WARNING rerankers.bench" | tail -14
+  timeout -s INT 90 $R bench train --backbone mamba-370m --pairs 64 --modes packed single --anchors none \
+     --out $RES/train-single-370m 2>&1 | grep "^|" | tail -4
+  pack ;;
+sweep)  # next, < 30 s after qlora-static: the length sweep with every anchor, in a box long enough for our
+        # kernels' compilation per sequence count (about 25 s each: KERNEL_NOTES.md, LOG_S)
+  WAIT_BUILD_S=60 wait_build  # mamba_ssm's Triton SSD, the anchor of ours, comes with the build
+  mkdir -p $RES/ssd-triton
+  timeout -s INT 150 python3 benchmarks/bench_ssd_triton.py --pairs 64 256 --chunks 32 64 --out $RES/ssd-triton \
+     2>&1 | tail -14
+  timeout -s INT 360 $R bench scaling --backbone mamba-130m bert-base --min-length 512 --max-length 16384 \
+     --out $RES/scaling-anchors 2>&1 | grep "^|" | tail -30
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|smoke" >&2; exit 2 ;;
 esac

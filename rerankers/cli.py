@@ -350,6 +350,9 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
                            help="torch.compile ours packed / static (reduce-overhead: CUDA graphs; default off)")
             m.add_argument("--lora", nargs="+", type=int, default=None, metavar="R",
                            help="also rows of ours packed under LoRA adapters of each rank R (needs peft)")
+            m.add_argument("--qlora", nargs="+", type=int, default=None, metavar="R",
+                           help="also rows of QLoRA: LoRA of rank R over a 4-bit NF4 base (needs peft and "
+                           "bitsandbytes)")
         if mode == "infer":
             m.add_argument("--pairs", type=int, default=None, help="random-id pairs without --candidates (4096)")
             m.add_argument("--batch-tokens", type=int, default=None, help="token budget of a batch (16384)")

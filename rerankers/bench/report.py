@@ -43,7 +43,8 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def _system(r: dict[str, Any]) -> str:
     compiled = r.get("compile") not in (None, "off")
     return (f"{r['impl']} {r['mode']}" + (f" compile={r['compile']}" if compiled else "")
-            + (f" LoRA r={r['lora']}" if r.get("lora") is not None else ""))
+            + (f" LoRA r={r['lora']}" if r.get("lora") is not None else "")
+            + (" (NF4 base: QLoRA)" if r.get("base") == "nf4" else ""))
 
 
 def _train_tables(res: dict[str, Any]) -> str:

@@ -50,14 +50,17 @@ def _check_options(mode: str, cfg) -> None:
         raise UsageError(f"--compile {cfg.compile}: one of {', '.join(COMPILE_MODES)}")
     if getattr(cfg, "static_tokens", None) is not None and cfg.static_tokens < 2:
         raise UsageError(f"--static-tokens {cfg.static_tokens}: must hold a pair and a padding token (>= 2)")
-    for field in ("pairs", "batch_tokens", "budget_tokens", "st_batch_size", "depth", "group_size", "top", "lora"):
+    for field in ("pairs", "batch_tokens", "budget_tokens", "st_batch_size", "depth", "group_size", "top", "lora",
+                  "qlora"):
         value = getattr(cfg, field, None)
         for v in (value if isinstance(value, (list, tuple)) else [value]):
             if v is not None and v < 1:
                 raise UsageError(f"--{field.replace('_', '-')} {v}: must be positive")
-    if getattr(cfg, "lora", ()):
-        from rerankers.train.lora import require_peft
+    if getattr(cfg, "lora", ()) or getattr(cfg, "qlora", ()):
+        from rerankers.train.lora import require_bitsandbytes, require_peft
         require_peft()  # before any work, not after the full fine-tuning rows
+        if cfg.qlora:
+            require_bitsandbytes()
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError(f"--device {cfg.device}: CUDA is not available here (--device cpu for a smoke run)")
     if getattr(cfg, "candidates", None) and not Path(cfg.candidates).is_file():

@@ -34,6 +34,7 @@ class System(abc.ABC):
     impl = "ours"
     compile = "off"
     lora: int | None = None
+    base: str | None = None  # "nf4": the frozen base of LoRA in 4 bits (QLoRA)
 
     def __init__(self, name: str, mode: str, module: nn.Module):
         self.name, self.mode, self.module = name, mode, module
@@ -41,7 +42,7 @@ class System(abc.ABC):
     @property
     def label(self) -> str:
         return (f"{self.name} {self.impl} {self.mode}" + ("" if self.compile == "off" else f" compile={self.compile}")
-                + ("" if self.lora is None else f" lora={self.lora}"))
+                + ("" if self.lora is None else f" lora={self.lora}") + (f" {self.base}" if self.base else ""))
 
     @abc.abstractmethod
     def scores(self, batch: PackedBatch) -> Tensor:

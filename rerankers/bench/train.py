@@ -45,7 +45,7 @@ class TrainBenchConfig:
     multiple of 256); compile: torch.compile mode of ours packed / static ("off", "default",
     "reduce-overhead"), as ``rerank train --compile``. lora: LoRA ranks, each a row of ours packed with the backbone
     frozen under peft adapters of that rank and the head trained (as ``rerank train --lora R``), beside full
-    fine-tuning."""
+    fine-tuning; qlora: the same over a base whose target layers hold 4-bit NF4 weights (bitsandbytes)."""
 
     backbones: Sequence[str] = ("mamba-130m", "bert-base")
     modes: Sequence[str] = ("packed", "padded", "single")
@@ -65,6 +65,7 @@ class TrainBenchConfig:
     static_tokens: int | None = None
     compile: str = "off"
     lora: Sequence[int] = ()
+    qlora: Sequence[int] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -100,8 +101,8 @@ def _row(system: System, batches, timing, n_pairs: int, flops_per_token: float,
     tok_s = real / sec
     return {"backbone": system.name, "impl": system.impl, "mode": system.mode, "pairs": n_pairs,
             "real_tokens": round(real), "padded_tokens": round(computed), "compile": system.compile,
-            "lora": system.lora, "trainable_parameters": sum(p.numel() for p in system.module.parameters()
-                                                              if p.requires_grad),
+            "lora": system.lora, "base": system.base,
+            "trainable_parameters": sum(p.numel() for p in system.module.parameters() if p.requires_grad),
             "ms": sec * 1e3, "real_tokens_per_s": tok_s, "pairs_per_s": n_pairs / sec,
             "mfu": tok_s * flops_per_token / peak if peak else None, "peak_memory_gib": timing.peak_memory_gib,
             "spread": timing.spread, "timed_steps": len(timing.seconds), "warmup_steps": timing.warmup}
@@ -150,29 +151,42 @@ def run_train_bench(cfg: TrainBenchConfig, command: str | None = None, on_row=No
             release(device)
         for rank in cfg.lora:
             _time_lora(name, model, rank, batches, cfg, device, dtype, flops, result, on_row)
+        for rank in cfg.qlora:
+            _time_lora(name, model, rank, batches, cfg, device, dtype, flops, result, on_row, nf4=True)
         del model, batches
         release(device)
     return result
 
 
 def _time_lora(name: str, model, rank: int, batches, cfg: TrainBenchConfig, device: torch.device,
-               dtype: torch.dtype | None, flops: float, result: dict[str, Any], on_row) -> None:
-    """Rows of ours packed on a copy of ``model`` whose backbone is frozen under LoRA adapters of ``rank``."""
-    from rerankers.train.lora import apply_lora
+               dtype: torch.dtype | None, flops: float, result: dict[str, Any], on_row, nf4: bool = False) -> None:
+    """Rows of ours packed on a copy of ``model`` whose backbone is frozen under LoRA adapters of ``rank``
+    (``nf4``: its target layers in 4-bit NF4, QLoRA). ``model`` waits on the CPU meanwhile, so that the peak
+    memory is the adapted model's alone."""
+    from rerankers.train.lora import apply_lora, quantize_base_nf4
 
+    label = f"{name} ours packed lora={rank}" + (" nf4" if nf4 else "")
+    model.cpu()
     twin = copy.deepcopy(model)
     try:
+        if nf4:
+            quantize_base_nf4(twin, device)
         apply_lora(twin, rank)
     except TrainingConfigError as e:  # a kind without LoRA targets
-        result["skipped"].append({"system": f"{name} ours packed lora={rank}", "reason": str(e)})
+        result["skipped"].append({"system": label, "reason": str(e)})
+        model.to(device)
         return
+    twin.to(device)
+    release(device)
     system = Ours(name, "packed", twin, lora=rank)
+    system.base = "nf4" if nf4 else None
     flops = flops * 4 / 6  # frozen weights: forward (2N) + the activations' gradients (2N), no weight gradients
     for n in cfg.pairs:
         if _time_system(system, batches[n], n, cfg, device, dtype, flops, result) is not None and on_row is not None:
             on_row(result)
     del system, twin
     release(device)
+    model.to(device)
 
 
 def _time_system(system: System, batches, n: int, cfg: TrainBenchConfig, device: torch.device,

@@ -7,6 +7,10 @@ sentence-transformers users report). Saved models (``checkpoint-N/``, ``best/``,
 CrossEncoder folders with the adapters merged into the weights (:func:`merged_copy`), so ``rerank
 eval --model`` loads them without peft; each also holds ``lora_state.safetensors``, the trainable
 tensors (adapters + head), which ``--resume`` loads into a freshly wrapped backbone to continue exactly.
+
+QLoRA (``rerank bench train --qlora R``): the same adapters over a base whose target layers hold 4-bit NF4
+weights (bitsandbytes ``Linear4bit``, :func:`quantize_base_nf4`), for the throughput and memory rows. ``rerank
+train`` does not offer it yet: its saved folders merge the adapters into full-precision weights.
 """
 from __future__ import annotations
 
@@ -35,13 +39,53 @@ def require_peft():
     return peft
 
 
-def apply_lora(model, rank: int, alpha: float | None = None, dropout: float = 0.0) -> int:
-    """Wrap ``model.backbone`` with LoRA adapters of ``rank`` (alpha default 2 x rank); returns the number of
-    trainable parameters (adapters + head)."""
-    peft = require_peft()
+def require_bitsandbytes():
+    try:
+        import bitsandbytes
+    except ImportError:
+        raise ImportError(f"--qlora needs bitsandbytes: {install_hint('qlora')}") from None
+    return bitsandbytes
+
+
+def _targets(model) -> tuple[str, ...]:
     targets = LORA_TARGETS.get(model.backbone_type)
     if targets is None:
         raise TrainingConfigError(f"--lora: no LoRA target modules known for a {model.backbone_type} backbone")
+    return targets
+
+
+def quantize_base_nf4(model, device: torch.device | str, compute_dtype: torch.dtype | None = None) -> int:
+    """QLoRA's base: every ``nn.Linear`` of ``model.backbone`` that LoRA targets becomes a bitsandbytes
+    ``Linear4bit`` (NF4 weights, one absmax per block of 64, frozen), placed on ``device`` (quantised there);
+    ``compute_dtype``: the dtype its matmul dequantises to (default bf16 on CUDA, fp32 on the CPU). Call before
+    :func:`apply_lora`. Returns the number of layers replaced."""
+    bnb = require_bitsandbytes()
+    device = torch.device(device)
+    compute_dtype = compute_dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    targets = _targets(model)
+    replaced = 0
+    for parent in list(model.backbone.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not torch.nn.Linear or name not in targets:
+                continue
+            q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                  compute_dtype=compute_dtype, quant_type="nf4", device="cpu")
+            q.weight = bnb.nn.Params4bit(child.weight.detach().float().cpu(), requires_grad=False, quant_type="nf4")
+            if child.bias is not None:
+                q.bias = torch.nn.Parameter(child.bias.detach().float().cpu(), requires_grad=False)
+            setattr(parent, name, q.to(device))
+            replaced += 1
+    if not replaced:
+        raise TrainingConfigError(f"--qlora: no nn.Linear named {', '.join(targets)} in the {model.backbone_type} "
+                                  "backbone")
+    return replaced
+
+
+def apply_lora(model, rank: int, alpha: float | None = None, dropout: float = 0.0) -> int:
+    """Wrap ``model.backbone`` with LoRA adapters of ``rank`` (alpha default 2 x rank); returns the number of
+    trainable parameters (adapters + head). After :func:`quantize_base_nf4`: QLoRA."""
+    peft = require_peft()
+    targets = _targets(model)
     config = peft.LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=dropout,
                              target_modules=list(targets), bias="none")
     model.backbone = peft.get_peft_model(model.backbone, config)

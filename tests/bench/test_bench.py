@@ -382,3 +382,43 @@ def test_a_system_that_fails_is_recorded_and_the_others_run(tiny_backbones, tmp_
     assert [r["mode"] for r in res["rows"]] == ["packed"]
     (skip,) = res["skipped"]
     assert skip["reason"] == "failed: RuntimeError: backend compiler failed with a second line"
+
+
+def test_bench_train_qlora_rows_hold_a_4bit_base(tiny_backbones, tmp_path):
+    """--qlora 2: LoRA rows over a base whose target layers are bitsandbytes NF4 Linear4bit; the same trained
+    parameters as --lora 2, the rows labelled, the full fine-tuning row untouched."""
+    pytest.importorskip("peft")
+    pytest.importorskip("bitsandbytes")
+    res, paths = run_bench("train", tmp_path / "out", backbones=[tiny_backbones["mamba"], tiny_backbones["bert"]],
+                           pairs=[8], modes=["packed"], anchors=[], lora=[2], qlora=[2], plots=False, **FAST)
+    for kind in ("mamba", "bert"):
+        rows = {(r["lora"], r["base"]): r for r in res["rows"] if r["backbone"].endswith(kind)}
+        assert set(rows) == {(None, None), (2, None), (2, "nf4")}
+        assert rows[(2, "nf4")]["trainable_parameters"] == rows[(2, None)]["trainable_parameters"]
+        assert rows[(2, "nf4")]["real_tokens_per_s"] > 0
+    assert "| ours packed LoRA r=2 (NF4 base: QLoRA) |" in paths["md"].read_text()
+
+
+def test_quantize_base_nf4_replaces_the_lora_targets_and_still_scores(tiny_models):
+    """The target layers become Linear4bit with uint8 NF4 storage; the model still scores close to the
+    full-precision one (NF4's error) and LoRA on top trains only adapters + head."""
+    import copy
+
+    bnb = pytest.importorskip("bitsandbytes")
+    pytest.importorskip("peft")
+    from rerankers.train.lora import LORA_TARGETS, apply_lora, quantize_base_nf4
+
+    model = tiny_models["bert"]
+    twin = copy.deepcopy(model)
+    n = quantize_base_nf4(twin, "cpu")
+    layers = [m for name, m in twin.backbone.named_modules() if name.rsplit(".", 1)[-1] in LORA_TARGETS["bert"]]
+    assert n == len(layers) > 0 and all(isinstance(m, bnb.nn.Linear4bit) for m in layers)
+    assert all(m.weight.dtype == torch.uint8 and not m.weight.requires_grad for m in layers)
+    vocab = model.backbone.get_input_embeddings().weight.shape[0]
+    batch = random_batch([9, 5, 12, 7, 20], vocab, torch.Generator().manual_seed(3), token_types=True)
+    with torch.no_grad():
+        ref, low = model(batch), twin(batch)
+    assert torch.corrcoef(torch.stack([ref, low]))[0, 1] > 0.9
+    trained = apply_lora(twin, 2)
+    head = sum(p.numel() for p in twin.head.parameters())
+    assert head < trained < sum(p.numel() for p in model.parameters()) / 2
