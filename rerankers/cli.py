@@ -182,6 +182,8 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     model.add_argument("--lora", type=int, default=S, metavar="R", help="train LoRA adapters of rank R (+ the head)")
     model.add_argument("--lora-alpha", type=float, default=S, help="LoRA alpha (default: 2 R)")
     model.add_argument("--lora-dropout", type=float, default=S, help="LoRA dropout (default 0)")
+    model.add_argument("--qlora", action="store_true", default=S,
+                       help="QLoRA: the frozen base of --lora in 4-bit NF4 (needs bitsandbytes); saved merged, in fp32")
     model.add_argument("--pooling", default=S, choices=("cls", "last", "mean"),
                        help="pool the head's input other than the backbone's default ([CLS] for BERT, last for Mamba)")
     model.add_argument("--gradient-checkpointing", action="store_true", default=S, help="recompute activations")

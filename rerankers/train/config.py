@@ -56,6 +56,7 @@ class TrainConfig:
     lora: int | None = None
     lora_alpha: float | None = None
     lora_dropout: float = 0.0
+    qlora: bool = False
     gradient_checkpointing: bool = False
     pooling: str | None = None
     # objective and batches
@@ -247,6 +248,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise bad("eval_every", "needs --eval-candidates and --eval-qrels")
     if cfg.init == "random" and cfg.lora is not None:
         raise bad("lora", "LoRA adapts pretrained weights; with --init random train every weight instead")
+    if cfg.qlora and cfg.lora is None:
+        raise bad("qlora", "QLoRA is LoRA over a 4-bit base: give the adapters' rank with --lora R")
 
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> None:

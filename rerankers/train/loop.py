@@ -121,11 +121,11 @@ def _saved_cross_encoder(cfg: TrainConfig):
     return model
 
 
-def build_model(cfg: TrainConfig):
+def build_model(cfg: TrainConfig, device: torch.device | str = "cpu"):
     """The cross-encoder to train: a preset/folder/hub backbone (pretrained weights, or the same shape with
     random weights for ``--init random``), with a fresh head where the checkpoint has none; or a saved
     cross-encoder folder (``reranker_config.json``), trained on with its own head (a recovery fine-tune of a
-    pruned model, a student)."""
+    pruned model, a student). ``--qlora``: the LoRA targets quantised to NF4 on ``device``."""
     from rerankers.models.cross_encoder import CONFIG_NAME, CrossEncoder, to_be_trained
 
     torch.manual_seed(cfg.seed)
@@ -138,7 +138,10 @@ def build_model(cfg: TrainConfig):
     if cfg.pooling is not None:
         model.set_pooling(cfg.pooling)
     if cfg.lora is not None:
-        from rerankers.train.lora import apply_lora
+        from rerankers.train.lora import apply_lora, quantize_base_nf4
+        if cfg.qlora:
+            layers = quantize_base_nf4(model, device)
+            logger.info("QLoRA: %d layers of the base in 4-bit NF4", layers)
         trainable = apply_lora(model, cfg.lora, cfg.lora_alpha, cfg.lora_dropout)
         logger.info("LoRA r=%d on %s: %d trainable parameters (adapters + head)", cfg.lora,
                     ", ".join(model.lora["targets"]), trainable)
@@ -375,13 +378,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             logger.warning("--resume %s: no complete checkpoint yet; starting the run from step 0", out)
         if latest and cfg.lora is not None:  # the same frozen base, wrapped the same way, then its adapters
             from rerankers.train.lora import load_lora_state
-            model = build_model(cfg)
+            model = build_model(cfg, device)
             load_lora_state(model, latest[0][1])
         elif latest:
             from rerankers.models.cross_encoder import CrossEncoder
             model = CrossEncoder.from_pretrained(latest[0][1])
         else:
-            model = build_model(cfg)
+            model = build_model(cfg, device)
         if cfg.gradient_checkpointing:
             _enable_gradient_checkpointing(model)
         model.to(device)

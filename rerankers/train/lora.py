@@ -8,9 +8,10 @@ CrossEncoder folders with the adapters merged into the weights (:func:`merged_co
 eval --model`` loads them without peft; each also holds ``lora_state.safetensors``, the trainable
 tensors (adapters + head), which ``--resume`` loads into a freshly wrapped backbone to continue exactly.
 
-QLoRA (``rerank bench train --qlora R``): the same adapters over a base whose target layers hold 4-bit NF4
-weights (bitsandbytes ``Linear4bit``, :func:`quantize_base_nf4`), for the throughput and memory rows. ``rerank
-train`` does not offer it yet: its saved folders merge the adapters into full-precision weights.
+QLoRA (``rerank train --lora R --qlora``, ``rerank bench train --qlora R``): the same adapters over a base
+whose target layers hold 4-bit NF4 weights (bitsandbytes ``Linear4bit``, :func:`quantize_base_nf4`). Its saved
+folders are plain fp32 CrossEncoders too: each adapted layer holds the dequantised NF4 weight plus the
+adapters' delta (:func:`merged_copy`), the function the QLoRA model computed, loadable without bitsandbytes.
 """
 from __future__ import annotations
 
@@ -70,11 +71,15 @@ def quantize_base_nf4(model, device: torch.device | str, compute_dtype: torch.dt
                 continue
             q = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
                                   compute_dtype=compute_dtype, quant_type="nf4", device="cpu")
+            # bitsandbytes repacks a CPU layer's weight in place at its first no-grad call (AVX512-BF16
+            # machines), into a layout dequantize_4bit does not read and that needs in_features % 64 == 0
+            q.support_avx512bf16_for_cpu = False
             q.weight = bnb.nn.Params4bit(child.weight.detach().float().cpu(), requires_grad=False, quant_type="nf4")
             if child.bias is not None:
                 q.bias = torch.nn.Parameter(child.bias.detach().float().cpu(), requires_grad=False)
             setattr(parent, name, q.to(device))
             replaced += 1
+    model.nf4_base = replaced > 0
     if not replaced:
         raise TrainingConfigError(f"--qlora: no nn.Linear named {', '.join(targets)} in the {model.backbone_type} "
                                   "backbone")
@@ -89,7 +94,8 @@ def apply_lora(model, rank: int, alpha: float | None = None, dropout: float = 0.
     config = peft.LoraConfig(r=rank, lora_alpha=alpha if alpha is not None else 2 * rank, lora_dropout=dropout,
                              target_modules=list(targets), bias="none")
     model.backbone = peft.get_peft_model(model.backbone, config)
-    model.lora = {"rank": rank, "alpha": config.lora_alpha, "dropout": dropout, "targets": list(targets)}
+    model.lora = {"rank": rank, "alpha": config.lora_alpha, "dropout": dropout, "targets": list(targets),
+                  "base": "nf4" if getattr(model, "nf4_base", False) else None}
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -98,11 +104,41 @@ def is_lora(model) -> bool:
 
 
 def merged_copy(model):
-    """A copy of ``model`` whose backbone has the adapters merged into its weights (a plain CrossEncoder)."""
+    """A copy of ``model`` whose backbone has the adapters merged into its weights (a plain CrossEncoder). Over
+    an NF4 base (QLoRA) each adapted layer becomes an fp32 ``nn.Linear`` holding the dequantised base weight
+    plus the adapters' delta: the function the QLoRA model computes, without bitsandbytes."""
     twin = copy.deepcopy(model)
-    twin.backbone = twin.backbone.merge_and_unload()
+    if twin.lora.get("base") == "nf4":
+        _dequantize_adapted(twin.backbone)
+        twin.backbone = twin.backbone.unload()  # the wrappers replaced by their (now merged) base layers
+        twin.nf4_base = False
+    else:
+        twin.backbone = twin.backbone.merge_and_unload()
     twin.lora = None
     return twin
+
+
+def _dequantize_adapted(backbone) -> None:
+    """Every LoRA layer over a ``Linear4bit``: its base replaced by an fp32 Linear of dequant(W) + delta."""
+    bnb = require_bitsandbytes()
+    from peft.tuners.lora import LoraLayer
+
+    for module in list(backbone.modules()):
+        if not isinstance(module, LoraLayer):
+            continue
+        base = module.get_base_layer()
+        if not isinstance(base, bnb.nn.Linear4bit):
+            continue
+        with torch.no_grad():
+            weight = bnb.functional.dequantize_4bit(base.weight.data, base.weight.quant_state).float()
+            for name in module.active_adapters:
+                weight = weight + module.get_delta_weight(name).float()
+            plain = torch.nn.Linear(base.in_features, base.out_features, bias=base.bias is not None,
+                                    device=weight.device)
+            plain.weight.copy_(weight)
+            if base.bias is not None:
+                plain.bias.copy_(base.bias.float())
+        module.base_layer = plain
 
 
 def save_lora_state(model, folder: Path) -> None:

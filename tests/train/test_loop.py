@@ -231,3 +231,39 @@ def test_the_training_bar_shows_on_a_terminal_unless_quiet(quiet, tiny_bert_dir,
     terminal = terminal_stderr()
     train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "run", max_steps=3)))
     assert ("train:" in terminal.text) != quiet, terminal.text
+
+
+@pytest.mark.parametrize("kind", ["bert", "mamba"])
+def test_qlora_run_saves_a_plain_fp32_model_that_scores_as_the_nf4_one(kind, tiny_bert_dir, tiny_mamba_dir,
+                                                                       sample_training, tmp_path):
+    """--lora 4 --qlora: the LoRA targets train over a 4-bit NF4 base; the saved folder is a plain CrossEncoder
+    (dequantised base + adapters, no bitsandbytes layer in it) scoring as the in-memory QLoRA model; a
+    resumed build holds the same NF4 base; --qlora without --lora is an error naming the flag."""
+    bnb = pytest.importorskip("bitsandbytes")
+    pytest.importorskip("peft")
+    from rerankers.errors import TrainingConfigError
+    from rerankers.models.cross_encoder import CrossEncoder
+    from rerankers.reranker import Reranker
+    from rerankers.train.loop import build_model
+    from rerankers.train.lora import load_lora_state
+
+    model_dir = tiny_bert_dir if kind == "bert" else tiny_mamba_dir
+    settings = _settings(model_dir, sample_training, tmp_path / "qlora", lora=4, qlora=True, max_steps=4)
+    cfg = resolve_config(None, settings)
+    result = train(cfg)
+    saved = CrossEncoder.from_pretrained(result.model_dir)
+    assert saved.head_trained and not any(isinstance(m, bnb.nn.Linear4bit) for m in saved.modules())
+    live = build_model(cfg)
+    assert sum(isinstance(m, bnb.nn.Linear4bit) for m in live.modules()) > 0 and live.lora["base"] == "nf4"
+    load_lora_state(live, result.model_dir)
+    docs = ["ankara is the capital of turkey", "the northern lights are caused by the sun", "a cat"]
+    a = Reranker(live, device="cpu").score("what is the capital of turkey", docs)
+    b = Reranker(saved, device="cpu").score("what is the capital of turkey", docs)
+    assert a == pytest.approx(b, rel=1e-4, abs=1e-4)
+    # NF4 changed the base: the plain LoRA model of the same adapters scores differently
+    plain = build_model(resolve_config(None, {**settings, "qlora": False}))
+    load_lora_state(plain, result.model_dir)
+    c = Reranker(plain, device="cpu").score("what is the capital of turkey", docs)
+    assert c != pytest.approx(b, rel=1e-4, abs=1e-4)
+    with pytest.raises(TrainingConfigError, match="--qlora: QLoRA is LoRA over a 4-bit base"):
+        resolve_config(None, {**settings, "lora": None})
