@@ -15,7 +15,8 @@
 #   bash benchmarks/gpu_suite.sh finish  what levers + anchored left: the compiled static step, the recompute checks,
 #                                        the rest of the inference anchors, the length sweep with anchors
 #   bash benchmarks/gpu_suite.sh qlora-static  then sweep (< 30 s apart): what the third session left: QLoRA rows
-#                                        (carry .whl-qlora), the compiled static step, mamba-370m one at a time, then
+#                                        (carry .whl-qlora), the compiled static step, mamba-370m one at a time, an
+#                                        inference profile (packed vs padded, wall vs kernel time), then
 #                                        the Triton SSD beside mamba_ssm's and the length sweep with every anchor
 #   bash benchmarks/gpu_suite.sh smoke   the build in the background and a short real-size run of every mode
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
@@ -138,6 +139,9 @@ qlora-static)  # next: the build in the background; QLoRA / LoRA rows of the lar
      | grep -E "^\||WARNING rerankers.bench" | tail -14
   timeout -s INT 90 $R bench train --backbone mamba-370m --pairs 64 --modes packed single --anchors none \
      --out $RES/train-single-370m 2>&1 | grep "^|" | tail -4
+  # why our padded path beat our packed one at inference (third session): kernels vs wall time, both modes
+  timeout -s INT 60 $R bench profile --backbone mamba-130m bert-base --step infer --modes packed padded \
+     --out $RES/profile-infer 2>&1 | grep "^|" | head -8
   pack ;;
 sweep)  # next, < 30 s after qlora-static: the length sweep with every anchor, in a box long enough for our
         # kernels' compilation per sequence count (about 25 s each: KERNEL_NOTES.md, LOG_S)

@@ -1,10 +1,13 @@
-"""``rerank bench profile``: where a training step's time goes, by operator class.
+"""``rerank bench profile``: where a training step's (or an inference call's) time goes, by operator class.
 
-torch.profiler over ``steps`` training steps (after ``warmup``) of each system; on CUDA the GPU time
+torch.profiler over ``steps`` training steps (``step="infer"``: scoring calls, no gradient) after ``warmup``,
+of each system (ours in each of ``modes``, then the anchors); on CUDA the GPU time
 of every kernel (self device time), on the CPU the self time of every operator, each put in one
 class by its name (:data:`CLASSES`, first match wins; the order matters: the optimizer's
 multi-tensor kernels before element-wise work, the scan before anything named ``*scan*`` elsewhere).
-The result: per system, milliseconds per step and share of each class, and the top kernels.
+The result: per system, milliseconds per step and share of each class, the top kernels, and the wall
+time of a step timed outside the profiler (synchronised, median): the kernels' total over it is the share
+of the step the GPU is busy (low: the host is the bottleneck, launches and Python between kernels).
 """
 from __future__ import annotations
 
@@ -18,8 +21,8 @@ import torch
 
 from rerankers.bench import anchors as anchor_mod
 from rerankers.bench.build import build_model
-from rerankers.bench.systems import Ours, TrainStep
-from rerankers.bench.timing import new_result, release, synchronize
+from rerankers.bench.systems import Ours, TrainStep, infer_scores
+from rerankers.bench.timing import new_result, release, synchronize, time_calls
 from rerankers.bench.train import autocast_dtype
 from rerankers.bench.workload import model_workload, synthetic_batches
 
@@ -56,6 +59,8 @@ class ProfileBenchConfig:
     dtype: str = "bfloat16"
     tokenizer: str | None = None
     seed: int = 0
+    step: str = "train"  # or "infer": scoring calls under no_grad
+    modes: Sequence[str] = ("packed",)
 
 
 def _breakdown(prof, device: torch.device, steps: int) -> tuple[dict[str, float], list[dict[str, Any]]]:
@@ -82,6 +87,13 @@ def _breakdown(prof, device: torch.device, steps: int) -> tuple[dict[str, float]
     return dict(by_class), kernels
 
 
+def _step_of(system, step: str, device: torch.device, group_size: int, dtype):
+    """What one profiled step calls on a batch: the training step, or a scoring call without gradients."""
+    if step == "train":
+        return TrainStep(system, device, group_size, autocast=dtype)
+    return lambda batch: infer_scores(system, batch, dtype)
+
+
 def run_profile_bench(cfg: ProfileBenchConfig, command: str | None = None, on_row=None) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
@@ -93,32 +105,35 @@ def run_profile_bench(cfg: ProfileBenchConfig, command: str | None = None, on_ro
         model, _ = build_model(name, init="random", tokenizer=cfg.tokenizer, seed=cfg.seed)
         model.to(device)
         batches = [b.to(device) for b in synthetic_batches(cfg.pairs, 2, seed=cfg.seed, **model_workload(model))]
-        systems = [Ours(name, "packed", model)]
+        systems = [Ours(name, mode, model) for mode in cfg.modes]
         for kind in cfg.anchors:
             anchor = anchor_mod.try_anchor(kind, name, model, result["skipped"])
             if anchor is not None:
                 systems.append(anchor)
                 anchor.module.to(device)
         for system in systems:
-            step = TrainStep(system, device, cfg.group_size, autocast=dtype)
+            call = _step_of(system, cfg.step, device, cfg.group_size, dtype)
             for i in range(cfg.warmup):
-                step(batches[i % 2])
+                call(batches[i % 2])
+            wall = time_calls(lambda i, call=call: call(batches[i % 2]), device, 0, cfg.steps)
             synchronize(device)
             with profile(activities=activities) as prof:
                 for i in range(cfg.steps):
-                    step(batches[i % 2])
+                    call(batches[i % 2])
                 synchronize(device)
             by_class, kernels = _breakdown(prof, device, cfg.steps)
             total = sum(by_class.values()) or float("nan")
-            row = {"backbone": name, "impl": system.impl, "mode": system.mode, "pairs": cfg.pairs,
+            row = {"backbone": name, "impl": system.impl, "mode": system.mode, "pairs": cfg.pairs, "step": cfg.step,
                    "real_tokens": round(sum(b.num_tokens for b in batches) / 2), "total_ms_per_step": total,
+                   "wall_ms_per_step": wall.median_s * 1e3,
+                   "busy": total / (wall.median_s * 1e3) if device.type == "cuda" else None,
                    "time": "GPU kernel time" if device.type == "cuda" else "CPU operator self time",
                    "ms_per_step": by_class, "share": {k: v / total for k, v in by_class.items()},
                    "top": kernels[:cfg.top]}
             result["rows"].append(row)
             logger.info("%s: %.1f ms per step; %s", system.label, total,
                         ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])))
-            del step
+            del call
             system.module.zero_grad(set_to_none=True)
             release(device)
             if on_row is not None:

@@ -82,12 +82,19 @@ def _scaling_tables(res: dict[str, Any]) -> str:
 def _profile_tables(res: dict[str, Any]) -> str:
     classes = res["classes"]
     body = []
+    walls = any(r.get("wall_ms_per_step") is not None for r in res["rows"])  # not in older results
     for r in res["rows"]:
         share = r["share"]
-        body.append([r["backbone"], _system(r), r["pairs"], _fmt(r["total_ms_per_step"])] +
-                    [f"{share[c]:.1%}" if c in share else "-" for c in classes])
-    out = [f"Time: {res['rows'][0]['time'] if res['rows'] else ''} per training step.\n",
-           table(["backbone", "system", "pairs", "ms/step", *classes], body)]
+        body.append([r["backbone"], _system(r), r["pairs"], _fmt(r["total_ms_per_step"])]
+                    + ([_fmt(r.get("wall_ms_per_step")), "-" if r.get("busy") is None else f"{r['busy']:.0%}"]
+                       if walls else [])
+                    + [f"{share[c]:.1%}" if c in share else "-" for c in classes])
+    step = "inference call" if res["config"].get("step") == "infer" else "training step"
+    out = [f"Time: {res['rows'][0]['time'] if res['rows'] else ''} per {step}"
+           + ("; wall: the step timed outside the profiler; busy: the kernels' share of it" if walls else "")
+           + ".\n",
+           table(["backbone", "system", "pairs", "ms/step", *(["wall ms", "busy"] if walls else []), *classes],
+                 body)]
     for r in res["rows"]:
         out.append(f"\nTop kernels, {r['backbone']} {_system(r)}:\n")
         out.append(table(["kernel", "class", "ms/step", "calls/step"],

@@ -220,6 +220,20 @@ def test_bench_scaling_and_profile_smoke(tiny_backbones, tmp_path):
     assert paths["png"].is_file()
 
 
+def test_bench_profile_of_inference_calls_in_two_modes(tiny_backbones, tmp_path):
+    """--step infer --modes packed padded: a row per mode, the wall time of a call beside the kernels' total, the
+    table saying what a step is."""
+    res, paths = run_bench("profile", tmp_path / "p", backbones=[tiny_backbones["bert"]], pairs=8, step="infer",
+                           modes=["packed", "padded"], plots=False, **FAST)
+    assert [(r["mode"], r["step"]) for r in res["rows"]] == [("packed", "infer"), ("padded", "infer")]
+    assert all(r["wall_ms_per_step"] > 0 and r["busy"] is None for r in res["rows"])  # busy: CUDA only
+    assert not any("optimizer" in r["share"] for r in res["rows"])  # no training step in it
+    md = paths["md"].read_text()
+    assert "per inference call" in md and "| wall ms | busy |" in md
+    with pytest.raises(UsageError, match="--step eval: train or infer"):
+        run_bench("profile", tmp_path / "q", backbones=[tiny_backbones["bert"]], step="eval", **FAST)
+
+
 def test_profile_classes():
     assert classify("_scan_bwd_kernel") == "selective scan"
     assert classify("void selective_scan_fwd_kernel<...>") == "selective scan"
