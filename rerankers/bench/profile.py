@@ -63,6 +63,9 @@ class ProfileBenchConfig:
     modes: Sequence[str] = ("packed",)
 
 
+STEPS = ("train", "infer")  # what a profiled step is: a training step, or a scoring call without gradients
+
+
 def _breakdown(prof, device: torch.device, steps: int) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """(ms per step by class, top kernels) from a finished profiler."""
     from torch.autograd import DeviceType

@@ -31,6 +31,7 @@ BENCH_MODES = ("train", "infer", "scaling", "profile")
 
 def _check_options(mode: str, cfg) -> None:
     from rerankers.bench.anchors import ANCHORS
+    from rerankers.bench.profile import STEPS
     from rerankers.bench.workload import MODES
     from rerankers.train.config import COMPILE_MODES
 
@@ -46,8 +47,8 @@ def _check_options(mode: str, cfg) -> None:
             raise UsageError(f"--modes {m}: one of {', '.join(MODES)}")
         if m == "static" and mode != "train":
             raise UsageError("--modes static: rerank bench train only (a training step of one fixed shape)")
-    if getattr(cfg, "step", "train") not in ("train", "infer"):
-        raise UsageError(f"--step {cfg.step}: train or infer")
+    if getattr(cfg, "step", "train") not in STEPS:
+        raise UsageError(f"--step {cfg.step}: {' or '.join(STEPS)}")
     if getattr(cfg, "compile", "off") not in COMPILE_MODES:
         raise UsageError(f"--compile {cfg.compile}: one of {', '.join(COMPILE_MODES)}")
     if getattr(cfg, "static_tokens", None) is not None and cfg.static_tokens < 2:

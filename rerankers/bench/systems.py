@@ -63,12 +63,14 @@ class System(abc.ABC):
 
 
 class Ours(System):
-    """Our CrossEncoder in one mode; ``compile`` (packed and static modes): its forward through torch.compile;
-    ``lora``: the rank of the LoRA adapters ``model``'s backbone is wrapped in (None: full fine-tuning)."""
+    """Our CrossEncoder in one mode; ``compile`` (packed and static modes): its forward through torch.compile.
+    ``lora`` / ``base``: read from a model whose backbone is wrapped in LoRA adapters (``model.lora``: their rank,
+    and "nf4" over a 4-bit base), None for full fine-tuning."""
 
-    def __init__(self, name: str, mode: str, model, compile: str = "off", lora: int | None = None):
+    def __init__(self, name: str, mode: str, model, compile: str = "off"):
         super().__init__(name, mode, model)
-        self.lora = lora
+        adapters = getattr(model, "lora", None)
+        self.lora, self.base = (adapters["rank"], adapters.get("base")) if adapters else (None, None)
         self.model = model
         self.causal = model.pooling == "last"  # last-token pooling: a causal backbone (Mamba, decoders)
         self.compile = compile if mode in ("packed", "static") else "off"

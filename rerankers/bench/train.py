@@ -178,8 +178,7 @@ def _time_lora(name: str, model, rank: int, batches, cfg: TrainBenchConfig, devi
         return
     twin.to(device)
     release(device)
-    system = Ours(name, "packed", twin, lora=rank)
-    system.base = "nf4" if nf4 else None
+    system = Ours(name, "packed", twin)
     flops = flops * 4 / 6  # frozen weights: forward (2N) + the activations' gradients (2N), no weight gradients
     for n in cfg.pairs:
         if _time_system(system, batches[n], n, cfg, device, dtype, flops, result) is not None and on_row is not None:

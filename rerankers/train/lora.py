@@ -79,11 +79,16 @@ def quantize_base_nf4(model, device: torch.device | str, compute_dtype: torch.dt
                 q.bias = torch.nn.Parameter(child.bias.detach().float().cpu(), requires_grad=False)
             setattr(parent, name, q.to(device))
             replaced += 1
-    model.nf4_base = replaced > 0
     if not replaced:
         raise TrainingConfigError(f"--qlora: no nn.Linear named {', '.join(targets)} in the {model.backbone_type} "
                                   "backbone")
     return replaced
+
+
+def _has_nf4_layers(module) -> bool:
+    """Whether :func:`quantize_base_nf4` put bitsandbytes layers in ``module`` (no import of bitsandbytes)."""
+    return any(type(m).__name__ == "Linear4bit" and type(m).__module__.startswith("bitsandbytes")
+               for m in module.modules())
 
 
 def apply_lora(model, rank: int, alpha: float | None = None, dropout: float = 0.0) -> int:
@@ -95,7 +100,7 @@ def apply_lora(model, rank: int, alpha: float | None = None, dropout: float = 0.
                              target_modules=list(targets), bias="none")
     model.backbone = peft.get_peft_model(model.backbone, config)
     model.lora = {"rank": rank, "alpha": config.lora_alpha, "dropout": dropout, "targets": list(targets),
-                  "base": "nf4" if getattr(model, "nf4_base", False) else None}
+                  "base": "nf4" if _has_nf4_layers(model.backbone) else None}
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
@@ -111,7 +116,6 @@ def merged_copy(model):
     if twin.lora.get("base") == "nf4":
         _dequantize_adapted(twin.backbone)
         twin.backbone = twin.backbone.unload()  # the wrappers replaced by their (now merged) base layers
-        twin.nf4_base = False
     else:
         twin.backbone = twin.backbone.merge_and_unload()
     twin.lora = None
