@@ -31,6 +31,7 @@ from rerankers.kernels import (
     causal_conv1d_ref_varlen,
     causal_conv1d_varlen,
     selective_scan_ref_varlen,
+    triton_utils,
 )
 from rerankers.kernels.add_rmsnorm.op import NormConfig, add_rmsnorm_triton
 from rerankers.kernels.causal_conv1d.op import DEFAULT_CONFIG as CONV_DEFAULT_CONFIG
@@ -46,7 +47,8 @@ from rerankers.kernels.varlen import cu_seqlens_from_lengths
 
 DEV = "cuda"
 CFG: ScanConfig | None = None  # tile config used by checks and the sweep (None: the default)
-RESULTS: dict = {"checks": [], "timings": [], "configs": [], "conv": [], "mamba": [], "addnorm": [], "recompute": []}
+RESULTS: dict = {"checks": [], "timings": [], "configs": [], "conv": [], "mamba": [], "addnorm": [], "recompute": [],
+                 "log_s": []}
 
 
 def log(*a):
@@ -492,6 +494,36 @@ def time_recompute(tag: str, lengths: list[int], D: int, base: ScanConfig | None
         torch.cuda.empty_cache()
 
 
+def time_log_s(gen: torch.Generator) -> None:
+    """The floor on the kernels' search depth (``triton_utils.LOG_S_MIN``), off (1) and on (its default):
+    scan and conv fwd+bwd at fixed shapes, then the first call's wall time (compilation included) at
+    sequence counts not met before, as a scaling sweep or a reranking service meets them."""
+    floor = triton_utils.LOG_S_MIN
+    shapes = [("B1xL16384", [16384], 2048), ("B64xL128", [128] * 64, 1536), ("msmarco 23K", msmarco_lengths(gen, 23272), 1536)]
+    for m in (1, floor):
+        triton_utils.LOG_S_MIN = m
+        for tag, lens, D in shapes:
+            r = time_scan(f"LOG_S_MIN={m} {tag}", lens, D)
+            _, cfb = conv_timer(lens, D)
+            conv_ms = bench(cfb)
+            RESULTS["log_s"].append(dict(log_s_min=m, tag=tag, S=len(lens), T=sum(lens), D=D, scan_fwd_ms=r["fwd_ms"],
+                                         scan_fwdbwd_ms=r["fwdbwd_ms"], conv_fwdbwd_ms=conv_ms))
+            log(f"LOG_S_MIN={m} {tag:14s} conv fwd+bwd {conv_ms:7.3f} ms")
+        for S in (3, 24, 192):  # counts whose search depth differs from every shape above
+            lens = [max(1, 4096 // S)] * S
+            _, fb = scan_timer(lens, 1536, sets=1)
+            _, cfb = conv_timer(lens, 1536)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fb(0)
+            cfb(0)
+            torch.cuda.synchronize()
+            first = time.perf_counter() - t0
+            RESULTS["log_s"].append(dict(log_s_min=m, tag="first call", S=S, T=sum(lens), D=1536, first_call_s=first))
+            log(f"LOG_S_MIN={m} first call at S={S:4d}: {first:6.2f} s (compilation included)")
+    triton_utils.LOG_S_MIN = floor
+
+
 # ----------------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -501,7 +533,8 @@ def main() -> int:
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--cfg-json", default="/tmp/best_scan_cfg.json", help="best config: written by 'configs', read otherwise")
     ap.add_argument("--only", default="check,configs,sweep,conv,ref,mamba",
-                    help="parts, comma-separated; also recompute (timings + checks) and recompute-check (checks only)")
+                    help="parts, comma-separated; also recompute (timings + checks), recompute-check (checks only), "
+                         "log-s (the search-depth floor off and on)")
     ap.add_argument("--configs", default=None,
                     help="';'-separated ScanConfig tuples for 'configs' (default: the built-in sweep)")
     ap.add_argument("--keep-default", action="store_true", help="time the configs but keep the default for the rest")
@@ -705,6 +738,10 @@ def main() -> int:
             all_ok &= check_scan(f"recompute={int(rc)} windows 32/48", [1000, 1, 2, 700, 33, 64, 2300], 192, seed=7,
                                  cfg=replace(c, window=32, window_bwd=48, warps=2, warps_bwd=2))
         log(f"RECOMPUTE CHECKS {'PASS' if all_ok else 'FAIL'}")
+        save()
+    if "log-s" in parts:
+        all_ok &= check_scan("LOG_S floor, ragged 8K", [2048, 1, 3000, 1, 255, 257, 2627], 2048, seed=11)
+        time_log_s(gen)
         save()
     if "profile" in parts:
         fwd, fb = scan_timer(msmarco_lengths(gen, 32768), 1536, cfg=CFG)

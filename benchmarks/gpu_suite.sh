@@ -17,14 +17,17 @@
 #   bash benchmarks/gpu_suite.sh qlora-static  then sweep (< 30 s apart): what the third session left: QLoRA rows
 #                                        (carry .whl-qlora), the compiled static step, mamba-370m one at a time, an
 #                                        inference profile (packed vs padded, wall vs kernel time), then
-#                                        the Triton SSD beside mamba_ssm's and the length sweep with every anchor
+#                                        the search-depth floor off and on, the Triton SSD beside mamba_ssm's and
+#                                        the length sweep with every anchor
 #   bash benchmarks/gpu_suite.sh smoke   the build in the background and a short real-size run of every mode
+#   bash benchmarks/gpu_suite.sh leftover  (fourth session) what qlora-static's boxes cut, and Mamba-2 on the Triton
+#                                        SSD; full logs in $OUT
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -134,23 +137,41 @@ qlora-static)  # next: the build in the background; QLoRA / LoRA rows of the lar
   start_build
   timeout -s INT 120 $R bench train --backbone mamba-790m bert-large mamba-370m --pairs 64 --modes packed \
      --anchors none --lora 16 --qlora 16 --out $RES/train-qlora 2>&1 | grep -E "^\||WARNING rerankers.bench" | tail -12
+  pack > /dev/null
   timeout -s INT 200 $R bench train --backbone mamba-130m bert-base bert-large --pairs 64 256 --modes packed static \
      --anchors none --compile reduce-overhead --warmup 8 --steps 20 --out $RES/train-static 2>&1 \
      | grep -E "^\||WARNING rerankers.bench" | tail -14
+  pack > /dev/null
   timeout -s INT 90 $R bench train --backbone mamba-370m --pairs 64 --modes packed single --anchors none \
      --out $RES/train-single-370m 2>&1 | grep "^|" | tail -4
+  pack > /dev/null
   # why our padded path beat our packed one at inference (third session): kernels vs wall time, both modes
   timeout -s INT 60 $R bench profile --backbone mamba-130m bert-base --step infer --modes packed padded \
      --out $RES/profile-infer 2>&1 | grep "^|" | head -8
   pack ;;
-sweep)  # next, < 30 s after qlora-static: the length sweep with every anchor, in a box long enough for our
-        # kernels' compilation per sequence count (about 25 s each: KERNEL_NOTES.md, LOG_S)
+sweep)  # next, < 30 s after qlora-static: the search-depth floor off and on (LOG_S_MIN), the Triton SSD beside
+        # mamba_ssm's, then the length sweep with every anchor (packed after each part: a cut-off call keeps them)
   WAIT_BUILD_S=60 wait_build  # mamba_ssm's Triton SSD, the anchor of ours, comes with the build
-  mkdir -p $RES/ssd-triton
-  timeout -s INT 150 python3 benchmarks/bench_ssd_triton.py --pairs 64 256 --chunks 32 64 --out $RES/ssd-triton \
+  mkdir -p $RES/log-s $RES/ssd-triton
+  timeout -s INT 150 python3 benchmarks/bench_kernels.py --only log-s --skip-check --out $RES/log-s 2>&1 \
+     | grep -E "LOG_S|CHECK|check|Error" | tail -24
+  pack > /dev/null
+  timeout -s INT 140 python3 benchmarks/bench_ssd_triton.py --pairs 64 256 --chunks 32 64 --out $RES/ssd-triton \
      2>&1 | tail -14
-  timeout -s INT 360 $R bench scaling --backbone mamba-130m bert-base --min-length 512 --max-length 16384 \
+  pack > /dev/null
+  timeout -s INT 250 $R bench scaling --backbone mamba-130m bert-base --min-length 512 --max-length 16384 \
      --out $RES/scaling-anchors 2>&1 | grep "^|" | tail -30
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|smoke" >&2; exit 2 ;;
+leftover)  # one call after those (fourth session), no anchors: what their boxes cut (QLoRA / LoRA rows of the
+           # larger models, mamba-370m one at a time) and Mamba-2 with the Triton SSD now its GPU default
+  timeout -s INT 280 $R bench train --backbone bert-large mamba-790m --pairs 64 --modes packed --anchors none \
+     --lora 16 --qlora 16 --out $RES/train-qlora > $OUT/train-qlora.log 2>&1; grep -E "^\|" $OUT/train-qlora.log | tail -8
+  pack > /dev/null
+  timeout -s INT 130 $R bench train --backbone mamba-370m --pairs 64 --modes packed single --anchors none \
+     --out $RES/train-single-370m > $OUT/train-single.log 2>&1; grep "^|" $OUT/train-single.log | tail -3
+  pack > /dev/null
+  timeout -s INT 100 $R bench train --backbone mamba2-130m mamba-130m --pairs 64 256 --modes packed --anchors none \
+     --out $RES/train-mamba2-triton > $OUT/train-mamba2.log 2>&1; grep "^|" $OUT/train-mamba2.log | tail -6
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|smoke" >&2; exit 2 ;;
 esac

@@ -38,9 +38,16 @@ def next_pow2(x: int) -> int:
     return 1 << max(int(x) - 1, 0).bit_length()
 
 
+# The floor of the search depth: every count of sequences up to 2**LOG_S_MIN - 1 shares one compilation of
+# each varlen kernel (LOG_S is a constexpr; the kernels do not specialise on S either). A deeper search costs a
+# few scalar loads per program, once (benchmarks/bench_kernels.py --only log-s times it; KERNEL_NOTES.md).
+LOG_S_MIN = 9
+
+
 def log_s(S: int) -> int:
-    """Halvings of the in-kernel binary search over cu_seqlens (S+1 entries): 2**LOG_S > S."""
-    return max(int(S).bit_length(), 1)
+    """Halvings of the in-kernel binary search over cu_seqlens (S+1 entries): 2**LOG_S > S, at least
+    :data:`LOG_S_MIN`."""
+    return max(int(S).bit_length(), LOG_S_MIN, 1)
 
 
 def row_major(x: Tensor | None) -> Tensor | None:

@@ -56,7 +56,7 @@ def _bwd_row(X, H, DY, i: tl.constexpr, sm, b, w0, w1, w2, w3, g1, g2, g3, SILU:
     return g, dx, x0, x1, x2, x3
 
 
-@triton.jit(do_not_specialize=["stride_x", "stride_dy", "stride_dx"])
+@triton.jit(do_not_specialize=["stride_x", "stride_dy", "stride_dx", "S"])
 def _conv_bwd_walk_kernel(x_ptr, w_ptr, b_ptr, dy_ptr, cu_ptr, dx_ptr, part_ptr,
                           stride_x, stride_dy, stride_dx, T, Dm, S,
                           W: tl.constexpr, LOG_S: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,

@@ -50,7 +50,7 @@ def _rows_tile(ptr, t0, rr, T, stride, offs_d, md):
     return _tile(ptr, rows.to(tl.int64), stride, offs_d, ((rows >= 0) & (rows < T))[:, None] & md[None, :])
 
 
-@triton.jit(do_not_specialize=["stride_x", "stride_y"])
+@triton.jit(do_not_specialize=["stride_x", "stride_y", "S"])
 def _conv_fwd_walk_kernel(x_ptr, w_ptr, b_ptr, y_ptr, cu_ptr, stride_x, stride_y, T, Dm, S,
                           W: tl.constexpr, LOG_S: tl.constexpr, HAS_BIAS: tl.constexpr, SILU: tl.constexpr,
                           BT: tl.constexpr, R: tl.constexpr, BD: tl.constexpr):

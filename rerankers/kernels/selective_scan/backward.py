@@ -26,7 +26,7 @@ from ..triton_utils import _lower_bound, _row, _sigmoid, _start_bits, _tile
 from .forward import LOG2E, _chunk, _dt_tile, _params, _window
 
 
-@triton.jit(do_not_specialize=["s_dy", "s_dl", "s_z", "s_h"])
+@triton.jit(do_not_specialize=["s_dy", "s_dl", "s_z", "s_h", "S"])
 def _scan_bwd_local_kernel(dy_ptr, dl_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, gin_ptr, dts_ptr, flag_ptr, cu_ptr,
                            s_dy, s_dl, s_C, s_z, s_h, T, Dm, N, S,
                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -116,7 +116,7 @@ def _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0, w1, rr, offs_d, md, offs
     return h
 
 
-@triton.jit(do_not_specialize=["s_u", "s_dl", "s_h"])
+@triton.jit(do_not_specialize=["s_u", "s_dl", "s_h", "S"])
 def _scan_states_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, hin_ptr, states_ptr, cu_ptr,
                         s_u, s_dl, s_B, s_h, T, Dm, N, S,
                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr,
@@ -140,7 +140,7 @@ def _scan_states_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, hin_ptr, states_p
                              s_u, s_dl, s_B, 0, HAS_BIAS, SOFTPLUS, BT)
 
 
-@triton.jit(do_not_specialize=["s_dy", "s_u", "s_dl", "s_z", "s_du", "s_ddl", "s_dz", "s_h"])
+@triton.jit(do_not_specialize=["s_dy", "s_u", "s_dl", "s_z", "s_du", "s_ddl", "s_dz", "s_h", "S"])
 def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                      states_ptr, gout_ptr, cu_ptr,
                      du_ptr, ddl_ptr, dz_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dbias_ptr,

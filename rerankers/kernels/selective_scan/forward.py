@@ -84,7 +84,7 @@ def _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD: tl.constexpr, HAS_
     return mdn, hn_off, A2, bias
 
 
-@triton.jit(do_not_specialize=["s_u", "s_dl", "s_h"])
+@triton.jit(do_not_specialize=["s_u", "s_dl", "s_h", "S"])
 def _scan_fwd_local_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, send_ptr, dts_ptr, flag_ptr, cu_ptr,
                            s_u, s_dl, s_B, s_h, T, Dm, N, S,
                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
@@ -159,7 +159,7 @@ def _scan_chain_kernel(vec_ptr, dts_ptr, flag_ptr, A_ptr, out_ptr, s_h, n_win, D
         j0 += G
 
 
-@triton.jit(do_not_specialize=["s_u", "s_dl", "s_z", "s_y", "s_h"])
+@triton.jit(do_not_specialize=["s_u", "s_dl", "s_z", "s_y", "s_h", "S"])
 def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr,
                      hin_ptr, states_ptr, cu_ptr,
                      s_u, s_dl, s_B, s_C, s_z, s_y, s_h, T, Dm, N, S,

@@ -2,11 +2,11 @@
 
     reference.py    the recurrent per-sequence reference (the oracle; fp32 or fp64), ``ssd_ref_varlen``
     chunked.py      the chunked matmul form over the packed stream with per-token sequence masks,
-                    ``ssd_chunked_varlen``: the CPU path and, for now, the default GPU path
+                    ``ssd_chunked_varlen``: the CPU path
     forward.py      Triton kernels of the same chunked form, forward (imports triton)
     backward.py     Triton kernels, backward (imports triton)
     op.py           launchers, the autograd function, ``ssd_triton_varlen`` (imports triton): the
-                    opt-in ``backend="triton"`` of ``ssd_varlen`` until it is measured on the GPU
+                    default GPU path of ``ssd_varlen`` since its H200 timing (KERNEL_NOTES.md)
 
 The public entry point, with its argument checks and backend choice, is
 :func:`rerankers.kernels.dispatch.ssd_varlen`. mamba_ssm's Triton SSD (``mamba_chunk_scan_combined``
