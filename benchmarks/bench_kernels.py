@@ -497,31 +497,37 @@ def time_recompute(tag: str, lengths: list[int], D: int, base: ScanConfig | None
 def time_log_s(gen: torch.Generator) -> None:
     """The floor on the kernels' search depth (``triton_utils.LOG_S_MIN``), off (1) and on (its default):
     scan and conv fwd+bwd at fixed shapes, then the first call's wall time (compilation included) at
-    sequence counts not met before, as a scaling sweep or a reranking service meets them."""
+    sequence counts not met before, all of the same 4,096 tokens (so only the count changes, not the window
+    or T's divisibility), as a scaling sweep or a reranking service meets them. Run it with a fresh
+    ``TRITON_CACHE_DIR``, or the on-disk cache of an earlier run hides the compilations."""
     floor = triton_utils.LOG_S_MIN
     shapes = [("B1xL16384", [16384], 2048), ("B64xL128", [128] * 64, 1536), ("msmarco 23K", msmarco_lengths(gen, 23272), 1536)]
-    for m in (1, floor):
-        triton_utils.LOG_S_MIN = m
-        for tag, lens, D in shapes:
-            r = time_scan(f"LOG_S_MIN={m} {tag}", lens, D)
-            _, cfb = conv_timer(lens, D)
-            conv_ms = bench(cfb)
-            RESULTS["log_s"].append(dict(log_s_min=m, tag=tag, S=len(lens), T=sum(lens), D=D, scan_fwd_ms=r["fwd_ms"],
-                                         scan_fwdbwd_ms=r["fwdbwd_ms"], conv_fwdbwd_ms=conv_ms))
-            log(f"LOG_S_MIN={m} {tag:14s} conv fwd+bwd {conv_ms:7.3f} ms")
-        for S in (3, 24, 192):  # counts whose search depth differs from every shape above
-            lens = [max(1, 4096 // S)] * S
-            _, fb = scan_timer(lens, 1536, sets=1)
-            _, cfb = conv_timer(lens, 1536)
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            fb(0)
-            cfb(0)
-            torch.cuda.synchronize()
-            first = time.perf_counter() - t0
-            RESULTS["log_s"].append(dict(log_s_min=m, tag="first call", S=S, T=sum(lens), D=1536, first_call_s=first))
-            log(f"LOG_S_MIN={m} first call at S={S:4d}: {first:6.2f} s (compilation included)")
-    triton_utils.LOG_S_MIN = floor
+    try:
+        for m in (1, floor):
+            triton_utils.LOG_S_MIN = m
+            for tag, lens, D in shapes:
+                r = time_scan(f"LOG_S_MIN={m} {tag}", lens, D)
+                _, cfb = conv_timer(lens, D)
+                conv_ms = bench(cfb)
+                RESULTS["log_s"].append(dict(log_s_min=m, tag=tag, S=len(lens), T=sum(lens), D=D,
+                                             scan_fwd_ms=r["fwd_ms"], scan_fwdbwd_ms=r["fwdbwd_ms"],
+                                             conv_fwdbwd_ms=conv_ms))
+                log(f"LOG_S_MIN={m} {tag:14s} conv fwd+bwd {conv_ms:7.3f} ms")
+            for S in (3, 24, 192):  # counts whose search depth differs from every shape above
+                lens = [4096 // S + (i < 4096 % S) for i in range(S)]
+                _, fb = scan_timer(lens, 1536, sets=1)
+                _, cfb = conv_timer(lens, 1536)
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fb(0)
+                cfb(0)
+                torch.cuda.synchronize()
+                first = time.perf_counter() - t0
+                RESULTS["log_s"].append(dict(log_s_min=m, tag="first call", S=S, T=sum(lens), D=1536,
+                                             first_call_s=first))
+                log(f"LOG_S_MIN={m} first call at S={S:4d}: {first:6.2f} s (compilation included)")
+    finally:  # an interrupted run leaves the default for what follows
+        triton_utils.LOG_S_MIN = floor
 
 
 # ----------------------------------------------------------------------------------------------

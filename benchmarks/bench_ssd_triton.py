@@ -5,7 +5,7 @@
    lengths 16 and 64) and bf16 inputs against the fp32 reference; exactly zero gradient across sequences;
    at mamba2-130m's shape (24 heads of 64, d_state 128), bf16, against the chunked form.
 2. The scan alone at mamba2-130m's shape, bf16, MS MARCO-shaped packs: forward-only and forward + backward
-   time and peak memory for the chunked form (the current default), the Triton forward + Triton backward
+   time and peak memory for the chunked form (the CPU path), the Triton forward + Triton backward (the GPU default)
    at several chunk lengths, the Triton forward + chunked recompute backward, and mamba_ssm's Triton SSD
    where ``--mamba-ssm DIR`` imports it (benchmarks/KERNEL_NOTES.md, Mamba-2).
 
@@ -93,7 +93,7 @@ def time_scan(scan, pairs: list[int], chunks: list[int], device: str, steps: int
         cu = cu_seqlens_from_lengths(lengths, device=device)
         xs = inputs(lengths, 24, 64, 1, 128, torch.bfloat16, device)
         w = torch.randn(sum(lengths), 24, 64, device=device)
-        systems = [("chunked q64 (default)", chunked(64)), ("chunked q256", chunked(256))]
+        systems = [("chunked q64", chunked(64)), ("chunked q256", chunked(256))]
         systems += [(f"triton q{q}", triton(q)) for q in chunks]
         systems.append((f"triton q{chunks[0]} + chunked bwd", triton(chunks[0], "chunked")))
         if scan is not None:

@@ -22,12 +22,13 @@
 #   bash benchmarks/gpu_suite.sh smoke   the build in the background and a short real-size run of every mode
 #   bash benchmarks/gpu_suite.sh leftover  (fourth session) what qlora-static's boxes cut, and Mamba-2 on the Triton
 #                                        SSD; full logs in $OUT
+#   bash benchmarks/gpu_suite.sh attention  packed attention backends at the training shapes (bench_attention.py)
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|attention|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -153,17 +154,19 @@ sweep)  # next, < 30 s after qlora-static: the search-depth floor off and on (LO
         # mamba_ssm's, then the length sweep with every anchor (packed after each part: a cut-off call keeps them)
   WAIT_BUILD_S=60 wait_build  # mamba_ssm's Triton SSD, the anchor of ours, comes with the build
   mkdir -p $RES/log-s $RES/ssd-triton
-  timeout -s INT 150 python3 benchmarks/bench_kernels.py --only log-s --skip-check --out $RES/log-s 2>&1 \
+  TRITON_CACHE_DIR=$(mktemp -d) timeout -s INT 150 python3 benchmarks/bench_kernels.py --only log-s --skip-check \
+     --out $RES/log-s 2>&1 \
      | grep -E "LOG_S|CHECK|check|Error" | tail -24
   pack > /dev/null
   timeout -s INT 140 python3 benchmarks/bench_ssd_triton.py --pairs 64 256 --chunks 32 64 --out $RES/ssd-triton \
      2>&1 | tail -14
   pack > /dev/null
-  timeout -s INT 250 $R bench scaling --backbone mamba-130m bert-base --min-length 512 --max-length 16384 \
+  timeout -s INT 190 $R bench scaling --backbone mamba-130m bert-base --min-length 512 --max-length 16384 \
      --out $RES/scaling-anchors 2>&1 | grep "^|" | tail -30
   pack ;;
-leftover)  # one call after those (fourth session), no anchors: what their boxes cut (QLoRA / LoRA rows of the
-           # larger models, mamba-370m one at a time) and Mamba-2 with the Triton SSD now its GPU default
+leftover)  # a call on a fresh machine after those (fourth session), no anchors: what their boxes cut (QLoRA / LoRA
+           # rows of the larger models, mamba-370m one at a time; into qlora-static's result folders) and Mamba-2
+           # with the Triton SSD now its GPU default
   timeout -s INT 280 $R bench train --backbone bert-large mamba-790m --pairs 64 --modes packed --anchors none \
      --lora 16 --qlora 16 --out $RES/train-qlora > $OUT/train-qlora.log 2>&1; grep -E "^\|" $OUT/train-qlora.log | tail -8
   pack > /dev/null
@@ -173,5 +176,10 @@ leftover)  # one call after those (fourth session), no anchors: what their boxes
   timeout -s INT 100 $R bench train --backbone mamba2-130m mamba-130m --pairs 64 256 --modes packed --anchors none \
      --out $RES/train-mamba2-triton > $OUT/train-mamba2.log 2>&1; grep "^|" $OUT/train-mamba2.log | tail -6
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|smoke" >&2; exit 2 ;;
+attention)  # (for the fifth session) which packed attention BERT's packed path should call: torch's varlen_attn
+            # (FlashAttention-2) vs SDPA over jagged nested tensors (cuDNN / flash / efficient) vs padded SDPA
+  mkdir -p $RES/attention
+  timeout -s INT 200 python3 benchmarks/bench_attention.py --out $RES/attention 2>&1 | grep -E "^check|tok/s" | tail -40
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|attention|smoke" >&2; exit 2 ;;
 esac

@@ -11,7 +11,7 @@ mode), pure-PyTorch references on the CPU, and an optional mamba-ssm comparison 
     causal_conv1d/       the same for the conv (ConvConfig, causal_conv1d_triton)
     add_rmsnorm/         the fused residual add + RMSNorm of the blocks (NormConfig, add_rmsnorm_triton)
     ssd/                 Mamba-2's scan: reference.py (recurrent oracle), chunked.py (matmul form, PyTorch),
-                         forward.py / backward.py / op.py (Triton, opt-in: backend="triton")
+                         forward.py / backward.py / op.py (Triton: "auto" on CUDA)
     triton_utils.py      the Triton helpers both ops share
     custom_op.py         custom ops with one autograd formula, and the eager path around the dispatch
     precision.py         the references' compute dtype

@@ -24,8 +24,9 @@ from .ssd.reference import NO_DT_LIMIT, ssd_ref_varlen
 from .varlen import check_cu_seqlens
 
 BACKENDS = ("auto", "triton", "reference", "mamba_ssm")
-# "auto" is the chunked PyTorch form everywhere; "triton" (Triton forward and backward, rerankers/kernels/ssd/op.py)
-# is an explicit opt-in until it is measured on the GPU (benchmarks/KERNEL_NOTES.md, Mamba-2)
+# "auto": the Triton SSD (rerankers/kernels/ssd/op.py) for CUDA tensors in eager mode, since its H200 timing
+# (BENCHMARKS.md, fourth session); the chunked PyTorch form on the CPU and under torch.compile, which the Triton
+# SSD (an autograd.Function with host-side launch logic, not a custom op) is not tested under
 SSD_BACKENDS = ("auto", "chunked", "reference", "triton")
 
 
@@ -131,11 +132,10 @@ def ssd_varlen(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor
 
     x: (T, H, P); dt: (T, H); A: (H,); B, C: (T, G, N), head h reading group h // (H // G);
     D, dt_bias: (H,) or None; cu_seqlens: (S+1,) int32; chunk_size: the chunked form's Q (the
-    result does not depend on it beyond rounding). backend: None / "auto" ("triton" for CUDA tensors,
-    "chunked" otherwise), "chunked" (the chunked PyTorch form, CPU and GPU), "reference" (the recurrent
-    oracle) or "triton" (Triton forward and backward, chunk_size rounded down to a power of two and at
-    most 64; CUDA tensors, or CPU ones under TRITON_INTERPRET=1: :mod:`rerankers.kernels.ssd.op`; on an
-    H200 1.8x the chunked form's fwd+bwd at 256 MS MARCO pairs and 60% of its memory, BENCHMARKS.md).
+    result does not depend on it beyond rounding). backend: None / "auto" ("triton" for CUDA tensors outside
+    torch.compile, "chunked" otherwise), "chunked" (the chunked PyTorch form, CPU and GPU), "reference" (the
+    recurrent oracle) or "triton" (Triton forward and backward, chunk_size rounded down to a power of two and
+    at most 64; CUDA tensors, or CPU ones under TRITON_INTERPRET=1: :mod:`rerankers.kernels.ssd.op`).
     Returns y: (T, H, P) in x's
     dtype; differentiable in every floating input. Semantics: :mod:`rerankers.kernels.ssd.reference`.
     """
@@ -146,7 +146,7 @@ def ssd_varlen(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor
     cu_seqlens = cu_seqlens.to(device=x.device)
     if b == "reference":
         return ssd_ref_varlen(x, dt, A, B, C, D, dt_bias, cu_seqlens, dt_softplus, dt_limit)
-    if b == "triton" or (b == "auto" and x.is_cuda):
+    if b == "triton" or (b == "auto" and x.is_cuda and not torch.compiler.is_compiling()):
         from .ssd.op import ssd_triton_varlen
         return ssd_triton_varlen(x, dt, A, B, C, D, dt_bias, cu_seqlens, chunk_size, dt_softplus, dt_limit)
     return ssd_chunked_varlen(x, dt, A, B, C, D, dt_bias, cu_seqlens, chunk_size, dt_softplus, dt_limit)

@@ -4,7 +4,7 @@
     BACKBONES           the registry: backbone kind -> BackboneSpec (detection, template, pooling,
                         head, padding, adapter), see models/registry.py
     MambaBackbone       our Mamba-1 (packed; last-token pooling)
-    Mamba2Backbone      our Mamba-2 (packed, chunked SSD scan; last-token pooling)
+    Mamba2Backbone      our Mamba-2 (packed, varlen SSD scan; last-token pooling)
     BertBackbone        transformers BERT/ELECTRA/RoBERTa/MiniLM with varlen attention ([CLS] pooling)
     T5Backbone          monoT5 scorer (true/false logits at the first decoder step)
     PRESETS             named backbones (mamba-130m ... t5-large) with their shapes, see models/presets.py

@@ -16,7 +16,8 @@ load strictly into it, through the same key matching as Mamba-1 (:mod:`rerankers
 The blocks, the embedding, the final norm, the packed forward and the padded oracle path are Mamba-1's
 (:class:`rerankers.models.mamba.MambaBackbone`, with this mixer swapped in). The conv runs through
 :func:`rerankers.kernels.causal_conv1d_varlen`, the scan through :func:`rerankers.kernels.ssd_varlen`
-(the chunked PyTorch SSD; ``kernel_backend="reference"`` picks the recurrent oracle for both):
+(the Triton SSD on CUDA, the chunked PyTorch form on the CPU and under torch.compile;
+``kernel_backend="reference"`` picks the recurrent oracle for both):
 every packed sequence starts from a zero state, nothing crosses a boundary.
 """
 from __future__ import annotations
@@ -117,7 +118,7 @@ class Mamba2Backbone(MambaBackbone):
 
     Attributes as :class:`MambaBackbone` (``config`` is a Mamba2Config; ``pooling = "last"``;
     ``gradient_checkpointing``; ``kernel_backend``: the conv's backend, None = auto, while the scan is
-    the chunked PyTorch SSD unless it is "reference"). ``save_pretrained(directory, format)`` writes
+    ``ssd_varlen``'s "auto" unless it is "reference"). ``save_pretrained(directory, format)`` writes
     transformers' Mamba2ForCausalLM layout ("hf") or the original one ("mamba_ssm").
     """
 

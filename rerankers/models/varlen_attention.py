@@ -15,7 +15,11 @@ mask) otherwise, so one model object serves both the packed and the padded path.
 """
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,12 +40,13 @@ except Exception:  # noqa: BLE001
     _torch_varlen = None
 
 
-def _torch_varlen_causal_kwargs() -> dict:
+@functools.lru_cache(maxsize=1)
+def _torch_varlen_causal_kwargs() -> Mapping[str, Any]:
     """How torch's varlen_attn asks for causal masking: ``window_size=(-1, 0)`` (torch >= 2.11) or
-    ``is_causal=True`` (the first releases)."""
+    ``is_causal=True`` (the first releases). Read once: ``inspect.signature`` on every layer's call was host time."""
     import inspect
     params = inspect.signature(_torch_varlen).parameters
-    return {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    return MappingProxyType({"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True})
 
 
 def varlen_backend(device: torch.device, dtype: torch.dtype) -> str:

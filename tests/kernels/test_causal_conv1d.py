@@ -50,6 +50,29 @@ def test_triton_equals_reference_and_torch_conv(W, activation):
         assert rel(a, c) <= 1e-5, name
 
 
+@pytest.mark.parametrize("floor", [1, 12])
+def test_more_sequences_than_the_search_floor_covers(monkeypatch, floor):
+    """520 sequences, some empty (> 2**9 - 1: one halving past the default floor of the search over
+    cu_seqlens), with the floor off and above the depth S needs; output and every gradient against the
+    per-sequence oracle."""
+    from rerankers.kernels import triton_utils
+    monkeypatch.setattr(triton_utils, "LOG_S_MIN", floor)
+    g = torch.Generator().manual_seed(6)
+    lengths = torch.randint(0, 3, (520,), generator=g).tolist()
+    cu = cu_seqlens_from_lengths(lengths)
+    assert triton_utils.log_s(len(lengths)) == max(10, floor)
+    T, D = sum(lengths), 8
+    x, w, b = (torch.randn(*s, generator=g, dtype=torch.float64).requires_grad_() for s in ((T, D), (D, 4), (D,)))
+    y = causal_conv1d_varlen(x.float(), w.float(), b.float(), cu, backend="triton")
+    yr = per_sequence_conv1d(x, w, b, cu, "silu")
+    assert rel(y, yr) <= 1e-5
+    gy = torch.randn(y.shape, generator=g, dtype=torch.float64)
+    xf, wf, bf = (t.detach().float().requires_grad_() for t in (x, w, b))
+    got = torch.autograd.grad(causal_conv1d_varlen(xf, wf, bf, cu, backend="triton"), (xf, wf, bf), gy.float())
+    for name, a, c in zip("xwb", got, torch.autograd.grad(yr, (x, w, b), gy)):
+        assert rel(a, c) <= 1e-5, name
+
+
 def test_no_bias_no_leak_and_bf16():
     lengths = [5, 1, 12, 9]
     cu = cu_seqlens_from_lengths(lengths)

@@ -121,6 +121,27 @@ def test_triton_equals_reference_output_and_every_gradient(case, cfg):
         assert rel(a, b) <= 1e-5, f"d{name}: {rel(a, b):.2e}"
 
 
+@pytest.mark.parametrize("floor", [1, 12])
+def test_more_sequences_than_the_search_floor_covers(monkeypatch, floor):
+    """520 sequences (> 2**9 - 1: the in-kernel search over cu_seqlens needs one halving past the default floor),
+    some empty, through windows that hold many of them; with the floor off (the depth from S alone) and above the
+    depth S needs (halvings that must change nothing)."""
+    from rerankers.kernels import triton_utils
+    monkeypatch.setattr(triton_utils, "LOG_S_MIN", floor)
+    lengths = torch.randint(0, 3, (520,), generator=torch.Generator().manual_seed(5)).tolist()
+    T, Dm, N = sum(lengths), 8, 4
+    cu = cu_seqlens_from_lengths(lengths)
+    assert triton_utils.log_s(520) == max(10, floor)
+    xs = make(T, Dm, N, seed=21)
+    y = selective_scan_triton(*xs, cu, config=CFG_WIDE)
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    yr = selective_scan_ref_varlen(*xr, cu)
+    assert rel(y, yr) <= 1e-5
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(4))
+    for name, a, b in zip(NAMES, torch.autograd.grad(y, xs, gy), torch.autograd.grad(yr, xr, gy.double())):
+        assert rel(a, b) <= 1e-5, f"d{name}: {rel(a, b):.2e}"
+
+
 def test_packed_equals_concatenated_sequences_and_no_leak():
     lengths = [9, 1, 40, 17]
     T, Dm, N = sum(lengths), 16, 4

@@ -156,14 +156,14 @@ def test_strided_inputs_some_gradients_only_and_autocast():
         assert rel(dx, rx) < TOL32 and rel(dA, rA) < TOL32, backward
 
 
-def test_dispatch_opt_in_fp64_and_empty_inputs():
+def test_dispatch_backends_fp64_and_empty_inputs():
     lengths = [2, 0, 4]
     cu = cu_seqlens_from_lengths(lengths)
     xs = make(6, seed=8, grad=False)
     got = ssd_varlen(**xs, cu_seqlens=cu, chunk_size=Q, backend="triton")
     assert torch.equal(got, ssd_triton_varlen(**xs, cu_seqlens=cu, chunk_size=Q))
     assert rel(got, ssd_ref_varlen(**like(xs, torch.float64), cu_seqlens=cu)) < TOL32
-    # the default stays the chunked PyTorch form (the Triton SSD is opt-in)
+    # "auto" on CPU tensors is the chunked PyTorch form (the Triton SSD is its pick for CUDA tensors only)
     assert torch.equal(ssd_varlen(**xs, cu_seqlens=cu, chunk_size=Q), ssd_chunked_varlen(**xs, cu_seqlens=cu,
                                                                                          chunk_size=Q))
     # fp64 inputs run the chunked form (exactly)
