@@ -41,6 +41,7 @@ from rerankers.kernels.selective_scan.op import (
     ScanConfig,
     launch_backward,
     launch_forward,
+    pick_window,
     selective_scan_triton,
 )
 from rerankers.kernels.varlen import cu_seqlens_from_lengths
@@ -48,7 +49,7 @@ from rerankers.kernels.varlen import cu_seqlens_from_lengths
 DEV = "cuda"
 CFG: ScanConfig | None = None  # tile config used by checks and the sweep (None: the default)
 RESULTS: dict = {"checks": [], "timings": [], "configs": [], "conv": [], "mamba": [], "addnorm": [], "recompute": [],
-                 "log_s": []}
+                 "log_s": [], "waves": []}
 
 
 def log(*a):
@@ -530,6 +531,36 @@ def time_log_s(gen: torch.Generator) -> None:
         triton_utils.LOG_S_MIN = floor
 
 
+def waves(programs: int, n_regs: int, warps: int, sms: int) -> float:
+    """Waves of a grid of ``programs`` equal programs: resident programs per SM from the registers (64K per
+    SM) and the 64-warp limit."""
+    per_sm = max(1, min(65536 // max(1, n_regs * 32 * warps), 64 // warps))
+    return programs / (per_sm * sms)
+
+
+def time_waves(gen: torch.Generator, windows: tuple[int, ...] = (0, 192, 224, 240, 256, 272, 288, 320)) -> None:
+    """Hypothesis (KERNEL_NOTES.md, fourth session): every program of a window walks the same number of tokens,
+    so the scan's time goes in whole waves, and the auto window (a power of two) leaves a last wave nearly
+    empty at the training shape (forward 2.07 waves at 23K tokens, D 1536; backward 4.14). Times fwd and
+    fwd+bwd at that shape and at 64 / 256 pairs' 5.8K / 23K tokens for each window (forward = backward window),
+    with the waves each grid makes from its kernels' registers."""
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    for tag, lens, D in [("msmarco 23K", msmarco_lengths(gen, 23272), 1536), ("msmarco 23K D2048", msmarco_lengths(gen, 23272), 2048),
+                         ("msmarco 5.8K", msmarco_lengths(gen, 5819), 1536)]:
+        T = sum(lens)
+        for w in windows:
+            cfg = replace(CFG or DEFAULT_CONFIG, window=w, window_bwd=w)
+            r = time_scan(f"window={w} {tag}", lens, D, cfg=cfg)
+            stats = r["kernel_stats"]
+            W = w or pick_window(0, T, D, cfg.warps, cfg.block_t, torch.device(DEV))
+            progs = -(-T // W) * -(-D // (32 * cfg.warps))
+            wf = waves(progs, stats.get("fwd", {}).get("n_regs", 0), cfg.warps, sms) if stats else float("nan")
+            wb = waves(progs, stats.get("bwd", {}).get("n_regs", 0), cfg.warps_bwd, sms) if stats else float("nan")
+            RESULTS["waves"].append(dict(tag=tag, T=T, D=D, window=W, programs=progs, fwd_waves=wf, bwd_waves=wb,
+                                         fwd_ms=r["fwd_ms"], fwdbwd_ms=r["fwdbwd_ms"]))
+            log(f"waves {tag:18s} W={W:4d} programs {progs:5d}  fwd {wf:5.2f} waves  bwd {wb:5.2f} waves")
+
+
 # ----------------------------------------------------------------------------------------------
 def main() -> int:
     ap = argparse.ArgumentParser()
@@ -540,7 +571,7 @@ def main() -> int:
     ap.add_argument("--cfg-json", default="/tmp/best_scan_cfg.json", help="best config: written by 'configs', read otherwise")
     ap.add_argument("--only", default="check,configs,sweep,conv,ref,mamba",
                     help="parts, comma-separated; also recompute (timings + checks), recompute-check (checks only), "
-                         "log-s (the search-depth floor off and on)")
+                         "log-s (the search-depth floor off and on), waves (windows against whole waves)")
     ap.add_argument("--configs", default=None,
                     help="';'-separated ScanConfig tuples for 'configs' (default: the built-in sweep)")
     ap.add_argument("--keep-default", action="store_true", help="time the configs but keep the default for the rest")
@@ -744,6 +775,9 @@ def main() -> int:
             all_ok &= check_scan(f"recompute={int(rc)} windows 32/48", [1000, 1, 2, 700, 33, 64, 2300], 192, seed=7,
                                  cfg=replace(c, window=32, window_bwd=48, warps=2, warps_bwd=2))
         log(f"RECOMPUTE CHECKS {'PASS' if all_ok else 'FAIL'}")
+        save()
+    if "waves" in parts:
+        time_waves(gen)
         save()
     if "log-s" in parts:
         all_ok &= check_scan("LOG_S floor, ragged 8K", [2048, 1, 3000, 1, 255, 257, 2627], 2048, seed=11)

@@ -22,13 +22,14 @@
 #   bash benchmarks/gpu_suite.sh smoke   the build in the background and a short real-size run of every mode
 #   bash benchmarks/gpu_suite.sh leftover  (fourth session) what qlora-static's boxes cut, and Mamba-2 on the Triton
 #                                        SSD; full logs in $OUT
-#   bash benchmarks/gpu_suite.sh attention  packed attention backends at the training shapes (bench_attention.py)
+#   bash benchmarks/gpu_suite.sh fifth   the scan's windows against whole waves, then packed attention backends at
+#                                        the training shapes (bench_attention.py)
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|attention|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -176,10 +177,14 @@ leftover)  # a call on a fresh machine after those (fourth session), no anchors:
   timeout -s INT 100 $R bench train --backbone mamba2-130m mamba-130m --pairs 64 256 --modes packed --anchors none \
      --out $RES/train-mamba2-triton > $OUT/train-mamba2.log 2>&1; grep "^|" $OUT/train-mamba2.log | tail -6
   pack ;;
-attention)  # (for the fifth session) which packed attention BERT's packed path should call: torch's varlen_attn
-            # (FlashAttention-2) vs SDPA over jagged nested tensors (cuDNN / flash / efficient) vs padded SDPA
-  mkdir -p $RES/attention
+fifth)  # (for the fifth session, one call) the scan's windows against whole waves (bench_kernels --only waves), then
+        # which packed attention BERT's packed path should call: torch's varlen_attn (FlashAttention-2) vs SDPA over
+        # jagged nested tensors (cuDNN / flash / efficient) vs padded SDPA (bench_attention.py)
+  mkdir -p $RES/waves $RES/attention
+  timeout -s INT 300 python3 benchmarks/bench_kernels.py --only waves --skip-check --out $RES/waves 2>&1 \
+     | grep -E "^scan|waves|Error" | tail -60
+  pack > /dev/null
   timeout -s INT 200 python3 benchmarks/bench_attention.py --out $RES/attention 2>&1 | grep -E "^check|tok/s" | tail -40
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|attention|smoke" >&2; exit 2 ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|smoke" >&2; exit 2 ;;
 esac
