@@ -24,9 +24,10 @@ from .ssd.reference import NO_DT_LIMIT, ssd_ref_varlen
 from .varlen import check_cu_seqlens
 
 BACKENDS = ("auto", "triton", "reference", "mamba_ssm")
-# "auto": the Triton SSD (rerankers/kernels/ssd/op.py) for CUDA tensors in eager mode, since its H200 timing
-# (BENCHMARKS.md, fourth session); the chunked PyTorch form on the CPU and under torch.compile, which the Triton
-# SSD (an autograd.Function with host-side launch logic, not a custom op) is not tested under
+# "auto": the Triton SSD (rerankers/kernels/ssd/op.py) for bf16/fp16 CUDA tensors in eager mode, since its H200
+# timing (BENCHMARKS.md, fourth session); the chunked PyTorch form otherwise: on the CPU, in fp32 (the Triton fp32
+# path spills: it is for checks) and under torch.compile, which the Triton SSD (an autograd.Function with host-side
+# launch logic, not a custom op) is not tested under
 SSD_BACKENDS = ("auto", "chunked", "reference", "triton")
 
 
@@ -132,11 +133,11 @@ def ssd_varlen(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor
 
     x: (T, H, P); dt: (T, H); A: (H,); B, C: (T, G, N), head h reading group h // (H // G);
     D, dt_bias: (H,) or None; cu_seqlens: (S+1,) int32; chunk_size: the chunked form's Q (the
-    result does not depend on it beyond rounding). backend: None / "auto" ("triton" for CUDA tensors outside
-    torch.compile, "chunked" otherwise), "chunked" (the chunked PyTorch form, CPU and GPU), "reference" (the
-    recurrent oracle) or "triton" (Triton forward and backward, chunk_size rounded down to a power of two and
-    at most 64; CUDA tensors, or CPU ones under TRITON_INTERPRET=1: :mod:`rerankers.kernels.ssd.op`).
-    Returns y: (T, H, P) in x's
+    result does not depend on it beyond rounding). backend: None / "auto" ("triton" for 16-bit CUDA tensors
+    outside torch.compile, "chunked" otherwise: the Triton fp32 path, IEEE fp32 dots, is for checks),
+    "chunked" (the chunked PyTorch form, CPU and GPU), "reference" (the recurrent oracle) or "triton"
+    (Triton forward and backward, chunk_size rounded down to a power of two and at most 64; CUDA tensors,
+    or CPU ones under TRITON_INTERPRET=1: :mod:`rerankers.kernels.ssd.op`). Returns y: (T, H, P) in x's
     dtype; differentiable in every floating input. Semantics: :mod:`rerankers.kernels.ssd.reference`.
     """
     _check_ssd_shapes(x, dt, A, B, C, D, dt_bias, cu_seqlens)
@@ -146,7 +147,8 @@ def ssd_varlen(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor
     cu_seqlens = cu_seqlens.to(device=x.device)
     if b == "reference":
         return ssd_ref_varlen(x, dt, A, B, C, D, dt_bias, cu_seqlens, dt_softplus, dt_limit)
-    if b == "triton" or (b == "auto" and x.is_cuda and not torch.compiler.is_compiling()):
+    if b == "triton" or (b == "auto" and x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)
+                         and not torch.compiler.is_compiling()):
         from .ssd.op import ssd_triton_varlen
         return ssd_triton_varlen(x, dt, A, B, C, D, dt_bias, cu_seqlens, chunk_size, dt_softplus, dt_limit)
     return ssd_chunked_varlen(x, dt, A, B, C, D, dt_bias, cu_seqlens, chunk_size, dt_softplus, dt_limit)

@@ -16,7 +16,7 @@ load strictly into it, through the same key matching as Mamba-1 (:mod:`rerankers
 The blocks, the embedding, the final norm, the packed forward and the padded oracle path are Mamba-1's
 (:class:`rerankers.models.mamba.MambaBackbone`, with this mixer swapped in). The conv runs through
 :func:`rerankers.kernels.causal_conv1d_varlen`, the scan through :func:`rerankers.kernels.ssd_varlen`
-(the Triton SSD on CUDA, the chunked PyTorch form on the CPU and under torch.compile;
+(the Triton SSD on CUDA in bf16/fp16, the chunked PyTorch form on the CPU, in fp32 and under torch.compile;
 ``kernel_backend="reference"`` picks the recurrent oracle for both):
 every packed sequence starts from a zero state, nothing crosses a boundary.
 """
