@@ -553,7 +553,7 @@ def time_waves(gen: torch.Generator, windows: tuple[int, ...] = (0, 192, 224, 24
             r = time_scan(f"window={w} {tag}", lens, D, cfg=cfg)
             stats = r["kernel_stats"]
             W = w or pick_window(0, T, D, cfg.warps, cfg.block_t, torch.device(DEV))
-            progs = -(-T // W) * -(-D // (32 * cfg.warps))
+            progs = triton_utils.cdiv(T, W) * triton_utils.cdiv(D, 32 * cfg.warps)
             wf = waves(progs, stats.get("fwd", {}).get("n_regs", 0), cfg.warps, sms) if stats else float("nan")
             wb = waves(progs, stats.get("bwd", {}).get("n_regs", 0), cfg.warps_bwd, sms) if stats else float("nan")
             RESULTS["waves"].append(dict(tag=tag, T=T, D=D, window=W, programs=progs, fwd_waves=wf, bwd_waves=wb,
