@@ -538,27 +538,69 @@ def waves(programs: int, n_regs: int, warps: int, sms: int) -> float:
     return programs / (per_sm * sms)
 
 
-def time_waves(gen: torch.Generator, windows: tuple[int, ...] = (0, 192, 224, 240, 256, 272, 288, 320)) -> None:
-    """Hypothesis (KERNEL_NOTES.md, fourth session): every program of a window walks the same number of tokens,
-    so the scan's time goes in whole waves, and the auto window (a power of two) leaves a last wave nearly
-    empty at the training shape (forward 2.07 waves at 23K tokens, D 1536; backward 4.14). Times fwd and
-    fwd+bwd at that shape and at 64 / 256 pairs' 5.8K / 23K tokens for each window (forward = backward window),
-    with the waves each grid makes from its kernels' registers."""
+def auto_windows(T: int, D: int, cfg: ScanConfig) -> tuple[int, int]:
+    """The (forward, backward) windows the launchers take for ``cfg`` at T tokens and D channels."""
+    dev = torch.device(DEV)
+    try:
+        return (pick_window(cfg.window, T, D, cfg.warps, cfg.block_t, dev),
+                pick_window(cfg.window_bwd, T, D, cfg.warps_bwd, cfg.block_t, dev, walk="bwd"))
+    except TypeError:  # the fourth session's package (PYTHONPATH of an older checkout): one pick for both walks
+        return (pick_window(cfg.window, T, D, cfg.warps, cfg.block_t, dev),
+                pick_window(cfg.window_bwd, T, D, cfg.warps_bwd, cfg.block_t, dev))
+
+
+WAVE_SHAPES = (("msmarco 23K", 23272, 1536), ("msmarco 23K D2048", 23272, 2048), ("msmarco 5.8K", 5819, 1536),
+               ("msmarco 5.8K D2048", 5819, 2048))
+
+
+def time_waves(gen: torch.Generator, windows: tuple[int, ...] = (0, 192, 240, 256, 272, 288, 320, 360, 400, 480, 512),
+               shapes=WAVE_SHAPES) -> None:
+    """Every program of a window walks the same number of tokens, so the scan's time goes in whole waves
+    of programs (KERNEL_NOTES.md, fourth and fifth sessions). Times fwd and fwd+bwd at MS MARCO-shaped
+    packs of 64 / 256 pairs (5.8K / 23K tokens) for each window (forward = backward window; 0: the
+    launchers' own pick, which may differ between the walks), with the waves each grid makes from its
+    kernels' registers. With an older checkout first on PYTHONPATH it times that checkout's kernels."""
     sms = torch.cuda.get_device_properties(0).multi_processor_count
-    for tag, lens, D in [("msmarco 23K", msmarco_lengths(gen, 23272), 1536), ("msmarco 23K D2048", msmarco_lengths(gen, 23272), 2048),
-                         ("msmarco 5.8K", msmarco_lengths(gen, 5819), 1536)]:
+    for tag, total, D in shapes:
+        lens = msmarco_lengths(gen, total)
         T = sum(lens)
         for w in windows:
             cfg = replace(CFG or DEFAULT_CONFIG, window=w, window_bwd=w)
             r = time_scan(f"window={w} {tag}", lens, D, cfg=cfg)
             stats = r["kernel_stats"]
-            W = w or pick_window(0, T, D, cfg.warps, cfg.block_t, torch.device(DEV))
-            progs = triton_utils.cdiv(T, W) * triton_utils.cdiv(D, 32 * cfg.warps)
-            wf = waves(progs, stats.get("fwd", {}).get("n_regs", 0), cfg.warps, sms) if stats else float("nan")
-            wb = waves(progs, stats.get("bwd", {}).get("n_regs", 0), cfg.warps_bwd, sms) if stats else float("nan")
-            RESULTS["waves"].append(dict(tag=tag, T=T, D=D, window=W, programs=progs, fwd_waves=wf, bwd_waves=wb,
-                                         fwd_ms=r["fwd_ms"], fwdbwd_ms=r["fwdbwd_ms"]))
-            log(f"waves {tag:18s} W={W:4d} programs {progs:5d}  fwd {wf:5.2f} waves  bwd {wb:5.2f} waves")
+            Wf, Wb = auto_windows(T, D, cfg)
+            pf = triton_utils.cdiv(T, Wf) * triton_utils.cdiv(D, 32 * cfg.warps)
+            pb = triton_utils.cdiv(T, Wb) * triton_utils.cdiv(D, 32 * cfg.warps_bwd)
+            wf = waves(pf, stats.get("fwd", {}).get("n_regs", 0), cfg.warps, sms) if stats else float("nan")
+            wb = waves(pb, stats.get("bwd", {}).get("n_regs", 0), cfg.warps_bwd, sms) if stats else float("nan")
+            RESULTS["waves"].append(dict(tag=tag, T=T, D=D, window=w, window_fwd=Wf, window_bwd=Wb, programs_fwd=pf,
+                                         programs_bwd=pb, fwd_waves=wf, bwd_waves=wb, fwd_ms=r["fwd_ms"],
+                                         fwdbwd_ms=r["fwdbwd_ms"], kernel_stats=stats))
+            log(f"waves {tag:18s} W={w:4d} fwd W {Wf:4d} programs {pf:5d} {wf:5.2f} waves | bwd W {Wb:4d} "
+                f"programs {pb:5d} {wb:5.2f} waves | fwd {r['fwd_ms']:.3f} ms fwd+bwd {r['fwdbwd_ms']:.3f} ms")
+
+
+FIXED_SHAPES = (("B64xL128", 64, 128, 2048), ("B8xL2048", 8, 2048, 2048), ("B1xL16384", 1, 16384, 2048),
+                ("B64xL128 D1536", 64, 128, 1536), ("B8xL2048 D1536", 8, 2048, 1536))
+
+
+def time_fixed(mamba_ext: str | None) -> None:
+    """Issue 13's fixed shapes (equal lengths, D 2048; D 1536 for the earlier tables): ours, then
+    mamba-ssm's CUDA scan on the same batch in the same process (waits for a background build)."""
+    for tag, b, L, D in FIXED_SHAPES:
+        time_scan(f"fixed {tag}", [L] * b, D)
+    if not mamba_ext:
+        return
+    sys.path.insert(0, mamba_ext)
+    for _ in range(300):  # a background build may still be finishing: it writes DONE or FAILED into the folder
+        if any(os.path.exists(os.path.join(mamba_ext, f)) for f in ("DONE", "FAILED")):
+            break
+        time.sleep(2)
+    try:
+        for tag, b, L, D in FIXED_SHAPES:
+            time_mamba(f"fixed {tag}", b, L, D, b * L)
+    except Exception as e:  # noqa: BLE001 - the anchor is optional: said, the rest goes on
+        log(f"mamba-ssm baseline unavailable: {type(e).__name__}: {str(e)[:300]}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -570,8 +612,11 @@ def main() -> int:
     ap.add_argument("--skip-check", action="store_true")
     ap.add_argument("--cfg-json", default="/tmp/best_scan_cfg.json", help="best config: written by 'configs', read otherwise")
     ap.add_argument("--only", default="check,configs,sweep,conv,ref,mamba",
-                    help="parts, comma-separated; also recompute (timings + checks), recompute-check (checks only), "
-                         "log-s (the search-depth floor off and on), waves (windows against whole waves)")
+                    help="parts, comma-separated; also scancheck (the scan's checks without the conv's), recompute (timings + checks), recompute-check (checks only), "
+                         "log-s (the search-depth floor off and on), waves (windows against whole waves), "
+                         "fixed (issue 13's equal-length shapes, with mamba-ssm where --mamba-ext holds it)")
+    ap.add_argument("--windows", default=None,
+                    help="','-separated windows for 'waves' (0: the launchers' pick; default: 0 and 192..512)")
     ap.add_argument("--configs", default=None,
                     help="';'-separated ScanConfig tuples for 'configs' (default: the built-in sweep)")
     ap.add_argument("--keep-default", action="store_true", help="time the configs but keep the default for the rest")
@@ -632,7 +677,8 @@ def main() -> int:
         CFG = replace(CFG or DEFAULT_CONFIG, recompute_states=True)
         log(f"recompute_states on: {CFG}")
     RESULTS["env"]["config_used"] = (CFG or DEFAULT_CONFIG).__dict__
-    if "check" in parts and not args.skip_check:
+    scan_checks = ("check" in parts or "scancheck" in parts) and not args.skip_check  # scancheck: without the conv's
+    if scan_checks:
         all_ok &= check_scan("small T=126 D=64", [5, 40, 17, 64], 64, seed=6)
         all_ok &= check_scan("msmarco-pack 8K", msmarco_lengths(gen, 8192), 1536)
         all_ok &= check_scan("msmarco-pack 8K D2048", msmarco_lengths(gen, 8192), 2048, seed=2)
@@ -654,7 +700,7 @@ def main() -> int:
             for W in (1, 2, 3):
                 all_ok &= check_conv(ragged, 200, W=W, dtype=torch.float32, tag=str(v), cfg=cfg)
         log(f"CONV CHECKS {'PASS' if all_ok else 'FAIL'}")
-    if "check" in parts and not args.skip_check:
+    if scan_checks:
         all_ok &= check_compile()
         log(f"ALL CHECKS {'PASS' if all_ok else 'FAIL'}")
         save()
@@ -777,7 +823,13 @@ def main() -> int:
         log(f"RECOMPUTE CHECKS {'PASS' if all_ok else 'FAIL'}")
         save()
     if "waves" in parts:
-        time_waves(gen)
+        if args.windows:
+            time_waves(gen, tuple(int(w) for w in args.windows.split(",")))
+        else:
+            time_waves(gen)
+        save()
+    if "fixed" in parts:
+        time_fixed(args.mamba_ext)
         save()
     if "log-s" in parts:
         all_ok &= check_scan("LOG_S floor, ragged 8K", [2048, 1, 3000, 1, 255, 257, 2627], 2048, seed=11)

@@ -24,12 +24,15 @@
 #                                        SSD; full logs in $OUT
 #   bash benchmarks/gpu_suite.sh fifth   the scan's windows against whole waves, then packed attention backends at
 #                                        the training shapes (bench_attention.py)
+#   bash benchmarks/gpu_suite.sh windows (fifth session) the run-time window fitted to waves: GPU checks, windows and
+#                                        fixed shapes beside the fourth session's kernels (carry .gpu/old) and
+#                                        mamba-ssm's scan (built in the background)
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -186,5 +189,26 @@ fifth)  # (for the fifth session, one call) the scan's windows against whole wav
   pack > /dev/null
   timeout -s INT 200 python3 benchmarks/bench_attention.py --out $RES/attention 2>&1 | grep -E "^check|tok/s" | tail -40
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|smoke" >&2; exit 2 ;;
+windows)  # (fifth session) the scan's window fitted to whole waves at run time: the GPU checks, then the windows and
+          # the fixed shapes with these kernels and with the fourth session's (.gpu/old: that checkout's rerankers/,
+          # carried), mamba-ssm's scan built in the background for the fixed shapes
+  MB=/tmp/mb
+  mkdir -p $MB $RES/windows $RES/windows-old $RES/windows-check
+  tar xzf .anchors/mamba_ssm-*.tar.gz -C /tmp
+  (MAX_JOBS=14 setsid nohup python3 benchmarks/bench_kernels.py --build-mamba /tmp/mamba_ssm-2.3.2.post1 \
+     --mamba-ext $MB > $MB/build.log 2>&1 && touch $MB/DONE || touch $MB/FAILED) < /dev/null &
+  timeout -s INT 150 python3 benchmarks/bench_kernels.py --only scancheck --out $RES/windows-check 2>&1 \
+     | grep -E "PASS|FAIL|Error|rror" | tail -40
+  pack > /dev/null
+  timeout -s INT 140 python3 benchmarks/bench_kernels.py --only waves --skip-check --out $RES/windows 2>&1 \
+     | grep -E "^waves|Error" | tail -60
+  pack > /dev/null
+  PYTHONPATH=$PWD/.gpu/old:$PYTHONPATH timeout -s INT 140 python3 benchmarks/bench_kernels.py --only waves,fixed \
+     --windows 0 --skip-check --out $RES/windows-old 2>&1 | grep -E "^waves|^scan fixed|Error" | tail -30
+  pack > /dev/null
+  timeout -s INT 110 python3 benchmarks/bench_kernels.py --only fixed --skip-check --mamba-ext $MB \
+     --out $RES/windows-fixed 2>&1 | grep -E "fixed|Error|unavailable" | tail -30
+  tail -3 $MB/build.log
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|smoke" >&2; exit 2 ;;
 esac

@@ -16,9 +16,13 @@ from rerankers.kernels import selective_scan_ref_varlen, selective_scan_varlen
 from rerankers.kernels.selective_scan.op import (
     INTERPRET_CONFIG,
     RECOMPUTE_ENV,
+    WINDOW_MAX,
     ScanConfig,
+    _fit_window,
     default_config,
+    pick_window,
     recompute_chunk_states,
+    resident_programs,
     selective_scan_triton,
 )
 from rerankers.kernels.varlen import cu_seqlens_from_lengths
@@ -31,6 +35,8 @@ CFG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1, bwd_
 CFG_SMALL = ScanConfig(window=8, window_bwd=4, block_t=4, warps=1, warps_bwd=1, bwd_history=2)
 # one window holds several whole sequences
 CFG_WIDE = ScanConfig(window=64, window_bwd=128, block_t=8, warps=1, warps_bwd=1, bwd_history=8)
+# the launchers' own windows (fitted to waves; small at these T)
+CFG_AUTO = ScanConfig(window=0, window_bwd=0, block_t=8, warps=1, warps_bwd=1, bwd_history=4)
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -96,17 +102,24 @@ LENGTHS = {
 }
 
 
-@pytest.mark.parametrize("case,cfg", [(c, CFG) for c in LENGTHS] + [("random", CFG_SMALL),
-                                                                     ("several_segments", CFG_SMALL),
-                                                                     ("edges", CFG_WIDE)])
-def test_triton_equals_reference_output_and_every_gradient(case, cfg):
+@pytest.mark.parametrize("case,cfg,bound", [(c, CFG, 1) for c in LENGTHS] + [("random", CFG_SMALL, 1),
+                                                                           ("several_segments", CFG_SMALL, 1),
+                                                                           ("edges", CFG_WIDE, 1),
+                                                                           ("random", CFG_AUTO, 1),
+                                                                           ("several_segments", CFG, 4)])
+def test_triton_equals_reference_output_and_every_gradient(case, cfg, bound, monkeypatch):
+    """bound: the kernels' constexpr chunk-loop bound as a multiple of the window's power of two (4: most chunk
+    steps lie past the window and must do nothing, as on the GPU, whose bound is WINDOW_MAX for every window)."""
+    if bound != 1:
+        from rerankers.kernels.selective_scan import op
+        monkeypatch.setattr(op, "window_bound", lambda W: bound * op.next_pow2(W))
     lengths = LENGTHS[case]
     if lengths is None:
         g = torch.Generator().manual_seed(7)
         cuts = sorted(torch.randperm(127, generator=g)[:6].add(1).tolist())
         lengths = [b - a for a, b in zip([0] + cuts, cuts + [128])]
     # 40 channels: a full block of 32 and a partial one
-    T, Dm, N = sum(lengths), 40 if cfg is CFG else 24, 4
+    T, Dm, N = sum(lengths), 40 if cfg in (CFG, CFG_AUTO) else 24, 4
     cu = cu_seqlens_from_lengths(lengths)
     xs = make(T, Dm, N, seed=len(case))
     y = selective_scan_triton(*xs, cu, config=cfg)
@@ -250,7 +263,7 @@ def test_custom_op_opcheck():
     cu = cu_seqlens_from_lengths(lengths)
     xs = [x.detach() for x in make(sum(lengths), 8, 4, seed=6)]
     # recompute_states: the fake gives the window-start states' shape
-    for cfg in (CFG, replace(CFG, recompute_states=True)):
+    for cfg in (CFG, replace(CFG, recompute_states=True), replace(CFG_AUTO, recompute_states=True)):
         args = (*xs, cu, True, cfg.window, cfg.block_t, cfg.warps, cfg.window_bwd, cfg.warps_bwd, cfg.bwd_history,
                 cfg.recompute_states)
         torch.library.opcheck(torch.ops.rerankers.selective_scan_fwd.default, args,
@@ -376,3 +389,45 @@ def test_recompute_states_from_the_environment_and_through_compile(monkeypatch):
     assert rel(loss, loss_r) <= 1e-5
     for name, a, b in zip(NAMES, torch.autograd.grad(loss, xs), torch.autograd.grad(loss_r, xr)):
         assert rel(a, b) <= 1e-5, f"d{name}: {rel(a, b):.2e}"
+
+
+# ---- the auto window: fitted to whole waves of programs (pick_window / _fit_window)
+def _waves_cost(T: int, Dm: int, warps: int, W: int, slots: int) -> int:
+    from rerankers.kernels.selective_scan.op import PROGRAM_COST
+    return -(-(-(-T // W) * -(-Dm // (32 * warps))) // slots) * (min(W, T) + PROGRAM_COST)
+
+
+@pytest.mark.parametrize("T,Dm", [(23272, 1536), (23272, 2048), (5819, 1536), (5819, 2048), (16384, 2048),
+                                  (262144, 1536), (1, 1536), (90, 1536), (1000, 64)])
+@pytest.mark.parametrize("walk", ["fwd", "bwd"])
+def test_auto_window_is_the_cheapest_whole_wave_fit(T, Dm, walk):
+    """The pick is a multiple of block_t, at most WINDOW_MAX, no longer than T needs, and no window of the
+    candidates makes fewer window walks (waves x tokens per program); the longest of equal ones."""
+    warps, bt = 4, 8
+    slots = resident_programs(walk, warps) * 132
+    W = pick_window(0, T, Dm, warps, bt, torch.device("cpu"), walk=walk)
+    assert W == _fit_window(T, Dm, warps, bt, slots)
+    assert W % bt == 0 and bt <= W <= WINDOW_MAX and W < T + bt
+    cands = range(bt, min(WINDOW_MAX, -(-T // bt) * bt) + 1, bt)
+    best = min(_waves_cost(T, Dm, warps, w, slots) for w in cands)
+    assert _waves_cost(T, Dm, warps, W, slots) == best
+    assert W == max(w for w in cands if _waves_cost(T, Dm, warps, w, slots) == best)
+
+
+def test_auto_window_fills_whole_waves_at_the_training_shapes():
+    """The fifth session's measurement (KERNEL_NOTES.md): at 256 pairs (23,272 tokens, D 1536) the power-of-two
+    window 256 made 1,092 backward programs on 264 slots, 4.14 waves (5 run); the fit leaves no wave less than
+    three-quarters full, and 64 pairs' 5,819 tokens take one backward wave."""
+    for T, Dm in [(23272, 1536), (23272, 2048), (5819, 1536)]:
+        for walk in ("fwd", "bwd"):
+            slots = resident_programs(walk, 4) * 132
+            W = _fit_window(T, Dm, 4, 8, slots)
+            programs = -(-T // W) * -(-Dm // 128)
+            waves = programs / slots
+            assert waves / math.ceil(waves) >= 0.75, (T, Dm, walk, W, waves)
+    assert -(-5819 // _fit_window(5819, 1536, 4, 8, resident_programs("bwd", 4) * 132)) * 12 <= 264
+    assert resident_programs("fwd", 4) == 3 and resident_programs("bwd", 4) == 2
+
+
+def test_explicit_window_is_kept():
+    assert pick_window(24, 10 ** 6, 1536, 4, 8, torch.device("cpu"), walk="bwd") == 24

@@ -1,7 +1,10 @@
 """Triton kernels of the varlen selective scan (Mamba-1), forward, packed channel-last layout.
 
-Work unit: a *window* of ``W`` consecutive packed tokens (window ``w`` = tokens ``[w*W, w*W + W)``,
-whatever sequences they belong to) times a block of ``BD`` channels. A program walks its window
+Work unit: a *window* of ``WL`` consecutive packed tokens (window ``w`` = tokens ``[w*WL, w*WL + WL)``,
+whatever sequences they belong to) times a block of ``BD`` channels. ``WL`` is a run-time argument (the
+launcher fits it to whole waves of programs, per T: :func:`.op.pick_window`); the constexpr ``W`` is only
+the bound of the chunk loops (``W >= WL``; chunks past the window are skipped), so a new T compiles
+nothing. A program walks its window
 in time with the state of its channels in registers, **one channel per thread and all N states
 of that channel in the thread's registers**, so the sum over states is in-thread and no step needs
 a shuffle or a barrier. Sequence boundaries inside a window reset the state (a bit mask per chunk
@@ -59,10 +62,12 @@ def _dt_tile(dl_t, bias, valid, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
-def _window(T, W: tl.constexpr, BD: tl.constexpr, Dm, N, NP: tl.constexpr):
+def _window(T, WL, BD: tl.constexpr, Dm, N, NP: tl.constexpr):
+    """Window ``w`` = tokens [w*WL, w*WL + WL) (``WL``: the window's length, a run-time value) and the
+    program's channels / states with their masks."""
     w = tl.program_id(0)
-    w0 = w * W
-    w1 = tl.minimum(w0 + W, T)
+    w0 = w * WL
+    w1 = tl.minimum(w0 + WL, T)
     offs_d = tl.program_id(1) * BD + tl.arange(0, BD)
     md = offs_d < Dm
     offs_n = tl.arange(0, NP)
@@ -84,14 +89,14 @@ def _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD: tl.constexpr, HAS_
     return mdn, hn_off, A2, bias
 
 
-@triton.jit(do_not_specialize=["s_u", "s_dl", "s_h", "S"])
+@triton.jit(do_not_specialize=["s_u", "s_dl", "s_h", "S", "WL"])
 def _scan_fwd_local_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, send_ptr, dts_ptr, flag_ptr, cu_ptr,
-                           s_u, s_dl, s_B, s_h, T, Dm, N, S,
+                           s_u, s_dl, s_B, s_h, T, Dm, N, S, WL,
                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                            LOG_S: tl.constexpr, W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
     """Per window: the state at its end of the sequence that goes on past it (from zero at the
     piece's start), the piece's sum of delta, and the flag (module docstring)."""
-    w, w0, w1, offs_d, md, offs_n, mn = _window(T, W, BD, Dm, N, NP)
+    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, BD, Dm, N, NP)
     p = _lower_bound(cu_ptr, S, w1, LOG_S)
     goes_on = (w1 < T) & (tl.load(cu_ptr + p) != w1)
     if tl.program_id(1) == 0:
@@ -159,17 +164,17 @@ def _scan_chain_kernel(vec_ptr, dts_ptr, flag_ptr, A_ptr, out_ptr, s_h, n_win, D
         j0 += G
 
 
-@triton.jit(do_not_specialize=["s_u", "s_dl", "s_z", "s_y", "s_h", "S"])
+@triton.jit(do_not_specialize=["s_u", "s_dl", "s_z", "s_y", "s_h", "S", "WL"])
 def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, y_ptr,
                      hin_ptr, states_ptr, cu_ptr,
-                     s_u, s_dl, s_B, s_C, s_z, s_y, s_h, T, Dm, N, S,
+                     s_u, s_dl, s_B, s_C, s_z, s_y, s_h, T, Dm, N, S, WL,
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
                      NP: tl.constexpr, STORE_STATES: tl.constexpr):
     """The forward walk of one window from the state entering it (``hin``). STORE_STATES: store the
     state at every chunk start (False: ``ScanConfig.recompute_states``, the backward recomputes them
     from ``hin``; ``states_ptr`` is then not touched)."""
-    w, w0, w1, offs_d, md, offs_n, mn = _window(T, W, BD, Dm, N, NP)
+    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, BD, Dm, N, NP)
     mdn, hn_off, A2, bias = _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD, HAS_BIAS)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)

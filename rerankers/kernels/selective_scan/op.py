@@ -105,17 +105,57 @@ def _num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: torch.device) -> int:
-    """``window`` if set, else the largest power of two (block_t..256) that still gives about four
-    programs per SM."""
+# Registers per thread of the forward and backward walks at the default config (sm_90, Triton 3.6; recorded by
+# bench_kernels.py): they set how many programs an SM holds at once (3 forward, 2 backward at 4 warps), so how
+# many run in one wave. benchmarks/KERNEL_NOTES.md, fifth session.
+WALK_REGISTERS = {"fwd": 143, "bwd": 255}
+WINDOW_MAX = 512  # the longest window the auto pick considers (tokens)
+
+
+def resident_programs(walk: str, warps: int) -> int:
+    """Programs of the ``walk`` ("fwd" / "bwd") kernel an SM holds at once: 64K registers and 64 warps per SM."""
+    return max(1, min(65536 // (WALK_REGISTERS[walk] * 32 * warps), 64 // warps))
+
+
+PROGRAM_COST = 16  # a program's fixed work (binary search over cu_seqlens, loads of A / the carry), in token steps
+
+
+@functools.lru_cache(maxsize=1024)
+def _fit_window(T: int, Dm: int, warps: int, block_t: int, slots: int) -> int:
+    """The window (a multiple of block_t, at most WINDOW_MAX) that minimises
+    ceil(programs / slots) * (min(window, T) + PROGRAM_COST): every program walks its window's tokens one
+    after another, so a grid takes as many window walks as it has waves, and a part-filled last wave costs
+    a whole one. Ties go to the longer window (fewer carries between windows)."""
+    blocks = cdiv(Dm, 32 * warps)
+    best, best_cost = block_t, None
+    for w in range(block_t, max(WINDOW_MAX, block_t) + 1, block_t):
+        cost = cdiv(cdiv(T, w) * blocks, slots) * (min(w, T) + PROGRAM_COST)
+        if best_cost is None or cost <= best_cost:
+            best, best_cost = w, cost
+        if w >= T:  # longer windows only add chunks past the end
+            break
+    return best
+
+
+def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: torch.device,
+                walk: str = "fwd") -> int:
+    """``window`` if set, else the window that fits the ``walk``'s grid ("fwd": forward and state
+    rebuild, "bwd": backward) to whole waves of programs on this GPU (:func:`_fit_window`).
+
+    The fourth session's pick (the largest power of two <= 256 with about four programs per SM) left
+    the last wave nearly empty at the training shapes; fitting waves took the scan's fwd+bwd from
+    3.88 to 3.47 ms at 23K tokens, D 1536, on an H200 (KERNEL_NOTES.md, fifth session)."""
     if window:
         return window
     sms = _num_sms(device.index or 0) if device.type == "cuda" else 132
-    want = 4 * sms
-    w = 256
-    while w > block_t and cdiv(T, w) * cdiv(Dm, 32 * warps) < want:
-        w //= 2
-    return w
+    return _fit_window(max(int(T), 1), int(Dm), warps, block_t, resident_programs(walk, warps) * sms)
+
+
+def window_bound(W: int) -> int:
+    """The constexpr bound of the kernels' chunk loops for a window of ``W`` tokens: :data:`WINDOW_MAX` on
+    the GPU (one compilation for every window the auto pick makes), the window's power of two under the
+    interpreter (where every loop step runs in Python)."""
+    return next_pow2(W) if interpreting() else max(WINDOW_MAX, next_pow2(W))
 
 
 def _chain(vec: Tensor, dts: Tensor, flag: Tensor, A_t: Tensor, reverse: bool) -> Tensor:
@@ -158,17 +198,17 @@ def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     flag = torch.empty((n_win,), dtype=torch.int32, device=u.device)
     bp = delta_bias if delta_bias is not None else u
     grid = (n_win, cdiv(Dm, 32 * warps))
-    consts = dict(LOG_S=log_s(S), HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, W=W, BT=block_t,
-                  BD=32 * warps, NP=next_pow2(N), num_warps=warps)
+    consts = dict(LOG_S=log_s(S), HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, W=window_bound(W),
+                  BT=block_t, BD=32 * warps, NP=next_pow2(N), num_warps=warps)
     k = _scan_fwd_local_kernel[grid](u, delta, A_t, B, bp, send, dts, flag, cu, u.stride(0), delta.stride(0),
-                                     B.stride(0), Dm, T, Dm, N, S, **consts)
+                                     B.stride(0), Dm, T, Dm, N, S, W, **consts)
     _record(stats, "fwd_local", k)
     hin = _chain(send, dts, flag, A_t, reverse=False)
     k = _scan_fwd_kernel[grid](
         u, delta, A_t, B, C, D if D is not None else u, z if z is not None else u, bp, y, hin,
         states if states is not None else hin, cu,
         u.stride(0), delta.stride(0), B.stride(0), C.stride(0), z.stride(0) if z is not None else 0, y.stride(0),
-        Dm, T, Dm, N, S, HAS_D=D is not None, HAS_Z=z is not None, STORE_STATES=states is not None, **consts)
+        Dm, T, Dm, N, S, W, HAS_D=D is not None, HAS_Z=z is not None, STORE_STATES=states is not None, **consts)
     _record(stats, "fwd", k)
     return y, states if states is not None else hin
 
@@ -194,9 +234,9 @@ def recompute_chunk_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta
     bp = delta_bias if delta_bias is not None else u
     k = _scan_states_kernel[(n_win, cdiv(Dm, 32 * warps))](
         u, delta, A.t().contiguous().float(), B, bp, hin.contiguous(), states, int32_cu(cu_seqlens),
-        u.stride(0), delta.stride(0), B.stride(0), Dm, T, Dm, N, S,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=W, BT=block_t, BD=32 * warps,
-        NP=next_pow2(N), num_warps=warps)
+        u.stride(0), delta.stride(0), B.stride(0), Dm, T, Dm, N, S, W,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=window_bound(W), BT=block_t,
+        BD=32 * warps, NP=next_pow2(N), num_warps=warps)
     _record(stats, "states", k)
     return states
 
@@ -227,7 +267,7 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
     if T > 0 and S > 0:
         A_t = A.t().contiguous().float()
         cu = int32_cu(cu_seqlens)
-        W = pick_window(cfg.window_bwd, T, Dm, warps, block_t, dev)
+        W = pick_window(cfg.window_bwd, T, Dm, warps, block_t, dev, walk="bwd")
         n_win = cdiv(T, W)
         f32 = dict(dtype=torch.float32, device=dev)
         gin, dts = torch.empty((n_win, N, Dm), **f32), torch.empty((n_win, Dm), **f32)
@@ -236,9 +276,9 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
         bp = delta_bias if delta_bias is not None else u
         grid = (n_win, cdiv(Dm, 32 * warps))
         consts = dict(LOG_S=log_s(S), HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-                      W=W, BT=block_t, BD=32 * warps, NP=next_pow2(N), num_warps=warps)
+                      W=window_bound(W), BT=block_t, BD=32 * warps, NP=next_pow2(N), num_warps=warps)
         k = _scan_bwd_local_kernel[grid](dy, delta, A_t, C, zp, bp, gin, dts, flag, cu, dy.stride(0),
-                                         delta.stride(0), C.stride(0), zp.stride(0), Dm, T, Dm, N, S, **consts)
+                                         delta.stride(0), C.stride(0), zp.stride(0), Dm, T, Dm, N, S, W, **consts)
         _record(stats, "bwd_local", k)
         gout = _chain(gin, dts, flag, A_t, reverse=True)
         dzp = dz if z is not None else du
@@ -246,7 +286,7 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
             dy, u, delta, A_t, B, C, D if D is not None else u, zp, bp, states, gout, cu,
             du, ddelta, dzp, dB, dC, dA_t, dD, dbias,
             dy.stride(0), u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0),
-            du.stride(0), ddelta.stride(0), dzp.stride(0), Dm, T, Dm, N, S,
+            du.stride(0), ddelta.stride(0), dzp.stride(0), Dm, T, Dm, N, S, W,
             HAS_D=D is not None, BH=cfg.bwd_history, BFLY=next_pow2(N) == 16 and not interpreting(), **consts)
         _record(stats, "bwd", k)
     else:
