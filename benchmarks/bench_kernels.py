@@ -538,15 +538,17 @@ def waves(programs: int, n_regs: int, warps: int, sms: int) -> float:
     return programs / (per_sm * sms)
 
 
-def auto_windows(T: int, D: int, cfg: ScanConfig) -> tuple[int, int]:
-    """The (forward, backward) windows the launchers take for ``cfg`` at T tokens and D channels."""
+def auto_windows(T: int, S: int, D: int, cfg: ScanConfig) -> tuple[int, int]:
+    """The (forward, backward) windows the launchers take for ``cfg`` at T tokens in S sequences, D channels."""
     dev = torch.device(DEV)
+    Wf = pick_window(cfg.window, T, D, cfg.warps, cfg.block_t, dev)
+    Wb = pick_window(cfg.window_bwd, T, D, cfg.warps_bwd, cfg.block_t, dev)
     try:
-        return (pick_window(cfg.window, T, D, cfg.warps, cfg.block_t, dev),
-                pick_window(cfg.window_bwd, T, D, cfg.warps_bwd, cfg.block_t, dev, walk="bwd"))
-    except TypeError:  # the fourth session's package (PYTHONPATH of an older checkout): one pick for both walks
-        return (pick_window(cfg.window, T, D, cfg.warps, cfg.block_t, dev),
-                pick_window(cfg.window_bwd, T, D, cfg.warps_bwd, cfg.block_t, dev))
+        from rerankers.kernels.selective_scan.op import fit_backward_window
+    except ImportError:  # an older checkout first on PYTHONPATH: no fitted backward windows
+        return Wf, Wb
+    fit = None if cfg.window_bwd else fit_backward_window(T, S, D, cfg.warps_bwd, cfg.block_t, dev)
+    return Wf, fit or Wb
 
 
 WAVE_SHAPES = (("msmarco 23K", 23272, 1536), ("msmarco 23K D2048", 23272, 2048), ("msmarco 5.8K", 5819, 1536),
@@ -568,7 +570,7 @@ def time_waves(gen: torch.Generator, windows: tuple[int, ...] = (0, 192, 240, 25
             cfg = replace(CFG or DEFAULT_CONFIG, window=w, window_bwd=w)
             r = time_scan(f"window={w} {tag}", lens, D, cfg=cfg)
             stats = r["kernel_stats"]
-            Wf, Wb = auto_windows(T, D, cfg)
+            Wf, Wb = auto_windows(T, len(lens), D, cfg)
             pf = triton_utils.cdiv(T, Wf) * triton_utils.cdiv(D, 32 * cfg.warps)
             pb = triton_utils.cdiv(T, Wb) * triton_utils.cdiv(D, 32 * cfg.warps_bwd)
             wf = waves(pf, stats.get("fwd", {}).get("n_regs", 0), cfg.warps, sms) if stats else float("nan")

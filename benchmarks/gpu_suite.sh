@@ -27,12 +27,14 @@
 #   bash benchmarks/gpu_suite.sh windows (fifth session) the run-time window fitted to waves: GPU checks, windows and
 #                                        fixed shapes beside the fourth session's kernels (carry .gpu/old) and
 #                                        mamba-ssm's scan (built in the background)
+#   bash benchmarks/gpu_suite.sh windows2 the same for the hybrid that followed (forward windows as before, the
+#                                        backward's fitted at run time), then the training step against .gpu/old
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -210,5 +212,30 @@ windows)  # (fifth session) the scan's window fitted to whole waves at run time:
      --out $RES/windows-fixed 2>&1 | grep -E "fixed|Error|unavailable" | tail -30
   tail -3 $MB/build.log
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|smoke" >&2; exit 2 ;;
+windows2)  # (fifth session, after windows) the hybrid: forward windows as before (powers of two, constexpr: 119
+           # registers), the backward's fitted at run time where sequences are short; the same parts as windows,
+           # then the training step, these kernels against the fourth session's (.gpu/old) in one call
+  MB=/tmp/mb
+  mkdir -p $MB
+  tar xzf .anchors/mamba_ssm-*.tar.gz -C /tmp
+  (MAX_JOBS=14 setsid nohup python3 benchmarks/bench_kernels.py --build-mamba /tmp/mamba_ssm-2.3.2.post1 \
+     --mamba-ext $MB > $MB/build.log 2>&1 && touch $MB/DONE || touch $MB/FAILED) < /dev/null &
+  OLD="env PYTHONPATH=$PWD/.gpu/old:$PYTHONPATH"
+  timeout -s INT 120 python3 benchmarks/bench_kernels.py --only scancheck --out $RES/hybrid-check 2>&1 \
+     | grep -E "PASS|FAIL|Error|rror" | tail -40
+  pack > /dev/null
+  timeout -s INT 70 python3 benchmarks/bench_kernels.py --only waves --windows 0 --skip-check --out $RES/hybrid 2>&1 \
+     | grep -E "^waves|Error" | tail -10
+  timeout -s INT 110 $OLD python3 benchmarks/bench_kernels.py --only waves,fixed --windows 0 --skip-check \
+     --out $RES/hybrid-old 2>&1 | grep -E "^waves|^scan fixed|Error" | tail -12
+  pack > /dev/null
+  timeout -s INT 100 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
+     --out $RES/hybrid-train > $OUT/hybrid-train.log 2>&1; grep -E "^\|" $OUT/hybrid-train.log | tail -6
+  timeout -s INT 70 $OLD $R bench train --backbone mamba-130m --pairs 64 256 --modes packed --anchors none \
+     --out $RES/hybrid-train-old > $OUT/hybrid-train-old.log 2>&1; grep -E "^\|" $OUT/hybrid-train-old.log | tail -4
+  pack > /dev/null
+  timeout -s INT 80 python3 benchmarks/bench_kernels.py --only fixed --skip-check --mamba-ext $MB \
+     --out $RES/hybrid-fixed 2>&1 | grep -E "fixed|Error|unavailable" | tail -12
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|smoke" >&2; exit 2 ;;
 esac

@@ -30,8 +30,9 @@ from .forward import LOG2E, _chunk, _dt_tile, _params, _window
 def _scan_bwd_local_kernel(dy_ptr, dl_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, gin_ptr, dts_ptr, flag_ptr, cu_ptr,
                            s_dy, s_dl, s_C, s_z, s_h, T, Dm, N, S, WL,
                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                           LOG_S: tl.constexpr, W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
-    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, BD, Dm, N, NP)
+                           LOG_S: tl.constexpr, W: tl.constexpr, RUNTIME_WL: tl.constexpr, BT: tl.constexpr,
+                           BD: tl.constexpr, NP: tl.constexpr):
+    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, W, RUNTIME_WL, BD, Dm, N, NP)
     p = _lower_bound(cu_ptr, S, w0, LOG_S)
     nxt = tl.load(cu_ptr + p)  # first sequence start at or after w0
     carried = (w0 > 0) & (nxt != w0)
@@ -120,12 +121,12 @@ def _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0, w1, rr, offs_d, md, offs
 def _scan_states_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, hin_ptr, states_ptr, cu_ptr,
                         s_u, s_dl, s_B, s_h, T, Dm, N, S, WL,
                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr,
-                        BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
+                        RUNTIME_WL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
     """``ScanConfig.recompute_states``: the state at every chunk start, as the forward walk would
     have stored it, rebuilt from the state entering each window of the forward (``hin``; same
     windows ``WL`` and chunks ``BT`` as the forward, the same recurrence): the forward walk without
     C, D, z and y. Runs once before the backward walk, into a buffer that lives only as long as it."""
-    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, BD, Dm, N, NP)
+    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, W, RUNTIME_WL, BD, Dm, N, NP)
     mdn, hn_off, A2, bias = _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD, HAS_BIAS)
     h = tl.load(hin_ptr + w.to(tl.int64) * Dm * N + hn_off, mask=mdn, other=0.0)
     p = _lower_bound(cu_ptr, S, w0, LOG_S)
@@ -147,14 +148,14 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                      s_dy, s_u, s_dl, s_B, s_C, s_z, s_du, s_ddl, s_dz, s_h,
                      T, Dm, N, S, WL,
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr, BT: tl.constexpr,
-                     BH: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, BFLY: tl.constexpr):
+                     SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr, RUNTIME_WL: tl.constexpr,
+                     BT: tl.constexpr, BH: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, BFLY: tl.constexpr):
     """Per chunk of BT tokens (in reverse), per sub-chunk of BH tokens (in reverse): advance from the
     chunk's stored start state to the sub-chunk, recompute its BH states keeping them, then step
     backwards through them. BH < BT trades recomputation for registers. BFLY (N = 16, compiled
     only: the interpreter has no inline PTX): dB/dC summed over each warp's channels by the shuffle
     butterfly of :func:`_warp_sums` and added by every warp, instead of ``tl.reduce`` over the program."""
-    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, BD, Dm, N, NP)
+    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, W, RUNTIME_WL, BD, Dm, N, NP)
     mdn, hn_off, A2, bias = _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD, HAS_BIAS)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)

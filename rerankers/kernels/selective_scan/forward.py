@@ -1,14 +1,14 @@
 """Triton kernels of the varlen selective scan (Mamba-1), forward, packed channel-last layout.
 
-Work unit: a *window* of ``WL`` consecutive packed tokens (window ``w`` = tokens ``[w*WL, w*WL + WL)``,
-whatever sequences they belong to) times a block of ``BD`` channels. ``WL`` is a run-time argument (the
-launcher fits it to whole waves of programs, per T: :func:`.op.pick_window`); the constexpr ``W`` is only
-the bound of the chunk loops (``W >= WL``; chunks past the window are skipped), so a new T compiles
-nothing. A program walks its window
-in time with the state of its channels in registers, **one channel per thread and all N states
-of that channel in the thread's registers**, so the sum over states is in-thread and no step needs
-a shuffle or a barrier. Sequence boundaries inside a window reset the state (a bit mask per chunk
-of ``BT`` tokens, read from ``cu_seqlens``); nothing is tabulated on the host.
+Work unit: a *window* of ``W`` consecutive packed tokens (window ``w`` = tokens ``[w*W, w*W + W)``,
+whatever sequences they belong to) times a block of ``BD`` channels. With ``RUNTIME_WL`` the window's length
+is the run-time ``WL`` instead and the constexpr ``W`` only bounds the chunk loops (chunks past the window
+are skipped): the backward's windows fitted to whole waves per T (:func:`.op.fit_backward_window`) then
+share one compilation. A program walks its window in time with the state of its channels in
+registers, **one channel per thread and all N states of that channel in the thread's registers**, so
+the sum over states is in-thread and no step needs a shuffle or a barrier. Sequence boundaries inside
+a window reset the state (a bit mask per chunk of ``BT`` tokens, read from ``cu_seqlens``); nothing is
+tabulated on the host.
 
 The layout comes from the memory ops: (N, D)-shaped buffers are read and written with the channel
 as the contiguous dimension and an n-stride the compiler cannot see (``do_not_specialize``), and
@@ -62,12 +62,17 @@ def _dt_tile(dl_t, bias, valid, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
-def _window(T, WL, BD: tl.constexpr, Dm, N, NP: tl.constexpr):
-    """Window ``w`` = tokens [w*WL, w*WL + WL) (``WL``: the window's length, a run-time value) and the
-    program's channels / states with their masks."""
+def _window(T, WL, W: tl.constexpr, RUNTIME_WL: tl.constexpr, BD: tl.constexpr, Dm, N, NP: tl.constexpr):
+    """Window ``w`` of the program: tokens [w0, w1), with its channels / states and their masks. RUNTIME_WL: the
+    window's length is ``WL`` (run time; ``W`` only bounds the chunk loops), else the constexpr ``W`` (a power of
+    two there compiles to fewer registers: 119 against 143 for the forward walk, sm_90)."""
     w = tl.program_id(0)
-    w0 = w * WL
-    w1 = tl.minimum(w0 + WL, T)
+    if RUNTIME_WL:
+        w0 = w * WL
+        w1 = tl.minimum(w0 + WL, T)
+    else:
+        w0 = w * W
+        w1 = tl.minimum(w0 + W, T)
     offs_d = tl.program_id(1) * BD + tl.arange(0, BD)
     md = offs_d < Dm
     offs_n = tl.arange(0, NP)
@@ -93,10 +98,11 @@ def _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD: tl.constexpr, HAS_
 def _scan_fwd_local_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, send_ptr, dts_ptr, flag_ptr, cu_ptr,
                            s_u, s_dl, s_B, s_h, T, Dm, N, S, WL,
                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                           LOG_S: tl.constexpr, W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
+                           LOG_S: tl.constexpr, W: tl.constexpr, RUNTIME_WL: tl.constexpr, BT: tl.constexpr,
+                           BD: tl.constexpr, NP: tl.constexpr):
     """Per window: the state at its end of the sequence that goes on past it (from zero at the
     piece's start), the piece's sum of delta, and the flag (module docstring)."""
-    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, BD, Dm, N, NP)
+    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, W, RUNTIME_WL, BD, Dm, N, NP)
     p = _lower_bound(cu_ptr, S, w1, LOG_S)
     goes_on = (w1 < T) & (tl.load(cu_ptr + p) != w1)
     if tl.program_id(1) == 0:
@@ -169,12 +175,12 @@ def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                      hin_ptr, states_ptr, cu_ptr,
                      s_u, s_dl, s_B, s_C, s_z, s_y, s_h, T, Dm, N, S, WL,
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr,
-                     NP: tl.constexpr, STORE_STATES: tl.constexpr):
+                     SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr, RUNTIME_WL: tl.constexpr,
+                     BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, STORE_STATES: tl.constexpr):
     """The forward walk of one window from the state entering it (``hin``). STORE_STATES: store the
     state at every chunk start (False: ``ScanConfig.recompute_states``, the backward recomputes them
     from ``hin``; ``states_ptr`` is then not touched)."""
-    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, BD, Dm, N, NP)
+    w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, W, RUNTIME_WL, BD, Dm, N, NP)
     mdn, hn_off, A2, bias = _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD, HAS_BIAS)
     if HAS_D:
         Dv = tl.load(D_ptr + offs_d, mask=md, other=0.0).to(tl.float32)

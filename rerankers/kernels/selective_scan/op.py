@@ -105,19 +105,30 @@ def _num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
-# Registers per thread of the forward and backward walks at the default config (sm_90, Triton 3.6; recorded by
-# bench_kernels.py): they set how many programs an SM holds at once (3 forward, 2 backward at 4 warps), so how
-# many run in one wave. benchmarks/KERNEL_NOTES.md, fifth session.
-WALK_REGISTERS = {"fwd": 143, "bwd": 255}
-WINDOW_MAX = 512  # the longest window the auto pick considers (tokens)
+def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: torch.device) -> int:
+    """``window`` if set, else the largest power of two (block_t..256) that still gives about four
+    programs per SM (a constexpr window: a power of two compiles the forward walk to 119 registers, 4
+    programs per SM, where other windows take 143)."""
+    if window:
+        return window
+    sms = _num_sms(device.index or 0) if device.type == "cuda" else 132
+    want = 4 * sms
+    w = 256
+    while w > block_t and cdiv(T, w) * cdiv(Dm, 32 * warps) < want:
+        w //= 2
+    return w
 
 
-def resident_programs(walk: str, warps: int) -> int:
-    """Programs of the ``walk`` ("fwd" / "bwd") kernel an SM holds at once: 64K registers and 64 warps per SM."""
-    return max(1, min(65536 // (WALK_REGISTERS[walk] * 32 * warps), 64 // warps))
-
-
+# The backward walk's registers per thread at the default config (sm_90, Triton 3.6; bench_kernels.py records
+# them): 2 programs of 4 warps per SM, so 264 run in one wave on an H200.
+BWD_REGISTERS = 255
+WINDOW_MAX = 512  # the longest window the backward's fit considers (tokens); the chunk loops' bound
 PROGRAM_COST = 16  # a program's fixed work (binary search over cu_seqlens, loads of A / the carry), in token steps
+
+
+def resident_programs(warps: int, registers: int = BWD_REGISTERS) -> int:
+    """Programs of a kernel an SM holds at once: 64K registers and 64 warps per SM."""
+    return max(1, min(65536 // (registers * 32 * warps), 64 // warps))
 
 
 @functools.lru_cache(maxsize=1024)
@@ -137,24 +148,26 @@ def _fit_window(T: int, Dm: int, warps: int, block_t: int, slots: int) -> int:
     return best
 
 
-def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: torch.device,
-                walk: str = "fwd") -> int:
-    """``window`` if set, else the window that fits the ``walk``'s grid ("fwd": forward and state
-    rebuild, "bwd": backward) to whole waves of programs on this GPU (:func:`_fit_window`).
+def fit_backward_window(T: int, S: int, Dm: int, warps: int, block_t: int, device: torch.device) -> int | None:
+    """The backward's window fitted to whole waves of programs (a run-time length: one compilation for
+    all), or None to keep :func:`pick_window`'s power of two: where the sequences are on average longer
+    than that window, every window's first piece is carried and the backward's local pass walks whole
+    windows, which the waves count does not see.
 
-    The fourth session's pick (the largest power of two <= 256 with about four programs per SM) left
-    the last wave nearly empty at the training shapes; fitting waves took the scan's fwd+bwd from
-    3.88 to 3.47 ms at 23K tokens, D 1536, on an H200 (KERNEL_NOTES.md, fifth session)."""
-    if window:
-        return window
+    Measured on an H200 (KERNEL_NOTES.md, fifth session), the backward of MS MARCO-shaped packs against
+    the power of two: 2.93 -> 2.55 ms at 23K tokens, D 1536; 3.55 -> 3.31 ms at D 2048; 0.93 -> 0.85 ms at
+    5.8K tokens; 5-6% slower at B8xL2048 and B1xL16384 (hence None there)."""
+    pow2 = pick_window(0, T, Dm, warps, block_t, device)
+    if S <= 0 or T > S * pow2:
+        return None
     sms = _num_sms(device.index or 0) if device.type == "cuda" else 132
-    return _fit_window(max(int(T), 1), int(Dm), warps, block_t, resident_programs(walk, warps) * sms)
+    return _fit_window(max(int(T), 1), int(Dm), warps, block_t, resident_programs(warps) * sms)
 
 
 def window_bound(W: int) -> int:
-    """The constexpr bound of the kernels' chunk loops for a window of ``W`` tokens: :data:`WINDOW_MAX` on
-    the GPU (one compilation for every window the auto pick makes), the window's power of two under the
-    interpreter (where every loop step runs in Python)."""
+    """The constexpr bound of the chunk loops for a run-time window of ``W`` tokens: :data:`WINDOW_MAX` on the
+    GPU (one compilation for every fitted window), the window's power of two under the interpreter (where
+    every loop step runs in Python)."""
     return next_pow2(W) if interpreting() else max(WINDOW_MAX, next_pow2(W))
 
 
@@ -198,7 +211,7 @@ def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     flag = torch.empty((n_win,), dtype=torch.int32, device=u.device)
     bp = delta_bias if delta_bias is not None else u
     grid = (n_win, cdiv(Dm, 32 * warps))
-    consts = dict(LOG_S=log_s(S), HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, W=window_bound(W),
+    consts = dict(LOG_S=log_s(S), HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, W=W, RUNTIME_WL=False,
                   BT=block_t, BD=32 * warps, NP=next_pow2(N), num_warps=warps)
     k = _scan_fwd_local_kernel[grid](u, delta, A_t, B, bp, send, dts, flag, cu, u.stride(0), delta.stride(0),
                                      B.stride(0), Dm, T, Dm, N, S, W, **consts)
@@ -235,8 +248,8 @@ def recompute_chunk_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta
     k = _scan_states_kernel[(n_win, cdiv(Dm, 32 * warps))](
         u, delta, A.t().contiguous().float(), B, bp, hin.contiguous(), states, int32_cu(cu_seqlens),
         u.stride(0), delta.stride(0), B.stride(0), Dm, T, Dm, N, S, W,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=window_bound(W), BT=block_t,
-        BD=32 * warps, NP=next_pow2(N), num_warps=warps)
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=W, RUNTIME_WL=False,
+        BT=block_t, BD=32 * warps, NP=next_pow2(N), num_warps=warps)
     _record(stats, "states", k)
     return states
 
@@ -267,7 +280,9 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
     if T > 0 and S > 0:
         A_t = A.t().contiguous().float()
         cu = int32_cu(cu_seqlens)
-        W = pick_window(cfg.window_bwd, T, Dm, warps, block_t, dev, walk="bwd")
+        W = pick_window(cfg.window_bwd, T, Dm, warps, block_t, dev)
+        fit = None if cfg.window_bwd else fit_backward_window(T, S, Dm, warps, block_t, dev)
+        W = fit or W  # the window's length (run time where fitted)
         n_win = cdiv(T, W)
         f32 = dict(dtype=torch.float32, device=dev)
         gin, dts = torch.empty((n_win, N, Dm), **f32), torch.empty((n_win, Dm), **f32)
@@ -276,7 +291,8 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
         bp = delta_bias if delta_bias is not None else u
         grid = (n_win, cdiv(Dm, 32 * warps))
         consts = dict(LOG_S=log_s(S), HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-                      W=window_bound(W), BT=block_t, BD=32 * warps, NP=next_pow2(N), num_warps=warps)
+                      W=window_bound(W) if fit else W, RUNTIME_WL=fit is not None, BT=block_t, BD=32 * warps,
+                      NP=next_pow2(N), num_warps=warps)
         k = _scan_bwd_local_kernel[grid](dy, delta, A_t, C, zp, bp, gin, dts, flag, cu, dy.stride(0),
                                          delta.stride(0), C.stride(0), zp.stride(0), Dm, T, Dm, N, S, W, **consts)
         _record(stats, "bwd_local", k)
