@@ -29,18 +29,22 @@
 #                                        mamba-ssm's scan (built in the background)
 #   bash benchmarks/gpu_suite.sh windows2 the same for the hybrid that followed (forward windows as before, the
 #                                        backward's fitted at run time), then the training step against .gpu/old
+#   bash benchmarks/gpu_suite.sh windows3 the step at 256 pairs again (mamba-130m, mamba-370m + bert-large)
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   $(ls .whl-qlora/*.whl 2>/dev/null) || exit 1  # .whl-qlora: bitsandbytes (43 MB), carried only for --qlora
 export PYTHONPATH=$A/site:/tmp/site:$PWD
+# the device copy's git metadata is stale: stamp the reports with the commit written before the call
+# (`git rev-parse --short HEAD > .gpu/COMMIT`, carried)
+[ -f .gpu/COMMIT ] && export RERANKERS_COMMIT="$(cat .gpu/COMMIT)"
 R="python3 -m rerankers.cli"
 CAND=.gpu/data/BM25/retrieve_results_dl19.json.gz
 RES=/tmp/results
@@ -65,6 +69,10 @@ print('mamba_ssm', mamba_ssm.__version__, 'causal_conv1d_fn', causal_conv1d_fn i
 }
 F='^WARNING rerankers.bench.build|it/s\]|^$'
 pack() { tar czf "$OUT/results.tar.gz" -C $RES . ; ls -la $RES/*; }
+# the fourth session's checkout (.gpu/old: `git archive <commit> rerankers | tar -x -C .gpu/old`, carried): scripts see
+# it through PYTHONPATH, but `python3 -m` puts the working directory first, so its CLI runs from inside that folder
+OLD="env PYTHONPATH=$PWD/.gpu/old:$PYTHONPATH"
+OLD_CLI="env -C .gpu/old PYTHONPATH=$PYTHONPATH python3 -m rerankers.cli"
 
 case $STAGE in
 smoke)
@@ -220,7 +228,6 @@ windows2)  # (fifth session, after windows) the hybrid: forward windows as befor
   tar xzf .anchors/mamba_ssm-*.tar.gz -C /tmp
   (MAX_JOBS=14 setsid nohup python3 benchmarks/bench_kernels.py --build-mamba /tmp/mamba_ssm-2.3.2.post1 \
      --mamba-ext $MB > $MB/build.log 2>&1 && touch $MB/DONE || touch $MB/FAILED) < /dev/null &
-  OLD="env PYTHONPATH=$PWD/.gpu/old:$PYTHONPATH"
   timeout -s INT 120 python3 benchmarks/bench_kernels.py --only scancheck --out $RES/hybrid-check 2>&1 \
      | grep -E "PASS|FAIL|Error|rror" | tail -40
   pack > /dev/null
@@ -231,11 +238,24 @@ windows2)  # (fifth session, after windows) the hybrid: forward windows as befor
   pack > /dev/null
   timeout -s INT 100 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
      --out $RES/hybrid-train > $OUT/hybrid-train.log 2>&1; grep -E "^\|" $OUT/hybrid-train.log | tail -6
-  timeout -s INT 70 $OLD $R bench train --backbone mamba-130m --pairs 64 256 --modes packed --anchors none \
+  timeout -s INT 70 $OLD_CLI bench train --backbone mamba-130m --pairs 64 256 --modes packed --anchors none \
      --out $RES/hybrid-train-old > $OUT/hybrid-train-old.log 2>&1; grep -E "^\|" $OUT/hybrid-train-old.log | tail -4
   pack > /dev/null
   timeout -s INT 80 python3 benchmarks/bench_kernels.py --only fixed --skip-check --mamba-ext $MB \
      --out $RES/hybrid-fixed 2>&1 | grep -E "fixed|Error|unavailable" | tail -12
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|smoke" >&2; exit 2 ;;
+windows3)  # (fifth session, after windows2) the step at 256 pairs with D 2048 (mamba-370m beside bert-large), and
+           # mamba-130m's step again, old checkout first this time (the spread between processes)
+  timeout -s INT 60 $OLD_CLI bench train --backbone mamba-130m --pairs 256 --modes packed --anchors none \
+     --out $RES/w3-130m-old > $OUT/w3-130m-old.log 2>&1; grep -E "^\| mamba" $OUT/w3-130m-old.log | tail -2
+  timeout -s INT 60 $R bench train --backbone mamba-130m --pairs 256 --modes packed --anchors none \
+     --out $RES/w3-130m > $OUT/w3-130m.log 2>&1; grep -E "^\| mamba" $OUT/w3-130m.log | tail -2
+  pack > /dev/null
+  timeout -s INT 120 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed --anchors none \
+     --out $RES/w3-370m > $OUT/w3-370m.log 2>&1; grep -E "^\|" $OUT/w3-370m.log | tail -3
+  pack > /dev/null
+  timeout -s INT 90 $OLD_CLI bench train --backbone mamba-370m --pairs 256 --modes packed --anchors none \
+     --out $RES/w3-370m-old > $OUT/w3-370m-old.log 2>&1; grep -E "^\| mamba" $OUT/w3-370m-old.log | tail -2
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|smoke" >&2; exit 2 ;;
 esac

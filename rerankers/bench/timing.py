@@ -87,7 +87,12 @@ def _version(module: str) -> str | None:
         return None
 
 
+COMMIT_ENV = "RERANKERS_COMMIT"  # the commit to stamp where the checkout's git metadata is absent or stale (copies)
+
+
 def _git_commit() -> str | None:
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     root = Path(__file__).resolve().parents[2]
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,

@@ -436,3 +436,12 @@ def test_quantize_base_nf4_replaces_the_lora_targets_and_still_scores(tiny_model
     trained = apply_lora(twin, 2)
     head = sum(p.numel() for p in twin.head.parameters())
     assert head < trained < sum(p.numel() for p in model.parameters()) / 2
+
+
+def test_environment_stamps_the_commit_from_the_environment_where_set(monkeypatch):
+    """A copied checkout (the lent GPU's) has stale git metadata: RERANKERS_COMMIT names the code that ran."""
+    from rerankers.bench.timing import COMMIT_ENV, environment
+    monkeypatch.setenv(COMMIT_ENV, "abc1234")
+    assert environment(torch.device("cpu"))["commit"] == "abc1234"
+    monkeypatch.delenv(COMMIT_ENV)
+    assert environment(torch.device("cpu"))["commit"] != "abc1234"
