@@ -541,14 +541,12 @@ def waves(programs: int, n_regs: int, warps: int, sms: int) -> float:
 def auto_windows(T: int, S: int, D: int, cfg: ScanConfig) -> tuple[int, int]:
     """The (forward, backward) windows the launchers take for ``cfg`` at T tokens in S sequences, D channels."""
     dev = torch.device(DEV)
-    Wf = pick_window(cfg.window, T, D, cfg.warps, cfg.block_t, dev)
-    Wb = pick_window(cfg.window_bwd, T, D, cfg.warps_bwd, cfg.block_t, dev)
     try:
-        from rerankers.kernels.selective_scan.op import fit_backward_window
-    except ImportError:  # an older checkout first on PYTHONPATH: no fitted backward windows
-        return Wf, Wb
-    fit = None if cfg.window_bwd else fit_backward_window(T, S, D, cfg.warps_bwd, cfg.block_t, dev)
-    return Wf, fit or Wb
+        from rerankers.kernels.selective_scan.op import backward_window, forward_window
+    except ImportError:  # an older checkout first on PYTHONPATH: powers of two for both walks
+        return (pick_window(cfg.window, T, D, cfg.warps, cfg.block_t, dev),
+                pick_window(cfg.window_bwd, T, D, cfg.warps_bwd, cfg.block_t, dev))
+    return forward_window(cfg, T, S, D, dev)[0], backward_window(cfg, T, S, D, dev)[0]
 
 
 WAVE_SHAPES = (("msmarco 23K", 23272, 1536), ("msmarco 23K D2048", 23272, 2048), ("msmarco 5.8K", 5819, 1536),
@@ -580,6 +578,37 @@ def time_waves(gen: torch.Generator, windows: tuple[int, ...] = (0, 192, 240, 25
                                          fwdbwd_ms=r["fwdbwd_ms"], kernel_stats=stats))
             log(f"waves {tag:18s} W={w:4d} fwd W {Wf:4d} programs {pf:5d} {wf:5.2f} waves | bwd W {Wb:4d} "
                 f"programs {pb:5d} {wb:5.2f} waves | fwd {r['fwd_ms']:.3f} ms fwd+bwd {r['fwdbwd_ms']:.3f} ms")
+
+
+LEVERS = (("default", {}), ("fit_fwd", dict(fit_fwd=True)), ("fit_fwd reg128", dict(fit_fwd=True, registers=128)),
+          ("bwd reg168", dict(registers_bwd=168)), ("fit_fwd reg128 bwd reg168",
+                                                    dict(fit_fwd=True, registers=128, registers_bwd=168)))
+
+
+def time_levers(gen: torch.Generator) -> bool:
+    """The fifth session's untimed levers (ScanConfig.fit_fwd, registers, registers_bwd; KERNEL_NOTES.md): each
+    checked against the fp32 reference on a ragged pack first (bf16, and fp32 for the last), then timed at the
+    training shapes and at B8xL2048 beside the default, with each kernel's registers and spills."""
+    base = CFG or DEFAULT_CONFIG
+    ok = True
+    for name, kw in LEVERS[1:]:
+        ok &= check_scan(f"lever {name}", [2048, 1, 300, 90, 1, 255, 257, 2627, 77], 1536, seed=12, cfg=replace(base, **kw))
+    ok &= check_scan(f"lever {LEVERS[-1][0]} fp32", msmarco_lengths(gen, 4096), 1536, dtype=torch.float32, seed=13,
+                     cfg=replace(base, **LEVERS[-1][1]))
+    log(f"LEVER CHECKS {'PASS' if ok else 'FAIL'}")
+    shapes = [("msmarco 23K", msmarco_lengths(gen, 23272), 1536), ("msmarco 23K D2048", msmarco_lengths(gen, 23272), 2048),
+              ("msmarco 5.8K", msmarco_lengths(gen, 5819), 1536), ("B8xL2048 D2048", [2048] * 8, 2048)]
+    for tag, lens, D in shapes:
+        for name, kw in LEVERS:
+            cfg = replace(base, **kw)
+            r = time_scan(f"{name} {tag}", lens, D, cfg=cfg)
+            Wf, Wb = auto_windows(sum(lens), len(lens), D, cfg)
+            RESULTS.setdefault("levers", []).append(dict(lever=name, tag=tag, T=sum(lens), D=D, window_fwd=Wf,
+                                                         window_bwd=Wb, fwd_ms=r["fwd_ms"], fwdbwd_ms=r["fwdbwd_ms"],
+                                                         kernel_stats=r["kernel_stats"]))
+            log(f"lever {name:26s} {tag:18s} windows {Wf:3d}/{Wb:3d}  fwd {r['fwd_ms']:.3f} ms  "
+                f"fwd+bwd {r['fwdbwd_ms']:.3f} ms")
+    return ok
 
 
 FIXED_SHAPES = (("B64xL128", 64, 128, 2048), ("B8xL2048", 8, 2048, 2048), ("B1xL16384", 1, 16384, 2048),
@@ -616,7 +645,8 @@ def main() -> int:
     ap.add_argument("--only", default="check,configs,sweep,conv,ref,mamba",
                     help="parts, comma-separated; also scancheck (the scan's checks without the conv's), recompute (timings + checks), recompute-check (checks only), "
                          "log-s (the search-depth floor off and on), waves (windows against whole waves), "
-                         "fixed (issue 13's equal-length shapes, with mamba-ssm where --mamba-ext holds it)")
+                         "fixed (issue 13's equal-length shapes, with mamba-ssm where --mamba-ext holds it), "
+                         "levers5 (the fifth session's untimed ScanConfig levers: checks, then timings)")
     ap.add_argument("--windows", default=None,
                     help="','-separated windows for 'waves' (0: the launchers' pick; default: 0 and 192..512)")
     ap.add_argument("--configs", default=None,
@@ -832,6 +862,9 @@ def main() -> int:
         save()
     if "fixed" in parts:
         time_fixed(args.mamba_ext)
+        save()
+    if "levers5" in parts:
+        all_ok &= time_levers(gen)
         save()
     if "log-s" in parts:
         all_ok &= check_scan("LOG_S floor, ragged 8K", [2048, 1, 3000, 1, 255, 257, 2627], 2048, seed=11)

@@ -30,12 +30,13 @@
 #   bash benchmarks/gpu_suite.sh windows2 the same for the hybrid that followed (forward windows as before, the
 #                                        backward's fitted at run time), then the training step against .gpu/old
 #   bash benchmarks/gpu_suite.sh windows3 the step at 256 pairs again (mamba-130m, mamba-370m + bert-large)
+#   bash benchmarks/gpu_suite.sh sixth   (next session) the untimed ScanConfig levers: fit_fwd, register caps
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -257,5 +258,19 @@ windows3)  # (fifth session, after windows2) the step at 256 pairs with D 2048 (
   timeout -s INT 90 $OLD_CLI bench train --backbone mamba-370m --pairs 256 --modes packed --anchors none \
      --out $RES/w3-370m-old > $OUT/w3-370m-old.log 2>&1; grep -E "^\| mamba" $OUT/w3-370m-old.log | tail -2
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|smoke" >&2; exit 2 ;;
+sixth)  # (for the sixth session, one call) the fifth session's untimed levers: ScanConfig.fit_fwd (the forward's
+        # window fitted at run time), registers=128 (ptxas maxnreg: 4 forward programs per SM at a run-time window),
+        # registers_bwd=168 (3 backward programs per SM instead of 2): GPU checks, kernel timings, then the step
+        # with each through RERANKERS_SCAN_CONFIG (mamba-130m, 256 pairs)
+  mkdir -p $RES/levers5
+  timeout -s INT 200 python3 benchmarks/bench_kernels.py --only levers5 --out $RES/levers5 2>&1 \
+     | grep -E "CHECK|check|^lever|Error" | tail -40
+  pack > /dev/null
+  for L in "" "fit_fwd=1,registers=128" "registers_bwd=168" "fit_fwd=1,registers=128,registers_bwd=168"; do
+    D=$RES/levers5-step-$(echo "${L:-default}" | tr ',=' '-_')
+    RERANKERS_SCAN_CONFIG="$L" timeout -s INT 60 $R bench train --backbone mamba-130m --pairs 256 --modes packed \
+       --anchors none --out $D > $D.log 2>&1; echo "[$L] $(grep -E '^\| mamba' $D.log | tail -1)"
+  done
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|smoke" >&2; exit 2 ;;
 esac

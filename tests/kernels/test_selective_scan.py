@@ -19,8 +19,9 @@ from rerankers.kernels.selective_scan.op import (
     WINDOW_MAX,
     ScanConfig,
     _fit_window,
+    backward_window,
     default_config,
-    fit_backward_window,
+    forward_window,
     pick_window,
     recompute_chunk_states,
     resident_programs,
@@ -258,9 +259,10 @@ def test_custom_op_opcheck():
     cu = cu_seqlens_from_lengths(lengths)
     xs = [x.detach() for x in make(sum(lengths), 8, 4, seed=6)]
     # recompute_states: the fake gives the window-start states' shape
-    for cfg in (CFG, replace(CFG, recompute_states=True), replace(CFG_AUTO, recompute_states=True)):
+    for cfg in (CFG, replace(CFG, recompute_states=True), replace(CFG_AUTO, recompute_states=True),
+                replace(CFG_AUTO, recompute_states=True, fit_fwd=True, registers=128, registers_bwd=168)):
         args = (*xs, cu, True, cfg.window, cfg.block_t, cfg.warps, cfg.window_bwd, cfg.warps_bwd, cfg.bwd_history,
-                cfg.recompute_states)
+                cfg.recompute_states, cfg.fit_fwd, cfg.registers, cfg.registers_bwd)
         torch.library.opcheck(torch.ops.rerankers.selective_scan_fwd.default, args,
                               test_utils=("test_schema", "test_faketensor"))
 
@@ -386,7 +388,11 @@ def test_recompute_states_from_the_environment_and_through_compile(monkeypatch):
         assert rel(a, b) <= 1e-5, f"d{name}: {rel(a, b):.2e}"
 
 
-# ---- the backward's window fitted to whole waves of programs (fit_backward_window / _fit_window)
+# ---- windows fitted to whole waves of programs (backward_window, forward_window with fit_fwd; _fit_window)
+CPU = torch.device("cpu")
+BIG = ScanConfig()  # the GPU's warps and block_t (4, 8): windows are only picked here, no kernel runs
+
+
 def _waves_cost(T: int, Dm: int, warps: int, W: int, slots: int) -> int:
     from rerankers.kernels.selective_scan.op import PROGRAM_COST
     return -(-(-(-T // W) * -(-Dm // (32 * warps))) // slots) * (min(W, T) + PROGRAM_COST)
@@ -400,7 +406,7 @@ def test_fitted_window_is_the_cheapest_whole_wave_fit(T, Dm):
     warps, bt = 4, 8
     slots = resident_programs(warps) * 132
     W = _fit_window(T, Dm, warps, bt, slots)
-    assert fit_backward_window(T, T, Dm, warps, bt, torch.device("cpu")) == W  # sequences of one token: fitted
+    assert backward_window(BIG, T, T, Dm, CPU) == (W, True)  # sequences of one token: fitted, at run time
     assert W % bt == 0 and bt <= W <= WINDOW_MAX and W < T + bt
     cands = range(bt, min(WINDOW_MAX, -(-T // bt) * bt) + 1, bt)
     best = min(_waves_cost(T, Dm, warps, w, slots) for w in cands)
@@ -412,36 +418,59 @@ def test_fitted_window_fills_whole_waves_at_the_training_shapes():
     """The fifth session's measurement (KERNEL_NOTES.md): at 256 pairs (23,272 tokens, D 1536) the power-of-two
     window 256 made 1,092 backward programs on 264 slots, 4.14 waves (5 run); the fit leaves no wave less than
     three-quarters full, and 64 pairs' 5,819 tokens take one wave."""
-    cpu = torch.device("cpu")
-    assert resident_programs(4) == 2
+    assert resident_programs(4) == 2 and resident_programs(4, 168) == 3 and resident_programs(4, 128) == 4
     for T, Dm in [(23272, 1536), (23272, 2048), (5819, 1536)]:
-        W = fit_backward_window(T, T // 93, Dm, 4, 8, cpu)
+        W, runtime = backward_window(BIG, T, T // 93, Dm, CPU)
         waves = -(-T // W) * -(-Dm // 128) / 264
-        assert waves / math.ceil(waves) >= 0.75, (T, Dm, W, waves)
-    assert -(-5819 // fit_backward_window(5819, 64, 1536, 4, 8, cpu)) * 12 <= 264
+        assert runtime and waves / math.ceil(waves) >= 0.75, (T, Dm, W, waves)
+    assert -(-5819 // backward_window(BIG, 5819, 64, 1536, CPU)[0]) * 12 <= 264
+    # a register cap of 168 makes room for 3 backward programs per SM: the fit counts 396 slots
+    W = backward_window(replace(BIG, registers_bwd=168), 23272, 250, 1536, CPU)[0]
+    assert W == _fit_window(23272, 1536, 4, 8, 396)
 
 
 def test_long_sequences_keep_the_power_of_two_window():
     """Sequences longer on average than the power-of-two window: every window's first piece is carried (the
-    fit measured 5-6% slower at B8xL2048 and B1xL16384), so the backward keeps pick_window's window."""
-    cpu = torch.device("cpu")
+    fit measured 5-6% slower at B8xL2048 and B1xL16384), so both walks keep pick_window's window."""
     for T, S, Dm in [(16384, 8, 2048), (16384, 1, 2048), (16384, 8, 1536)]:
-        assert fit_backward_window(T, S, Dm, 4, 8, cpu) is None
-        assert pick_window(0, T, Dm, 4, 8, cpu) == 256
-    assert fit_backward_window(8192, 64, 2048, 4, 8, cpu) is not None  # B64xL128: 128 tokens, the window's own
+        assert backward_window(BIG, T, S, Dm, CPU) == (256, False)
+        assert forward_window(replace(BIG, fit_fwd=True), T, S, Dm, CPU) == (256, False)
+    assert backward_window(BIG, 8192, 64, 2048, CPU)[1]  # B64xL128: 128 tokens, the window's own length
 
 
-def test_fitted_backward_window_through_the_kernels(monkeypatch):
-    """The backward with a run-time window of 40 tokens (not a power of two; chunk loops bounded at 64 or 256):
-    output and every gradient equal the reference, with and without recompute_states."""
+def test_forward_window_is_a_power_of_two_unless_fit_fwd():
+    """The forward keeps its constexpr power of two (119 registers against 143 at a run-time window) unless
+    fit_fwd asks for the fit, which counts resident programs from the register cap where one is set."""
+    assert forward_window(BIG, 23272, 250, 1536, CPU) == (pick_window(0, 23272, 1536, 4, 8, CPU), False)
+    assert forward_window(replace(BIG, window=24), 23272, 250, 1536, CPU) == (24, False)
+    W, runtime = forward_window(replace(BIG, fit_fwd=True), 23272, 250, 1536, CPU)
+    assert runtime and W == _fit_window(23272, 1536, 4, 8, 3 * 132)
+    W, runtime = forward_window(replace(BIG, fit_fwd=True, registers=128), 23272, 250, 1536, CPU)
+    assert runtime and W == _fit_window(23272, 1536, 4, 8, 4 * 132)
+
+
+def test_register_caps_are_checked():
+    xs = make(8, 4, 2, seed=2, grad=False)
+    cu = cu_seqlens_from_lengths([8])
+    for bad in (ScanConfig(registers=20), ScanConfig(registers_bwd=300), ScanConfig(registers=130)):
+        with pytest.raises(ValueError, match="multiple of 8 in 24..255"):
+            selective_scan_triton(*xs, cu, config=bad)
+
+
+@pytest.mark.parametrize("fit_fwd", [False, True])
+def test_fitted_windows_through_the_kernels(monkeypatch, fit_fwd):
+    """Run-time windows of 40 tokens (not a power of two; chunk loops bounded at 64 or 256) in the backward, and
+    with fit_fwd in the forward walks too (the state rebuild included): output and every gradient equal the
+    reference, with and without recompute_states; register caps (ignored by the interpreter) change nothing."""
     from rerankers.kernels.selective_scan import op
-    monkeypatch.setattr(op, "fit_backward_window", lambda *a: 40)
+    monkeypatch.setattr(op, "_fitted", lambda *a: 40)
     lengths = [70, 3, 41, 1, 12, 9]
     T, Dm, N = sum(lengths), 40, 4
     cu = cu_seqlens_from_lengths(lengths)
     for bound, rc in [(1, False), (4, True)]:
         monkeypatch.setattr(op, "window_bound", lambda W, k=bound: k * op.next_pow2(W))
-        cfg = replace(CFG_AUTO, recompute_states=rc)
+        cfg = replace(CFG_AUTO, recompute_states=rc, fit_fwd=fit_fwd, registers=128, registers_bwd=168)
+        assert op.forward_window(cfg, T, 6, Dm, CPU) == ((40, True) if fit_fwd else (8, False))
         xs = make(T, Dm, N, seed=30 + bound)
         y = selective_scan_triton(*xs, cu, config=cfg)
         xr = [x.detach().double().requires_grad_() for x in xs]
@@ -453,4 +482,21 @@ def test_fitted_backward_window_through_the_kernels(monkeypatch):
 
 
 def test_explicit_window_is_kept():
-    assert pick_window(24, 10 ** 6, 1536, 4, 8, torch.device("cpu")) == 24
+    assert pick_window(24, 10 ** 6, 1536, 4, 8, CPU) == 24
+    assert backward_window(replace(BIG, window_bwd=24), 10 ** 6, 10, 1536, CPU) == (24, False)
+
+
+def test_config_fields_from_the_environment(monkeypatch):
+    """RERANKERS_SCAN_CONFIG replaces fields of the default config (a lever at the training step, for benchmarks);
+    a bad item is a ValueError naming the variable."""
+    from rerankers.kernels.selective_scan.op import CONFIG_ENV
+    monkeypatch.delenv(RECOMPUTE_ENV, raising=False)
+    monkeypatch.setenv(CONFIG_ENV, "fit_fwd=1, registers=128,registers_bwd=168")
+    assert default_config() == replace(INTERPRET_CONFIG, fit_fwd=True, registers=128, registers_bwd=168)
+    monkeypatch.setenv(CONFIG_ENV, " ")
+    assert default_config() == INTERPRET_CONFIG
+    for bad, msg in [("fit=1", "not field=value"), ("registers", "not field=value"), ("fit_fwd=maybe", "0 or 1"),
+                     ("registers=lots", "an integer")]:
+        monkeypatch.setenv(CONFIG_ENV, bad)
+        with pytest.raises(ValueError, match=f"{CONFIG_ENV}: .*{msg}"):
+            default_config()

@@ -3,7 +3,7 @@
 Work unit: a *window* of ``W`` consecutive packed tokens (window ``w`` = tokens ``[w*W, w*W + W)``,
 whatever sequences they belong to) times a block of ``BD`` channels. With ``RUNTIME_WL`` the window's length
 is the run-time ``WL`` instead and the constexpr ``W`` only bounds the chunk loops (chunks past the window
-are skipped): the backward's windows fitted to whole waves per T (:func:`.op.fit_backward_window`) then
+are skipped): windows fitted to whole waves per T (:func:`.op.backward_window`, :func:`.op.forward_window`) then
 share one compilation. A program walks its window in time with the state of its channels in
 registers, **one channel per thread and all N states of that channel in the thread's registers**, so
 the sum over states is in-thread and no step needs a shuffle or a barrier. Sequence boundaries inside

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -25,15 +25,21 @@ from .forward import _scan_chain_kernel, _scan_fwd_kernel, _scan_fwd_local_kerne
 class ScanConfig:
     """Work split of the Triton scan (see :mod:`.forward`).
 
-    window / window_bwd: tokens per program (a multiple of block_t; 0 = chosen from T and D so that
-    the grid fills the GPU); block_t: chunk length (rows loaded together; the forward stores the
+    window / window_bwd: tokens per program (a multiple of block_t; 0 = chosen: :func:`forward_window`,
+    :func:`backward_window`); block_t: chunk length (rows loaded together; the forward stores the
     state at every chunk start for the backward, which recomputes a chunk from it); warps /
     warps_bwd: warps per program, one channel per thread (32 * warps channels per program);
     bwd_history: states the backward keeps in registers at a time (divides block_t; smaller
     recomputes more and spills less); recompute_states: keep for the backward only the state at
     every forward window start ((cdiv(T, W), N, D) fp32 instead of (cdiv(T, block_t), N, D): W /
     block_t times less memory, 32x at the default W = 256) and rebuild the chunk-start states in the
-    backward (one more pass like the forward, without C, z and y, into a buffer freed after it).
+    backward (one more pass like the forward, without C, z and y, into a buffer freed after it);
+    fit_fwd: the forward's auto window fitted to whole waves at run time like the backward's (off: a
+    power of two, which compiles the forward walk to 119 registers, against 143 at a run-time window);
+    registers / registers_bwd: a cap on the registers per thread of the forward walks (walk, local
+    pass, state rebuild) / of the backward walk (ptxas ``maxnreg``; 0 = the compiler's choice; GPU only):
+    128 keeps 4 forward programs per SM at a run-time window (28 bytes of spills, sm_90), 168 gives the
+    backward 3 instead of 2 (1.6 KB of spills). Both are untimed levers (KERNEL_NOTES.md, fifth session).
     """
     window: int = 0
     window_bwd: int = 0
@@ -42,6 +48,9 @@ class ScanConfig:
     warps_bwd: int = 4
     bwd_history: int = 4
     recompute_states: bool = False
+    fit_fwd: bool = False
+    registers: int = 0
+    registers_bwd: int = 0
 
 
 # measured on an H100 (benchmarks/KERNEL_NOTES.md); recompute_states on by default since the H200 run of the
@@ -53,18 +62,42 @@ INTERPRET_CONFIG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warp
 CHAIN_GROUP = 8  # windows whose loads the carry pass issues together
 # "0": calls without an explicit config keep every chunk-start state (recompute_states=False); "1": recompute
 RECOMPUTE_ENV = "RERANKERS_SCAN_RECOMPUTE"
+# "field=value,...": fields of the default config replaced, e.g. "fit_fwd=1,registers=128" (a lever at the step)
+CONFIG_ENV = "RERANKERS_SCAN_CONFIG"
 _ON, _OFF = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _config_overrides(text: str) -> dict[str, int | bool]:
+    """``field=value`` pairs of :data:`CONFIG_ENV`; a ValueError naming the variable and the item otherwise."""
+    names = [f.name for f in fields(ScanConfig)]
+    out: dict[str, int | bool] = {}
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        key, sep, val = (x.strip() for x in item.partition("="))
+        if not sep or key not in names:
+            raise ValueError(f"{CONFIG_ENV}: {item!r} is not field=value with a field of ScanConfig "
+                             f"({', '.join(names)})")
+        if key in _BOOLS:
+            if val.lower() not in _ON + _OFF:
+                raise ValueError(f"{CONFIG_ENV}: {key} takes 0 or 1, got {val!r}")
+            out[key] = val.lower() in _ON
+        else:
+            try:
+                out[key] = int(val)
+            except ValueError:
+                raise ValueError(f"{CONFIG_ENV}: {key} takes an integer, got {val!r}") from None
+    return out
 
 
 def default_config() -> ScanConfig:
     """:data:`DEFAULT_CONFIG` (:data:`INTERPRET_CONFIG` under the interpreter), ``recompute_states`` as the
-    environment variable ``RERANKERS_SCAN_RECOMPUTE`` says (0 / 1; unset or anything else: the default, on).
-    """
+    environment variable ``RERANKERS_SCAN_RECOMPUTE`` says (0 / 1; unset or anything else: the default, on),
+    then the fields that ``RERANKERS_SCAN_CONFIG`` sets ("fit_fwd=1,registers=128")."""
     cfg = INTERPRET_CONFIG if interpreting() else DEFAULT_CONFIG
     flag = os.environ.get(RECOMPUTE_ENV, "").strip().lower()
     if flag in _ON or flag in _OFF:
         cfg = replace(cfg, recompute_states=flag in _ON)
-    return cfg
+    text = os.environ.get(CONFIG_ENV, "")
+    return replace(cfg, **_config_overrides(text)) if text.strip() else cfg
 
 
 def _check_config(cfg: ScanConfig) -> None:
@@ -75,15 +108,21 @@ def _check_config(cfg: ScanConfig) -> None:
             raise ValueError(f"{name} {getattr(cfg, name)} must be a multiple of block_t {cfg.block_t}")
     if cfg.block_t % cfg.bwd_history:
         raise ValueError(f"bwd_history {cfg.bwd_history} must divide block_t {cfg.block_t}")
+    for name in ("registers", "registers_bwd"):
+        r = getattr(cfg, name)
+        if r and not (24 <= r <= 255 and r % 8 == 0):
+            raise ValueError(f"{name} must be 0 (the compiler's choice) or a multiple of 8 in 24..255, got {r}")
 
 
-# the custom ops' order (six ints, then the bool)
-_FLAT = ("window", "block_t", "warps", "window_bwd", "warps_bwd", "bwd_history", "recompute_states")
+# the custom ops' order
+_FLAT = ("window", "block_t", "warps", "window_bwd", "warps_bwd", "bwd_history", "recompute_states", "fit_fwd",
+         "registers", "registers_bwd")
+_BOOLS = ("recompute_states", "fit_fwd")
 
 
 def _flat(cfg: ScanConfig) -> tuple[int | bool, ...]:
     """The config as the custom ops take it (their schemas hold no dataclass)."""
-    return tuple(int(getattr(cfg, f)) for f in _FLAT[:-1]) + (bool(cfg.recompute_states),)
+    return tuple(bool(getattr(cfg, f)) if f in _BOOLS else int(getattr(cfg, f)) for f in _FLAT)
 
 
 def _unflat(*ints: int | bool) -> ScanConfig:
@@ -119,10 +158,12 @@ def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: 
     return w
 
 
-# The backward walk's registers per thread at the default config (sm_90, Triton 3.6; bench_kernels.py records
-# them): 2 programs of 4 warps per SM, so 264 run in one wave on an H200.
+# Registers per thread at the compiler's choice (sm_90, Triton 3.6; bench_kernels.py records them): the forward walk
+# takes 119 at a power-of-two constexpr window and 143 at a run-time one (4 or 3 programs of 4 warps per SM), the
+# backward walk 255 either way (2 per SM: 264 programs in one wave on an H200).
+FWD_REGISTERS = {False: 119, True: 143}
 BWD_REGISTERS = 255
-WINDOW_MAX = 512  # the longest window the backward's fit considers (tokens); the chunk loops' bound
+WINDOW_MAX = 512  # the longest window a fit considers (tokens); the chunk loops' bound at run-time windows
 PROGRAM_COST = 16  # a program's fixed work (binary search over cu_seqlens, loads of A / the carry), in token steps
 
 
@@ -148,20 +189,49 @@ def _fit_window(T: int, Dm: int, warps: int, block_t: int, slots: int) -> int:
     return best
 
 
-def fit_backward_window(T: int, S: int, Dm: int, warps: int, block_t: int, device: torch.device) -> int | None:
-    """The backward's window fitted to whole waves of programs (a run-time length: one compilation for
-    all), or None to keep :func:`pick_window`'s power of two: where the sequences are on average longer
-    than that window, every window's first piece is carried and the backward's local pass walks whole
-    windows, which the waves count does not see.
-
-    Measured on an H200 (KERNEL_NOTES.md, fifth session), the backward of MS MARCO-shaped packs against
-    the power of two: 2.93 -> 2.55 ms at 23K tokens, D 1536; 3.55 -> 3.31 ms at D 2048; 0.93 -> 0.85 ms at
-    5.8K tokens; 5-6% slower at B8xL2048 and B1xL16384 (hence None there)."""
-    pow2 = pick_window(0, T, Dm, warps, block_t, device)
-    if S <= 0 or T > S * pow2:
+def _fitted(T: int, S: int, Dm: int, warps: int, block_t: int, registers: int, device: torch.device) -> int | None:
+    """The window fitted to whole waves of programs of ``registers`` per thread, or None where the
+    sequences are on average longer than the power-of-two window: there every window's first piece is
+    carried and the local pass walks whole windows, which the waves count does not see (the fit measured
+    5-6% slower at B8xL2048 and B1xL16384)."""
+    if S <= 0 or T > S * pick_window(0, T, Dm, warps, block_t, device):
         return None
     sms = _num_sms(device.index or 0) if device.type == "cuda" else 132
-    return _fit_window(max(int(T), 1), int(Dm), warps, block_t, resident_programs(warps) * sms)
+    return _fit_window(max(int(T), 1), int(Dm), warps, block_t, resident_programs(warps, registers) * sms)
+
+
+def forward_window(cfg: ScanConfig, T: int, S: int, Dm: int, device: torch.device) -> tuple[int, bool]:
+    """(window length, run time?) of the forward walks (the walk, its local pass and the state rebuild of
+    ``recompute_states``): ``cfg.window`` as a constexpr if set; else with ``cfg.fit_fwd`` the window
+    fitted to whole waves (:func:`_fitted`, at run time), else :func:`pick_window`'s power of two."""
+    if cfg.window:
+        return cfg.window, False
+    if cfg.fit_fwd:
+        fit = _fitted(T, S, Dm, cfg.warps, cfg.block_t, cfg.registers or FWD_REGISTERS[True], device)
+        if fit:
+            return fit, True
+    return pick_window(0, T, Dm, cfg.warps, cfg.block_t, device), False
+
+
+def backward_window(cfg: ScanConfig, T: int, S: int, Dm: int, device: torch.device) -> tuple[int, bool]:
+    """(window length, run time?) of the backward walk and its local pass: ``cfg.window_bwd`` as a
+    constexpr if set, else the window fitted to whole waves (at run time) where the sequences are short,
+    else :func:`pick_window`'s power of two.
+
+    Measured on an H200 (KERNEL_NOTES.md, fifth session), the fit against the power of two: the scan's
+    fwd+bwd 3.94 -> 3.54 ms at 23K tokens, D 1536, and 4.61 -> 4.35 ms at D 2048; mamba-130m's training
+    step at 256 pairs 141.6 -> 132.6 ms."""
+    if cfg.window_bwd:
+        return cfg.window_bwd, False
+    fit = _fitted(T, S, Dm, cfg.warps_bwd, cfg.block_t, cfg.registers_bwd or BWD_REGISTERS, device)
+    if fit:
+        return fit, True
+    return pick_window(0, T, Dm, cfg.warps_bwd, cfg.block_t, device), False
+
+
+def _launch_options(warps: int, registers: int) -> dict:
+    """Triton launch options: the warps, and ptxas' register cap where one is set (compiled kernels only)."""
+    return dict(num_warps=warps, **({"maxnreg": registers} if registers and not interpreting() else {}))
 
 
 def window_bound(W: int) -> int:
@@ -194,7 +264,7 @@ def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     S = cu_seqlens.numel() - 1
     block_t, warps = cfg.block_t, cfg.warps
     y = torch.empty((T, Dm), dtype=u.dtype, device=u.device)
-    W = pick_window(cfg.window, T, Dm, warps, block_t, u.device)
+    W, runtime = forward_window(cfg, T, S, Dm, u.device)
     n_win = cdiv(T, W)
     if cfg.recompute_states:
         states = None  # hin below
@@ -211,8 +281,9 @@ def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     flag = torch.empty((n_win,), dtype=torch.int32, device=u.device)
     bp = delta_bias if delta_bias is not None else u
     grid = (n_win, cdiv(Dm, 32 * warps))
-    consts = dict(LOG_S=log_s(S), HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, W=W, RUNTIME_WL=False,
-                  BT=block_t, BD=32 * warps, NP=next_pow2(N), num_warps=warps)
+    consts = dict(LOG_S=log_s(S), HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
+                  W=window_bound(W) if runtime else W, RUNTIME_WL=runtime, BT=block_t, BD=32 * warps, NP=next_pow2(N),
+                  **_launch_options(warps, cfg.registers))
     k = _scan_fwd_local_kernel[grid](u, delta, A_t, B, bp, send, dts, flag, cu, u.stride(0), delta.stride(0),
                                      B.stride(0), Dm, T, Dm, N, S, W, **consts)
     _record(stats, "fwd_local", k)
@@ -236,7 +307,7 @@ def recompute_chunk_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta
     N = A.shape[1]
     S = cu_seqlens.numel() - 1
     block_t, warps = cfg.block_t, cfg.warps
-    W = pick_window(cfg.window, T, Dm, warps, block_t, u.device)
+    W, runtime = forward_window(cfg, T, S, Dm, u.device)
     n_win = cdiv(T, W)
     if tuple(hin.shape) != (n_win, N, Dm):
         raise ValueError(f"window-start states of shape {(n_win, N, Dm)} expected (windows of {W} tokens), "
@@ -248,8 +319,8 @@ def recompute_chunk_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta
     k = _scan_states_kernel[(n_win, cdiv(Dm, 32 * warps))](
         u, delta, A.t().contiguous().float(), B, bp, hin.contiguous(), states, int32_cu(cu_seqlens),
         u.stride(0), delta.stride(0), B.stride(0), Dm, T, Dm, N, S, W,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=W, RUNTIME_WL=False,
-        BT=block_t, BD=32 * warps, NP=next_pow2(N), num_warps=warps)
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=window_bound(W) if runtime else W,
+        RUNTIME_WL=runtime, BT=block_t, BD=32 * warps, NP=next_pow2(N), **_launch_options(warps, cfg.registers))
     _record(stats, "states", k)
     return states
 
@@ -280,9 +351,7 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
     if T > 0 and S > 0:
         A_t = A.t().contiguous().float()
         cu = int32_cu(cu_seqlens)
-        W = pick_window(cfg.window_bwd, T, Dm, warps, block_t, dev)
-        fit = None if cfg.window_bwd else fit_backward_window(T, S, Dm, warps, block_t, dev)
-        W = fit or W  # the window's length (run time where fitted)
+        W, runtime = backward_window(cfg, T, S, Dm, dev)
         n_win = cdiv(T, W)
         f32 = dict(dtype=torch.float32, device=dev)
         gin, dts = torch.empty((n_win, N, Dm), **f32), torch.empty((n_win, Dm), **f32)
@@ -291,10 +360,11 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
         bp = delta_bias if delta_bias is not None else u
         grid = (n_win, cdiv(Dm, 32 * warps))
         consts = dict(LOG_S=log_s(S), HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-                      W=window_bound(W) if fit else W, RUNTIME_WL=fit is not None, BT=block_t, BD=32 * warps,
-                      NP=next_pow2(N), num_warps=warps)
+                      W=window_bound(W) if runtime else W, RUNTIME_WL=runtime, BT=block_t, BD=32 * warps,
+                      NP=next_pow2(N))
         k = _scan_bwd_local_kernel[grid](dy, delta, A_t, C, zp, bp, gin, dts, flag, cu, dy.stride(0),
-                                         delta.stride(0), C.stride(0), zp.stride(0), Dm, T, Dm, N, S, W, **consts)
+                                         delta.stride(0), C.stride(0), zp.stride(0), Dm, T, Dm, N, S, W, **consts,
+                                         num_warps=warps)
         _record(stats, "bwd_local", k)
         gout = _chain(gin, dts, flag, A_t, reverse=True)
         dzp = dz if z is not None else du
@@ -303,7 +373,8 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
             du, ddelta, dzp, dB, dC, dA_t, dD, dbias,
             dy.stride(0), u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0),
             du.stride(0), ddelta.stride(0), dzp.stride(0), Dm, T, Dm, N, S, W,
-            HAS_D=D is not None, BH=cfg.bwd_history, BFLY=next_pow2(N) == 16 and not interpreting(), **consts)
+            HAS_D=D is not None, BH=cfg.bwd_history, BFLY=next_pow2(N) == 16 and not interpreting(), **consts,
+            **_launch_options(warps, cfg.registers_bwd))
         _record(stats, "bwd", k)
     else:
         du.zero_(), ddelta.zero_(), dz.zero_()
@@ -317,29 +388,36 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
 def _fwd_impl(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
               z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor,
               delta_softplus: bool, window: int, block_t: int, warps: int, window_bwd: int,
-              warps_bwd: int, bwd_history: int, recompute_states: bool) -> tuple[Tensor, Tensor]:
-    cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history, recompute_states)
+              warps_bwd: int, bwd_history: int, recompute_states: bool, fit_fwd: bool, registers: int,
+              registers_bwd: int) -> tuple[Tensor, Tensor]:
+    cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history, recompute_states, fit_fwd, registers,
+                  registers_bwd)
     return launch_forward(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, cfg)
 
 
 def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, window, block_t, warps, window_bwd,
-              warps_bwd, bwd_history, recompute_states):
+              warps_bwd, bwd_history, recompute_states, fit_fwd, registers, registers_bwd):
     T, Dm = u.shape
-    stride = pick_window(window, T, Dm, warps, block_t, u.device) if recompute_states else block_t
+    cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history, recompute_states, fit_fwd, registers,
+                  registers_bwd)
+    S = cu_seqlens.shape[0] - 1
+    stride = forward_window(cfg, T, S, Dm, u.device)[0] if recompute_states else block_t
     return u.new_empty((T, Dm)), u.new_empty((cdiv(T, stride), A.shape[1], Dm), dtype=torch.float32)
 
 
 def _bwd_impl(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
               D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None,
               cu_seqlens: Tensor, states: Tensor, delta_softplus: bool, window: int, block_t: int,
-              warps: int, window_bwd: int, warps_bwd: int, bwd_history: int, recompute_states: bool
+              warps: int, window_bwd: int, warps_bwd: int, bwd_history: int, recompute_states: bool,
+              fit_fwd: bool, registers: int, registers_bwd: int
               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history, recompute_states)
+    cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history, recompute_states, fit_fwd, registers,
+                  registers_bwd)
     return launch_backward(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplus, cfg)
 
 
 def _bwd_fake(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplus, window, block_t, warps,
-              window_bwd, warps_bwd, bwd_history, recompute_states):
+              window_bwd, warps_bwd, bwd_history, recompute_states, fit_fwd, registers, registers_bwd):
     e = u.new_empty((0,))
     return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), torch.empty_like(D) if D is not None else e,
@@ -361,7 +439,7 @@ def _backward(ctx, bwd, dy, _ds):
         dy.contiguous(), u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, *ctx.args)
     has_D, has_z, has_bias = ctx.has
     return (du, ddelta, dA, dB, dC, dD if has_D else None, dz if has_z else None,
-            dbias if has_bias else None, None, None, None, None, None, None, None, None, None)
+            dbias if has_bias else None, *(None,) * (2 + len(_FLAT)))
 
 
 _op = kernel_op("selective_scan", _fwd_impl, _fwd_fake, _bwd_impl, _bwd_fake, _setup_context, _backward)
