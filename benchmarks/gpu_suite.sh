@@ -44,7 +44,7 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
   $(ls .whl-qlora/*.whl 2>/dev/null) || exit 1  # .whl-qlora: bitsandbytes (43 MB), carried only for --qlora
 export PYTHONPATH=$A/site:/tmp/site:$PWD
 # the device copy's git metadata is stale: stamp the reports with the commit written before the call
-# (`git rev-parse --short HEAD > .gpu/COMMIT`, carried)
+# (`git describe --always --dirty > .gpu/COMMIT`, carried)
 [ -f .gpu/COMMIT ] && export RERANKERS_COMMIT="$(cat .gpu/COMMIT)"
 R="python3 -m rerankers.cli"
 CAND=.gpu/data/BM25/retrieve_results_dl19.json.gz
@@ -72,8 +72,17 @@ F='^WARNING rerankers.bench.build|it/s\]|^$'
 pack() { tar czf "$OUT/results.tar.gz" -C $RES . ; ls -la $RES/*; }
 # the fourth session's checkout (.gpu/old: `git archive <commit> rerankers | tar -x -C .gpu/old`, carried): scripts see
 # it through PYTHONPATH, but `python3 -m` puts the working directory first, so its CLI runs from inside that folder
-OLD="env PYTHONPATH=$PWD/.gpu/old:$PYTHONPATH"
-OLD_CLI="env -C .gpu/old PYTHONPATH=$PYTHONPATH python3 -m rerankers.cli"
+OLD="env -u RERANKERS_COMMIT PYTHONPATH=$PWD/.gpu/old:$PYTHONPATH"
+OLD_CLI="env -u RERANKERS_COMMIT -C .gpu/old PYTHONPATH=$PYTHONPATH python3 -m rerankers.cli"
+# mamba-ssm's selective_scan_cuda alone (~2.5 min with 14 jobs), in the background, into $MB (DONE / FAILED at the end)
+MB=/tmp/mb
+build_scan_bg() {
+  mkdir -p $MB
+  tar xzf .anchors/mamba_ssm-*.tar.gz -C /tmp
+  local src; src=$(ls -d /tmp/mamba_ssm-*/ | head -1)
+  (MAX_JOBS=14 setsid nohup python3 benchmarks/bench_kernels.py --build-mamba "$src" --mamba-ext $MB > $MB/build.log 2>&1 \
+     && touch $MB/DONE || touch $MB/FAILED) < /dev/null &
+}
 
 case $STAGE in
 smoke)
@@ -203,18 +212,15 @@ fifth)  # (for the fifth session, one call) the scan's windows against whole wav
 windows)  # (fifth session) the scan's window fitted to whole waves at run time: the GPU checks, then the windows and
           # the fixed shapes with these kernels and with the fourth session's (.gpu/old: that checkout's rerankers/,
           # carried), mamba-ssm's scan built in the background for the fixed shapes
-  MB=/tmp/mb
-  mkdir -p $MB $RES/windows $RES/windows-old $RES/windows-check
-  tar xzf .anchors/mamba_ssm-*.tar.gz -C /tmp
-  (MAX_JOBS=14 setsid nohup python3 benchmarks/bench_kernels.py --build-mamba /tmp/mamba_ssm-2.3.2.post1 \
-     --mamba-ext $MB > $MB/build.log 2>&1 && touch $MB/DONE || touch $MB/FAILED) < /dev/null &
+  mkdir -p $RES/windows $RES/windows-old $RES/windows-check
+  build_scan_bg
   timeout -s INT 150 python3 benchmarks/bench_kernels.py --only scancheck --out $RES/windows-check 2>&1 \
      | grep -E "PASS|FAIL|Error|rror" | tail -40
   pack > /dev/null
   timeout -s INT 140 python3 benchmarks/bench_kernels.py --only waves --skip-check --out $RES/windows 2>&1 \
      | grep -E "^waves|Error" | tail -60
   pack > /dev/null
-  PYTHONPATH=$PWD/.gpu/old:$PYTHONPATH timeout -s INT 140 python3 benchmarks/bench_kernels.py --only waves,fixed \
+  timeout -s INT 140 $OLD python3 benchmarks/bench_kernels.py --only waves,fixed \
      --windows 0 --skip-check --out $RES/windows-old 2>&1 | grep -E "^waves|^scan fixed|Error" | tail -30
   pack > /dev/null
   timeout -s INT 110 python3 benchmarks/bench_kernels.py --only fixed --skip-check --mamba-ext $MB \
@@ -224,11 +230,7 @@ windows)  # (fifth session) the scan's window fitted to whole waves at run time:
 windows2)  # (fifth session, after windows) the hybrid: forward windows as before (powers of two, constexpr: 119
            # registers), the backward's fitted at run time where sequences are short; the same parts as windows,
            # then the training step, these kernels against the fourth session's (.gpu/old) in one call
-  MB=/tmp/mb
-  mkdir -p $MB
-  tar xzf .anchors/mamba_ssm-*.tar.gz -C /tmp
-  (MAX_JOBS=14 setsid nohup python3 benchmarks/bench_kernels.py --build-mamba /tmp/mamba_ssm-2.3.2.post1 \
-     --mamba-ext $MB > $MB/build.log 2>&1 && touch $MB/DONE || touch $MB/FAILED) < /dev/null &
+  build_scan_bg
   timeout -s INT 120 python3 benchmarks/bench_kernels.py --only scancheck --out $RES/hybrid-check 2>&1 \
      | grep -E "PASS|FAIL|Error|rror" | tail -40
   pack > /dev/null

@@ -254,11 +254,15 @@ def test_torch_compile_traces_the_custom_op():
         assert torch.allclose(a, b)
 
 
-def test_custom_op_opcheck():
+def test_custom_op_opcheck(monkeypatch):
+    from rerankers.kernels.selective_scan import op
     lengths = [5, 12]
     cu = cu_seqlens_from_lengths(lengths)
     xs = [x.detach() for x in make(sum(lengths), 8, 4, seed=6)]
-    # recompute_states: the fake gives the window-start states' shape
+    # recompute_states: the fake gives the window-start states' shape; with fit_fwd (the fit forced to 16 tokens,
+    # a run-time window the power-of-two pick of 8 would not make) the fake sizes them from the fitted window
+    monkeypatch.setattr(op, "_fitted", lambda *a: 16)
+    assert op.forward_window(replace(CFG_AUTO, fit_fwd=True), 17, 2, 8, torch.device("cpu")) == (16, True)
     for cfg in (CFG, replace(CFG, recompute_states=True), replace(CFG_AUTO, recompute_states=True),
                 replace(CFG_AUTO, recompute_states=True, fit_fwd=True, registers=128, registers_bwd=168)):
         args = (*xs, cu, True, cfg.window, cfg.block_t, cfg.warps, cfg.window_bwd, cfg.warps_bwd, cfg.bwd_history,
@@ -416,8 +420,8 @@ def test_fitted_window_is_the_cheapest_whole_wave_fit(T, Dm):
 
 def test_fitted_window_fills_whole_waves_at_the_training_shapes():
     """The fifth session's measurement (KERNEL_NOTES.md): at 256 pairs (23,272 tokens, D 1536) the power-of-two
-    window 256 made 1,092 backward programs on 264 slots, 4.14 waves (5 run); the fit leaves no wave less than
-    three-quarters full, and 64 pairs' 5,819 tokens take one wave."""
+    window 256 made 1,092 backward programs on 264 slots, 4.14 waves (5 run, 83% filled on average); the fit fills
+    its waves at least three-quarters on average, and 64 pairs' 5,819 tokens take one wave."""
     assert resident_programs(4) == 2 and resident_programs(4, 168) == 3 and resident_programs(4, 128) == 4
     for T, Dm in [(23272, 1536), (23272, 2048), (5819, 1536)]:
         W, runtime = backward_window(BIG, T, T // 93, Dm, CPU)
@@ -449,11 +453,15 @@ def test_forward_window_is_a_power_of_two_unless_fit_fwd():
     assert runtime and W == _fit_window(23272, 1536, 4, 8, 4 * 132)
 
 
-def test_register_caps_are_checked():
+def test_register_caps_warps_and_windows_are_checked():
     xs = make(8, 4, 2, seed=2, grad=False)
     cu = cu_seqlens_from_lengths([8])
-    for bad in (ScanConfig(registers=20), ScanConfig(registers_bwd=300), ScanConfig(registers=130)):
-        with pytest.raises(ValueError, match="multiple of 8 in 24..255"):
+    for bad, msg in [(ScanConfig(registers=20), "multiple of 8 in 24..248"),
+                     (ScanConfig(registers_bwd=255), "multiple of 8 in 24..248"),
+                     (ScanConfig(registers=130), "multiple of 8 in 24..248"),
+                     (ScanConfig(warps=3), "warps must be 1, 2, 4, 8 or 16"),
+                     (ScanConfig(warps_bwd=0), "warps_bwd must be"), (ScanConfig(window=-8), "positive multiple")]:
+        with pytest.raises(ValueError, match=msg):
             selective_scan_triton(*xs, cu, config=bad)
 
 

@@ -40,6 +40,9 @@ class ScanConfig:
     pass, state rebuild) / of the backward walk (ptxas ``maxnreg``; 0 = the compiler's choice; GPU only):
     128 keeps 4 forward programs per SM at a run-time window (28 bytes of spills, sm_90), 168 gives the
     backward 3 instead of 2 (1.6 KB of spills). Both are untimed levers (KERNEL_NOTES.md, fifth session).
+    A fitted window depends on T: under torch.compile with dynamic shapes, fit_fwd specialises the graph
+    on T (the forward's fake sizes the saved states from it); keep it to eager calls or static token
+    budgets.
     """
     window: int = 0
     window_bwd: int = 0
@@ -110,8 +113,14 @@ def _check_config(cfg: ScanConfig) -> None:
         raise ValueError(f"bwd_history {cfg.bwd_history} must divide block_t {cfg.block_t}")
     for name in ("registers", "registers_bwd"):
         r = getattr(cfg, name)
-        if r and not (24 <= r <= 255 and r % 8 == 0):
-            raise ValueError(f"{name} must be 0 (the compiler's choice) or a multiple of 8 in 24..255, got {r}")
+        if r and not (24 <= r <= 248 and r % 8 == 0):
+            raise ValueError(f"{name} must be 0 (the compiler's choice) or a multiple of 8 in 24..248, got {r}")
+    for name in ("warps", "warps_bwd"):
+        if getattr(cfg, name) not in (1, 2, 4, 8, 16):
+            raise ValueError(f"{name} must be 1, 2, 4, 8 or 16 (warps per program), got {getattr(cfg, name)}")
+    for name in ("window", "window_bwd"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"{name} must be 0 (chosen) or a positive multiple of block_t, got {getattr(cfg, name)}")
 
 
 # the custom ops' order
@@ -144,14 +153,18 @@ def _num_sms(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+def _sms(device: torch.device) -> int:
+    """The GPU's SMs (an H200's 132 where no GPU is asked: the interpreter, window tests)."""
+    return _num_sms(device.index or 0) if device.type == "cuda" else 132
+
+
 def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: torch.device) -> int:
     """``window`` if set, else the largest power of two (block_t..256) that still gives about four
     programs per SM (a constexpr window: a power of two compiles the forward walk to 119 registers, 4
     programs per SM, where other windows take 143)."""
     if window:
         return window
-    sms = _num_sms(device.index or 0) if device.type == "cuda" else 132
-    want = 4 * sms
+    want = 4 * _sms(device)
     w = 256
     while w > block_t and cdiv(T, w) * cdiv(Dm, 32 * warps) < want:
         w //= 2
@@ -168,7 +181,8 @@ PROGRAM_COST = 16  # a program's fixed work (binary search over cu_seqlens, load
 
 
 def resident_programs(warps: int, registers: int = BWD_REGISTERS) -> int:
-    """Programs of a kernel an SM holds at once: 64K registers and 64 warps per SM."""
+    """Programs of a kernel an SM holds at once: 64K registers and 64 warps per SM (sm_80 / sm_90; sm_86 / sm_89
+    hold 48 warps, where the fit is then a little off, never wrong)."""
     return max(1, min(65536 // (registers * 32 * warps), 64 // warps))
 
 
@@ -196,8 +210,7 @@ def _fitted(T: int, S: int, Dm: int, warps: int, block_t: int, registers: int, d
     5-6% slower at B8xL2048 and B1xL16384)."""
     if S <= 0 or T > S * pick_window(0, T, Dm, warps, block_t, device):
         return None
-    sms = _num_sms(device.index or 0) if device.type == "cuda" else 132
-    return _fit_window(max(int(T), 1), int(Dm), warps, block_t, resident_programs(warps, registers) * sms)
+    return _fit_window(max(int(T), 1), int(Dm), warps, block_t, resident_programs(warps, registers) * _sms(device))
 
 
 def forward_window(cfg: ScanConfig, T: int, S: int, Dm: int, device: torch.device) -> tuple[int, bool]:
@@ -232,6 +245,11 @@ def backward_window(cfg: ScanConfig, T: int, S: int, Dm: int, device: torch.devi
 def _launch_options(warps: int, registers: int) -> dict:
     """Triton launch options: the warps, and ptxas' register cap where one is set (compiled kernels only)."""
     return dict(num_warps=warps, **({"maxnreg": registers} if registers and not interpreting() else {}))
+
+
+def _loop_bound(W: int, runtime: bool) -> int:
+    """The constexpr ``W`` a launch passes: the window itself, or :func:`window_bound` of a run-time one."""
+    return window_bound(W) if runtime else W
 
 
 def window_bound(W: int) -> int:
@@ -282,7 +300,7 @@ def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     bp = delta_bias if delta_bias is not None else u
     grid = (n_win, cdiv(Dm, 32 * warps))
     consts = dict(LOG_S=log_s(S), HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-                  W=window_bound(W) if runtime else W, RUNTIME_WL=runtime, BT=block_t, BD=32 * warps, NP=next_pow2(N),
+                  W=_loop_bound(W, runtime), RUNTIME_WL=runtime, BT=block_t, BD=32 * warps, NP=next_pow2(N),
                   **_launch_options(warps, cfg.registers))
     k = _scan_fwd_local_kernel[grid](u, delta, A_t, B, bp, send, dts, flag, cu, u.stride(0), delta.stride(0),
                                      B.stride(0), Dm, T, Dm, N, S, W, **consts)
@@ -319,7 +337,7 @@ def recompute_chunk_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta
     k = _scan_states_kernel[(n_win, cdiv(Dm, 32 * warps))](
         u, delta, A.t().contiguous().float(), B, bp, hin.contiguous(), states, int32_cu(cu_seqlens),
         u.stride(0), delta.stride(0), B.stride(0), Dm, T, Dm, N, S, W,
-        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=window_bound(W) if runtime else W,
+        HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=_loop_bound(W, runtime),
         RUNTIME_WL=runtime, BT=block_t, BD=32 * warps, NP=next_pow2(N), **_launch_options(warps, cfg.registers))
     _record(stats, "states", k)
     return states
@@ -360,7 +378,7 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
         bp = delta_bias if delta_bias is not None else u
         grid = (n_win, cdiv(Dm, 32 * warps))
         consts = dict(LOG_S=log_s(S), HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
-                      W=window_bound(W) if runtime else W, RUNTIME_WL=runtime, BT=block_t, BD=32 * warps,
+                      W=_loop_bound(W, runtime), RUNTIME_WL=runtime, BT=block_t, BD=32 * warps,
                       NP=next_pow2(N))
         k = _scan_bwd_local_kernel[grid](dy, delta, A_t, C, zp, bp, gin, dts, flag, cu, dy.stride(0),
                                          delta.stride(0), C.stride(0), zp.stride(0), Dm, T, Dm, N, S, W, **consts,
