@@ -30,7 +30,8 @@
 #   bash benchmarks/gpu_suite.sh windows2 the same for the hybrid that followed (forward windows as before, the
 #                                        backward's fitted at run time), then the training step against .gpu/old
 #   bash benchmarks/gpu_suite.sh windows3 the step at 256 pairs again (mamba-130m, mamba-370m + bert-large)
-#   bash benchmarks/gpu_suite.sh sixth   (next session) the untimed ScanConfig levers: fit_fwd, register caps
+#   bash benchmarks/gpu_suite.sh sixth   (next session) the untimed ScanConfig levers: fit_fwd, register caps; then
+#                                        bert-base packed beside transformers by kernel class at L2048 x 8
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
@@ -273,6 +274,10 @@ sixth)  # (for the sixth session, one call) the fifth session's untimed levers: 
     RERANKERS_SCAN_CONFIG="$L" timeout -s INT 60 $R bench train --backbone mamba-130m --pairs 256 --modes packed \
        --anchors none --out $D > $D.log 2>&1; echo "[$L] $(grep -E '^\| mamba' $D.log | tail -1)"
   done
+  pack > /dev/null
+  # where our BERT loses to transformers at equal lengths (0.68-0.90x; not its attention kernel: fifth session)
+  timeout -s INT 80 $R bench profile --backbone bert-base --anchors transformers --pairs 8 --length 2048 \
+     --out $RES/bert-profile-L2048 2>&1 | grep "^|" | head -24
   pack ;;
 *) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|smoke" >&2; exit 2 ;;
 esac

@@ -373,6 +373,8 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
                            help="profile training steps (default) or inference calls (no gradient)")
             m.add_argument("--modes", nargs="+", default=None, choices=("packed", "padded", "single"),
                            help="how ours runs a batch (default packed)")
+            m.add_argument("--length", type=int, default=None,
+                           help="--pairs sequences of exactly this many tokens (default: MS MARCO-shaped pairs)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -5,9 +5,12 @@ of each system (ours in each of ``modes``, then the anchors); on CUDA the GPU ti
 of every kernel (self device time), on the CPU the self time of every operator, each put in one
 class by its name (:data:`CLASSES`, first match wins; the order matters: the optimizer's
 multi-tensor kernels before element-wise work, the scan before anything named ``*scan*`` elsewhere).
-The result: per system, milliseconds per step and share of each class, the top kernels, and the wall
-time of a step timed outside the profiler (synchronised, median): the kernels' total over it is the share
-of the step the GPU is busy (low: the host is the bottleneck, launches and Python between kernels).
+Batches: ``pairs`` MS MARCO-shaped random pairs, or with ``length`` ``pairs`` sequences of exactly that many
+tokens (the scaling sweep's shape, where padding costs the anchors nothing; BERT-family models then get
+``max_position_embeddings`` = length). The result: per system, milliseconds per step and share of each
+class, the top kernels, and the wall time of a step timed outside the profiler (synchronised, median): the
+kernels' total over it is the share of the step the GPU is busy (low: the host is the bottleneck, launches
+and Python between kernels).
 """
 from __future__ import annotations
 
@@ -21,10 +24,11 @@ import torch
 
 from rerankers.bench import anchors as anchor_mod
 from rerankers.bench.build import build_model
+from rerankers.bench.scaling import positions_for
 from rerankers.bench.systems import Ours, TrainStep, infer_scores
 from rerankers.bench.timing import new_result, release, synchronize, time_calls
 from rerankers.bench.train import autocast_dtype
-from rerankers.bench.workload import model_workload, synthetic_batches
+from rerankers.bench.workload import model_workload, random_batch, synthetic_batches
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class ProfileBenchConfig:
     seed: int = 0
     step: str = "train"  # or "infer": scoring calls under no_grad
     modes: Sequence[str] = ("packed",)
+    length: int | None = None  # equal-length sequences of this many tokens instead of MS MARCO-shaped pairs
 
 
 STEPS = ("train", "infer")  # what a profiled step is: a training step, or a scoring call without gradients
@@ -105,9 +110,16 @@ def run_profile_bench(cfg: ProfileBenchConfig, command: str | None = None, on_ro
     result = new_result("profile", cfg, device, command, classes=[c for c, _ in CLASSES] + [OTHER])
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for name in cfg.backbones:
-        model, _ = build_model(name, init="random", tokenizer=cfg.tokenizer, seed=cfg.seed)
+        shape = positions_for(name, cfg.length) if cfg.length else None
+        model, _ = build_model(name, init="random", tokenizer=cfg.tokenizer, shape=shape or None, seed=cfg.seed)
         model.to(device)
-        batches = [b.to(device) for b in synthetic_batches(cfg.pairs, 2, seed=cfg.seed, **model_workload(model))]
+        work = model_workload(model)
+        if cfg.length:
+            gen = torch.Generator().manual_seed(cfg.seed)
+            batches = [random_batch([cfg.length] * cfg.pairs, work["vocab_size"], gen,
+                                    token_types=work["token_types"]).to(device) for _ in range(2)]
+        else:
+            batches = [b.to(device) for b in synthetic_batches(cfg.pairs, 2, seed=cfg.seed, **work)]
         systems = [Ours(name, mode, model) for mode in cfg.modes]
         for kind in cfg.anchors:
             anchor = anchor_mod.try_anchor(kind, name, model, result["skipped"])
@@ -127,6 +139,7 @@ def run_profile_bench(cfg: ProfileBenchConfig, command: str | None = None, on_ro
             by_class, kernels = _breakdown(prof, device, cfg.steps)
             total = sum(by_class.values()) or float("nan")
             row = {"backbone": name, "impl": system.impl, "mode": system.mode, "pairs": cfg.pairs, "step": cfg.step,
+                   "length": cfg.length,
                    "real_tokens": round(sum(b.num_tokens for b in batches) / 2), "total_ms_per_step": total,
                    "wall_ms_per_step": wall.median_s * 1e3,
                    "busy": total / (wall.median_s * 1e3) if device.type == "cuda" else None,

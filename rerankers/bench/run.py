@@ -51,6 +51,8 @@ def _check_options(mode: str, cfg) -> None:
         raise UsageError(f"--step {cfg.step}: {' or '.join(STEPS)}")
     if getattr(cfg, "compile", "off") not in COMPILE_MODES:
         raise UsageError(f"--compile {cfg.compile}: one of {', '.join(COMPILE_MODES)}")
+    if getattr(cfg, "length", None) is not None and cfg.length < 2:
+        raise UsageError(f"--length {cfg.length}: a sequence holds at least a query and a document token (>= 2)")
     if getattr(cfg, "static_tokens", None) is not None and cfg.static_tokens < 2:
         raise UsageError(f"--static-tokens {cfg.static_tokens}: must hold a pair and a padding token (>= 2)")
     for field in ("pairs", "batch_tokens", "budget_tokens", "st_batch_size", "depth", "group_size", "top", "lora",

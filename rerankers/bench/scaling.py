@@ -52,7 +52,9 @@ def lengths_of(cfg: ScalingBenchConfig) -> list[int]:
     return out
 
 
-def _shape_for(name: str, max_len: int) -> dict[str, Any]:
+def positions_for(name: str, max_len: int) -> dict[str, Any]:
+    """The architecture override that lets preset ``name`` take sequences of ``max_len`` tokens: BERT-family
+    presets get ``max_position_embeddings`` = max_len (random weights: the shape only); others need none."""
     from rerankers.models.presets import PRESETS
     preset = PRESETS.get(name)
     arch = preset.architecture if preset is not None else {}
@@ -66,7 +68,7 @@ def run_scaling_bench(cfg: ScalingBenchConfig, command: str | None = None, on_ro
     lengths = lengths_of(cfg)
     result = new_result("scaling", cfg, device, command, lengths=lengths)
     for name in cfg.backbones:
-        shape = _shape_for(name, max(lengths))
+        shape = positions_for(name, max(lengths))
         model, _ = build_model(name, init="random", tokenizer=cfg.tokenizer, shape=shape or None, seed=cfg.seed)
         model.to(device)
         vocab = model.backbone.get_input_embeddings().weight.shape[0]

@@ -234,6 +234,17 @@ def test_bench_profile_of_inference_calls_in_two_modes(tiny_backbones, tmp_path)
         run_bench("profile", tmp_path / "q", backbones=[tiny_backbones["bert"]], step="eval", **FAST)
 
 
+def test_bench_profile_at_equal_lengths(tiny_backbones, tmp_path):
+    """--length 24: --pairs sequences of exactly 24 tokens (the scaling sweep's shape: padding costs the padded
+    path nothing), in the rows; a length under 2 is a usage error naming --length."""
+    res, _ = run_bench("profile", tmp_path / "p", backbones=[tiny_backbones["bert"]], pairs=8, length=24,
+                       modes=["packed", "padded"], plots=False, **FAST)
+    assert [r["mode"] for r in res["rows"]] == ["packed", "padded"]
+    assert all(r["length"] == 24 and r["real_tokens"] == 8 * 24 and r["ms_per_step"] for r in res["rows"])
+    with pytest.raises(UsageError, match="--length 1: a sequence holds"):
+        run_bench("profile", tmp_path / "q", backbones=[tiny_backbones["bert"]], length=1, **FAST)
+
+
 def test_profile_classes():
     assert classify("_scan_bwd_kernel") == "selective scan"
     assert classify("void selective_scan_fwd_kernel<...>") == "selective scan"
