@@ -79,6 +79,19 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-300))
 
 
+def assert_matches_reference(y: torch.Tensor, xs: list[torch.Tensor], cu: torch.Tensor, gy_seed: int,
+                             what: str = "") -> None:
+    """``y`` (the Triton scan of ``xs``) and the gradient of every input under a random output gradient
+    (seed ``gy_seed``) equal the fp64 reference to 1e-5 relative; each gradient has its input's dtype."""
+    xr = [x.detach().double().requires_grad_() for x in xs]
+    yr = selective_scan_ref_varlen(*xr, cu)
+    assert rel(y, yr) <= 1e-5, f"y{what}: {rel(y, yr):.2e}"
+    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(gy_seed))
+    for name, a, b in zip(NAMES, torch.autograd.grad(y, xs, gy), torch.autograd.grad(yr, xr, gy.double())):
+        assert a.dtype == xs[NAMES.index(name)].dtype
+        assert rel(a, b) <= 1e-5, f"d{name}{what}: {rel(a, b):.2e}"
+
+
 def test_reference_matches_direct_loop_one_sequence():
     xs = make(11, 3, 4, seed=0, dtype=torch.float64, grad=False)
     cu = cu_seqlens_from_lengths([11])
@@ -118,16 +131,7 @@ def test_triton_equals_reference_output_and_every_gradient(case, cfg):
     T, Dm, N = sum(lengths), 40 if cfg in (CFG, CFG_AUTO) else 24, 4
     cu = cu_seqlens_from_lengths(lengths)
     xs = make(T, Dm, N, seed=len(case))
-    y = selective_scan_triton(*xs, cu, config=cfg)
-    xr = [x.detach().double().requires_grad_() for x in xs]
-    yr = selective_scan_ref_varlen(*xr, cu)
-    assert rel(y, yr) <= 1e-5
-    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3))
-    grads = torch.autograd.grad(y, xs, gy)
-    grads_r = torch.autograd.grad(yr, xr, gy.double())
-    for name, a, b in zip(NAMES, grads, grads_r):
-        assert a.dtype == xs[NAMES.index(name)].dtype
-        assert rel(a, b) <= 1e-5, f"d{name}: {rel(a, b):.2e}"
+    assert_matches_reference(selective_scan_triton(*xs, cu, config=cfg), xs, cu, gy_seed=3)
 
 
 @pytest.mark.parametrize("floor", [1, 12])
@@ -142,13 +146,7 @@ def test_more_sequences_than_the_search_floor_covers(monkeypatch, floor):
     cu = cu_seqlens_from_lengths(lengths)
     assert triton_utils.log_s(520) == max(10, floor)
     xs = make(T, Dm, N, seed=21)
-    y = selective_scan_triton(*xs, cu, config=CFG_WIDE)
-    xr = [x.detach().double().requires_grad_() for x in xs]
-    yr = selective_scan_ref_varlen(*xr, cu)
-    assert rel(y, yr) <= 1e-5
-    gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(4))
-    for name, a, b in zip(NAMES, torch.autograd.grad(y, xs, gy), torch.autograd.grad(yr, xr, gy.double())):
-        assert rel(a, b) <= 1e-5, f"d{name}: {rel(a, b):.2e}"
+    assert_matches_reference(selective_scan_triton(*xs, cu, config=CFG_WIDE), xs, cu, gy_seed=4)
 
 
 def test_packed_equals_concatenated_sequences_and_no_leak():
@@ -480,13 +478,8 @@ def test_fitted_windows_through_the_kernels(monkeypatch, fit_fwd):
         cfg = replace(CFG_AUTO, recompute_states=rc, fit_fwd=fit_fwd, registers=128, registers_bwd=168)
         assert op.forward_window(cfg, T, 6, Dm, CPU) == ((40, True) if fit_fwd else (8, False))
         xs = make(T, Dm, N, seed=30 + bound)
-        y = selective_scan_triton(*xs, cu, config=cfg)
-        xr = [x.detach().double().requires_grad_() for x in xs]
-        yr = selective_scan_ref_varlen(*xr, cu)
-        assert rel(y, yr) <= 1e-5
-        gy = torch.randn(y.shape, generator=torch.Generator().manual_seed(5))
-        for name, a, b in zip(NAMES, torch.autograd.grad(y, xs, gy), torch.autograd.grad(yr, xr, gy.double())):
-            assert rel(a, b) <= 1e-5, f"d{name} (bound x{bound}, recompute {rc}): {rel(a, b):.2e}"
+        assert_matches_reference(selective_scan_triton(*xs, cu, config=cfg), xs, cu, gy_seed=5,
+                                 what=f" (bound x{bound}, recompute {rc})")
 
 
 def test_explicit_window_is_kept():

@@ -172,9 +172,9 @@ def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: 
 
 
 # Registers per thread at the compiler's choice (sm_90, Triton 3.6; bench_kernels.py records them): the forward walk
-# takes 119 at a power-of-two constexpr window and 143 at a run-time one (4 or 3 programs of 4 warps per SM), the
+# takes 143 at a run-time window (3 programs of 4 warps per SM; 119 and 4 at a power-of-two constexpr one), the
 # backward walk 255 either way (2 per SM: 264 programs in one wave on an H200).
-FWD_REGISTERS = {False: 119, True: 143}
+FWD_REGISTERS_RUNTIME = 143
 BWD_REGISTERS = 255
 WINDOW_MAX = 512  # the longest window a fit considers (tokens); the chunk loops' bound at run-time windows
 PROGRAM_COST = 16  # a program's fixed work (binary search over cu_seqlens, loads of A / the carry), in token steps
@@ -203,14 +203,24 @@ def _fit_window(T: int, Dm: int, warps: int, block_t: int, slots: int) -> int:
     return best
 
 
-def _fitted(T: int, S: int, Dm: int, warps: int, block_t: int, registers: int, device: torch.device) -> int | None:
-    """The window fitted to whole waves of programs of ``registers`` per thread, or None where the
-    sequences are on average longer than the power-of-two window: there every window's first piece is
-    carried and the local pass walks whole windows, which the waves count does not see (the fit measured
-    5-6% slower at B8xL2048 and B1xL16384)."""
-    if S <= 0 or T > S * pick_window(0, T, Dm, warps, block_t, device):
+def _fitted(T: int, S: int, Dm: int, warps: int, block_t: int, registers: int, pow2: int,
+            device: torch.device) -> int | None:
+    """The window fitted to whole waves of programs of ``registers`` per thread (:func:`_fit_window`), or None
+    where the sequences are on average longer than the power-of-two window ``pow2``: there every window's
+    first piece is carried and the local pass walks whole windows, which the waves count does not see (the
+    fit measured 5-6% slower at B8xL2048 and B1xL16384)."""
+    if S <= 0 or T > S * pow2:
         return None
     return _fit_window(max(int(T), 1), int(Dm), warps, block_t, resident_programs(warps, registers) * _sms(device))
+
+
+def _auto_window(T: int, S: int, Dm: int, warps: int, block_t: int, registers: int, fit: bool,
+                 device: torch.device) -> tuple[int, bool]:
+    """(window length, run time?) chosen for a walk: with ``fit`` the fitted window (:func:`_fitted`, a
+    run-time length) where it applies, else :func:`pick_window`'s power of two (a constexpr)."""
+    pow2 = pick_window(0, T, Dm, warps, block_t, device)
+    w = _fitted(T, S, Dm, warps, block_t, registers, pow2, device) if fit else None
+    return (w, True) if w else (pow2, False)
 
 
 def forward_window(cfg: ScanConfig, T: int, S: int, Dm: int, device: torch.device) -> tuple[int, bool]:
@@ -219,11 +229,8 @@ def forward_window(cfg: ScanConfig, T: int, S: int, Dm: int, device: torch.devic
     fitted to whole waves (:func:`_fitted`, at run time), else :func:`pick_window`'s power of two."""
     if cfg.window:
         return cfg.window, False
-    if cfg.fit_fwd:
-        fit = _fitted(T, S, Dm, cfg.warps, cfg.block_t, cfg.registers or FWD_REGISTERS[True], device)
-        if fit:
-            return fit, True
-    return pick_window(0, T, Dm, cfg.warps, cfg.block_t, device), False
+    return _auto_window(T, S, Dm, cfg.warps, cfg.block_t, cfg.registers or FWD_REGISTERS_RUNTIME, cfg.fit_fwd,
+                        device)
 
 
 def backward_window(cfg: ScanConfig, T: int, S: int, Dm: int, device: torch.device) -> tuple[int, bool]:
@@ -236,10 +243,7 @@ def backward_window(cfg: ScanConfig, T: int, S: int, Dm: int, device: torch.devi
     step at 256 pairs 141.6 -> 132.6 ms."""
     if cfg.window_bwd:
         return cfg.window_bwd, False
-    fit = _fitted(T, S, Dm, cfg.warps_bwd, cfg.block_t, cfg.registers_bwd or BWD_REGISTERS, device)
-    if fit:
-        return fit, True
-    return pick_window(0, T, Dm, cfg.warps_bwd, cfg.block_t, device), False
+    return _auto_window(T, S, Dm, cfg.warps_bwd, cfg.block_t, cfg.registers_bwd or BWD_REGISTERS, True, device)
 
 
 def _launch_options(warps: int, registers: int) -> dict:
