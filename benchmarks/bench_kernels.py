@@ -583,29 +583,34 @@ def time_waves(gen: torch.Generator, windows: tuple[int, ...] = (0, 192, 240, 25
 LEVERS = (("default", {}), ("fit_fwd", dict(fit_fwd=True)), ("fit_fwd reg128", dict(fit_fwd=True, registers=128)),
           ("bwd reg168", dict(registers_bwd=168)), ("fit_fwd reg128 bwd reg168",
                                                     dict(fit_fwd=True, registers=128, registers_bwd=168)))
+# the sixth session's: the default (block_t 4, fit_fwd, registers 128) beside the fifth session's and chunk lengths
+LEVERS6 = (("default", {}), ("fifth default", dict(block_t=8, fit_fwd=False, registers=0)),
+           ("bt8 fit reg128", dict(block_t=8)), ("bt2 bh2", dict(block_t=2, bwd_history=2)))
+LEVER_SHAPES = (("B8xL2048 D2048", 8, 2048, 2048),)
 
 
-def time_levers(gen: torch.Generator) -> bool:
-    """The fifth session's untimed levers (ScanConfig.fit_fwd, registers, registers_bwd; KERNEL_NOTES.md): each
-    checked against the fp32 reference first, bf16 on an MS MARCO-shaped pack (short sequences: the fitted,
-    run-time windows) and on a ragged pack of long ones (the power-of-two fallback), fp32 for the last; then
-    timed at the training shapes and at B8xL2048 beside the default, with each kernel's registers and spills."""
+def time_levers(gen: torch.Generator, levers=LEVERS, fixed=LEVER_SHAPES, waves: int = 3) -> bool:
+    """ScanConfig levers (KERNEL_NOTES.md; the fifth session's untimed ones by default), each a set of fields
+    replaced in the default config: each checked against the fp32 reference first, bf16 on an MS MARCO-shaped
+    pack (short sequences: the fitted, run-time windows) and on a ragged pack of long ones (the power-of-two
+    fallback), fp32 for the last; then timed at the training shapes (the first ``waves`` of WAVE_SHAPES) and at
+    the equal-length ``fixed`` shapes beside the default, with each kernel's registers and spills."""
     base = CFG or DEFAULT_CONFIG
     ok = True
-    for name, kw in LEVERS[1:]:
+    for name, kw in levers[1:]:
         cfg = replace(base, **kw)
         lens = msmarco_lengths(gen, 8192)
         Wf, Wb = auto_windows(sum(lens), len(lens), 1536, cfg)
         log(f"lever {name}: windows {Wf}/{Wb} at the 8K check pack")
         ok &= check_scan(f"lever {name} 8K", lens, 1536, seed=12, cfg=cfg)
         ok &= check_scan(f"lever {name} ragged", [2048, 1, 300, 90, 1, 255, 257, 2627, 77], 1536, seed=14, cfg=cfg)
-    ok &= check_scan(f"lever {LEVERS[-1][0]} fp32", msmarco_lengths(gen, 4096), 1536, dtype=torch.float32, seed=13,
-                     cfg=replace(base, **LEVERS[-1][1]))
+    ok &= check_scan(f"lever {levers[-1][0]} fp32", msmarco_lengths(gen, 4096), 1536, dtype=torch.float32, seed=13,
+                     cfg=replace(base, **levers[-1][1]))
     log(f"LEVER CHECKS {'PASS' if ok else 'FAIL'}")
-    shapes = [(tag, msmarco_lengths(gen, total), D) for tag, total, D in WAVE_SHAPES[:3]] + [("B8xL2048 D2048",
-                                                                                               [2048] * 8, 2048)]
+    shapes = ([(tag, msmarco_lengths(gen, total), D) for tag, total, D in WAVE_SHAPES[:waves]]
+              + [(tag, [L] * b, D) for tag, b, L, D in fixed])
     for tag, lens, D in shapes:
-        for name, kw in LEVERS:
+        for name, kw in levers:
             cfg = replace(base, **kw)
             r = time_scan(f"{name} {tag}", lens, D, cfg=cfg)
             Wf, Wb = auto_windows(sum(lens), len(lens), D, cfg)
@@ -653,7 +658,8 @@ def main() -> int:
                     help="parts, comma-separated; also scancheck (the scan's checks without the conv's), recompute (timings + checks), recompute-check (checks only), "
                          "log-s (the search-depth floor off and on), waves (windows against whole waves), "
                          "fixed (issue 13's equal-length shapes, with mamba-ssm where --mamba-ext holds it), "
-                         "levers5 (the fifth session's untimed ScanConfig levers: checks, then timings)")
+                         "levers5 (the fifth session's untimed ScanConfig levers: checks, then timings), "
+                         "levers6 (the sixth session's default beside the fifth's and other chunk lengths)")
     ap.add_argument("--windows", default=None,
                     help="','-separated windows for 'waves' (0: the launchers' pick; default: 0 and 192..512)")
     ap.add_argument("--configs", default=None,
@@ -872,6 +878,9 @@ def main() -> int:
         save()
     if "levers5" in parts:
         all_ok &= time_levers(gen)
+        save()
+    if "levers6" in parts:  # the sixth session's default beside the fifth's, at the training and fixed shapes
+        all_ok &= time_levers(gen, LEVERS6, FIXED_SHAPES[:3])
         save()
     if "log-s" in parts:
         all_ok &= check_scan("LOG_S floor, ragged 8K", [2048, 1, 3000, 1, 255, 257, 2627], 2048, seed=11)

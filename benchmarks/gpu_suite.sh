@@ -30,14 +30,16 @@
 #   bash benchmarks/gpu_suite.sh windows2 the same for the hybrid that followed (forward windows as before, the
 #                                        backward's fitted at run time), then the training step against .gpu/old
 #   bash benchmarks/gpu_suite.sh windows3 the step at 256 pairs again (mamba-130m, mamba-370m + bert-large)
-#   bash benchmarks/gpu_suite.sh sixth   (next session) the untimed ScanConfig levers: fit_fwd, register caps; then
+#   bash benchmarks/gpu_suite.sh sixth   (sixth session) the untimed ScanConfig levers: fit_fwd, register caps; then
 #                                        bert-base packed beside transformers by kernel class at L2048 x 8
+#   bash benchmarks/gpu_suite.sh verify6 the sixth session's default (block_t 4, fit_fwd, registers 128): checks,
+#                                        kernel timings beside the fifth's, the step at 256 pairs with BERT beside
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -279,5 +281,23 @@ sixth)  # (for the sixth session, one call) the fifth session's untimed levers: 
   timeout -s INT 80 $R bench profile --backbone bert-base --anchors transformers --pairs 8 --length 2048 \
      --out $RES/bert-profile-L2048 2>&1 | grep "^|" | head -24
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|smoke" >&2; exit 2 ;;
+verify6)  # (sixth session, after sixth and benchmarks/ablate_scan_bwd.py) the new default (block_t 4, fit_fwd,
+          # registers 128): GPU checks, kernel timings beside the fifth session's default at the training and fixed
+          # shapes, then the step: mamba-130m with bert-base and mamba-370m with bert-large (one process each: the
+          # ratios), and mamba-130m under the fifth session's default
+  mkdir -p $RES/levers6
+  timeout -s INT 260 python3 benchmarks/bench_kernels.py --only scancheck,levers6 --out $RES/levers6 2>&1 \
+     | grep -E "CHECK|check|^lever|Error" | tail -60
+  pack > /dev/null
+  timeout -s INT 100 $R bench train --backbone mamba-130m bert-base --pairs 256 --modes packed --anchors none \
+     --out $RES/v6-130m > $OUT/v6-130m.log 2>&1; grep -E "^\|" $OUT/v6-130m.log | tail -3
+  pack > /dev/null
+  RERANKERS_SCAN_CONFIG="block_t=8,fit_fwd=0,registers=0" timeout -s INT 60 $R bench train --backbone mamba-130m \
+     --pairs 256 --modes packed --anchors none --out $RES/v6-130m-fifth > $OUT/v6-130m-fifth.log 2>&1
+  grep -E "^\| mamba" $OUT/v6-130m-fifth.log | tail -1
+  pack > /dev/null
+  timeout -s INT 130 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed --anchors none \
+     --out $RES/v6-370m > $OUT/v6-370m.log 2>&1; grep -E "^\|" $OUT/v6-370m.log | tail -3
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|smoke" >&2; exit 2 ;;
 esac

@@ -252,6 +252,29 @@ def test_torch_compile_traces_the_custom_op():
         assert torch.allclose(a, b)
 
 
+def test_fit_fwd_under_dynamic_compile_keeps_one_graph(monkeypatch):
+    """A fitted forward window depends on T and sizes the saved states: traced with a symbolic T (torch.compile,
+    dynamic shapes) the forward keeps its power-of-two window, so a new token count reuses the graph (a
+    recompile is an error here) and the numbers equal the eager call, which does fit (forced to 16 tokens; the
+    fit reads T as the real one does, which a symbolic T would answer with a guard on its value)."""
+    from rerankers.kernels.selective_scan import op
+    monkeypatch.setattr(op, "_fitted", lambda T, *a: 16 + 0 * int(T))
+    cfg = replace(CFG_AUTO, recompute_states=True, fit_fwd=True)
+    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
+
+    def f(*args):
+        return selective_scan_triton(*args, config=cfg, direct=False).square().sum()
+    cf = torch.compile(f, backend="aot_eager", dynamic=True, fullgraph=True)
+    for lengths, seed in (([6, 13], 4), ([9, 3, 11], 5)):
+        cu = cu_seqlens_from_lengths(lengths)
+        xs = make(sum(lengths), 8, 4, seed=seed)
+        l1, l0 = cf(*xs, cu), f(*xs, cu)
+        assert torch.allclose(l1, l0)
+        for a, b in zip(torch.autograd.grad(l1, xs), torch.autograd.grad(l0, xs)):
+            assert torch.allclose(a, b)
+    torch._dynamo.reset()
+
+
 def test_custom_op_opcheck(monkeypatch):
     from rerankers.kernels.selective_scan import op
     lengths = [5, 12]

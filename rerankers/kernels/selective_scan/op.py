@@ -32,17 +32,16 @@ class ScanConfig:
     bwd_history: states the backward keeps in registers at a time (divides block_t; smaller
     recomputes more and spills less); recompute_states: keep for the backward only the state at
     every forward window start ((cdiv(T, W), N, D) fp32 instead of (cdiv(T, block_t), N, D): W /
-    block_t times less memory, 32x at the default W = 256) and rebuild the chunk-start states in the
+    block_t times less memory, 64x at W = 256 with the default block_t 4) and rebuild the chunk-start states in the
     backward (one more pass like the forward, without C, z and y, into a buffer freed after it);
     fit_fwd: the forward's auto window fitted to whole waves at run time like the backward's (off: a
     power of two, which compiles the forward walk to 119 registers, against 143 at a run-time window);
     registers / registers_bwd: a cap on the registers per thread of the forward walks (walk, local
     pass, state rebuild) / of the backward walk (ptxas ``maxnreg``; 0 = the compiler's choice; GPU only):
-    128 keeps 4 forward programs per SM at a run-time window (28 bytes of spills, sm_90), 168 gives the
-    backward 3 instead of 2 (1.6 KB of spills). Both are untimed levers (KERNEL_NOTES.md, fifth session).
-    A fitted window depends on T: under torch.compile with dynamic shapes, fit_fwd specialises the graph
-    on T (the forward's fake sizes the saved states from it); keep it to eager calls or static token
-    budgets.
+    128 keeps 4 forward programs per SM at a run-time window (28 bytes of spills, sm_90; the default since the
+    sixth session), 168 gives the backward 3 instead of 2 (1.6 KB of spills; 39% slower, not taken).
+    A fitted window depends on T, and the forward's fake sizes the saved states from it: traced by
+    torch.compile, :func:`selective_scan_triton` turns fit_fwd off (one graph for every token count).
     """
     window: int = 0
     window_bwd: int = 0
@@ -58,8 +57,11 @@ class ScanConfig:
 
 # measured on an H100 (benchmarks/KERNEL_NOTES.md); recompute_states on by default since the H200 run of the
 # third 2026-12-01 session: the scan's fwd+bwd time unchanged (4.54 vs 4.55 ms at 23K tokens, D 2048), a
-# mamba-370m training step at 256 pairs 68.7K vs 68.1K real tok/s and 35.0 vs 51.7 GiB (BENCHMARKS.md)
-DEFAULT_CONFIG = ScanConfig(recompute_states=True)
+# mamba-370m training step at 256 pairs 68.7K vs 68.1K real tok/s and 35.0 vs 51.7 GiB (BENCHMARKS.md). Since the
+# sixth session (H200, KERNEL_NOTES.md): fit_fwd with registers=128, the forward 0.975 -> 0.624 ms at 23K tokens
+# (D 1536) and mamba-130m's step at 256 pairs 132.2 -> 125.1 ms; block_t 4 (the backward recomputes each chunk
+# once, no re-advance of a second sub-chunk), the scan's fwd+bwd 3.10 -> 2.70 ms at that pack.
+DEFAULT_CONFIG = ScanConfig(block_t=4, recompute_states=True, fit_fwd=True, registers=128)
 INTERPRET_CONFIG = ScanConfig(window=16, window_bwd=24, block_t=8, warps=1, warps_bwd=1, bwd_history=4,
                               recompute_states=True)
 CHAIN_GROUP = 8  # windows whose loads the carry pass issues together
@@ -481,5 +483,10 @@ def selective_scan_triton(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
     check_device(u, "selective scan")
     cfg = config or default_config()
     _check_config(cfg)
+    if cfg.fit_fwd and torch.compiler.is_compiling():
+        # traced (torch.compile): a fitted window sizes the saved states from T, so with dynamic shapes it would
+        # specialise the graph on every token count; the traced forward keeps its power-of-two window (static
+        # token budgets lose the fit's few percent there, KERNEL_NOTES.md, sixth session)
+        cfg = replace(cfg, fit_fwd=False)
     y, _ = _op(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, *_flat(cfg), direct=direct)
     return y
