@@ -6,7 +6,9 @@ Issue 13: at equal lengths our packed BERT ran at 0.68-0.90x of transformers' pa
 session). Ours calls torch's ``varlen_attn`` (FlashAttention-2); SDPA on a padded batch picks cuDNN's Hopper kernel.
 Systems, each on the same q/k/v (bf16, BERT-base heads: 12 x 64):
 
-- ``varlen_attn``: what :func:`rerankers.models.varlen_attention.varlen_attention` runs today;
+- ``varlen_attn``: what :func:`rerankers.models.varlen_attention.varlen_attention` runs today (since the sixth
+  session: one dense SDPA call where all sequences have the same length);
+- ``fused varlen``: torch's ``varlen_attn`` (FlashAttention-2) itself, whatever the lengths (the path before);
 - ``njt cudnn`` / ``njt flash`` / ``njt efficient``: SDPA over a jagged nested tensor (offsets = cu_seqlens) with
   one backend forced (cuDNN's nested path needs ``TORCH_CUDNN_SDPA_NESTED_TENSOR_ENABLED=1``, set here);
 - ``padded sdpa``: the pairs padded to the longest with a key mask, SDPA's own pick (transformers' path); the pad
@@ -52,6 +54,9 @@ def attend(system: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: t
     """One system's bidirectional attention over the packed sequences. q/k/v (T, H, d) -> (T, H, d)."""
     if system == "varlen_attn":
         return varlen_attention(q, k, v, cu, max_len)
+    if system == "fused varlen":
+        from rerankers.models import varlen_attention as va
+        return va._torch_varlen(q, k, v, cu, cu, max_len, max_len)
     if system in NJT:
         with sdpa_kernel(NJT[system]):
             out = F.scaled_dot_product_attention(_njt(q, cu), _njt(k, cu), _njt(v, cu))
@@ -75,9 +80,10 @@ def inputs(lengths: list[int], device: torch.device, dtype: torch.dtype, seed: i
     return qkv, cu_seqlens_from_lengths(lengths).to(device), max(lengths)
 
 
-def check(system: str, device: torch.device, dtype: torch.dtype) -> dict:
-    """Output and q/k/v gradients against the fp32 per-sequence reference, ragged lengths (1 and 255 included)."""
-    lengths = [1, 37, 255, 64, 2, 130, 91, 17]
+def check(system: str, device: torch.device, dtype: torch.dtype, lengths: list[int] | None = None) -> dict:
+    """Output and q/k/v gradients against the fp32 per-sequence reference, ragged lengths (1 and 255 included)
+    unless ``lengths`` says otherwise."""
+    lengths = lengths or [1, 37, 255, 64, 2, 130, 91, 17]
     (q, k, v), cu, max_len = inputs(lengths, device, dtype, seed=1)
     ref = [x.detach().float().requires_grad_() for x in (q, k, v)]
     g = torch.randn(q.shape, generator=torch.Generator().manual_seed(2)).to(device)
@@ -92,7 +98,7 @@ def check(system: str, device: torch.device, dtype: torch.dtype) -> dict:
     for name, a, b in zip("qkv", grads, want_grads):
         err[f"d{name}"] = (a.float() - b).norm().item() / b.norm().item()
     tol = 2e-2 if dtype in (torch.bfloat16, torch.float16) else 1e-5
-    return {"system": system, "ok": all(e <= tol for e in err.values()), "errors": err}
+    return {"system": system, "lengths": lengths, "ok": all(e <= tol for e in err.values()), "errors": err}
 
 
 def time_system(system: str, lengths: list[int], device: torch.device, dtype: torch.dtype, warmup: int,
@@ -119,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, nargs="*", default=[64, 256])
     ap.add_argument("--lengths", type=int, nargs="*", default=[512, 2048, 8192])
-    ap.add_argument("--systems", nargs="*", default=["varlen_attn", *NJT, "padded sdpa"])
+    ap.add_argument("--systems", nargs="*", default=["varlen_attn", "fused varlen", *NJT, "padded sdpa"])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=20)
@@ -134,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         c = check(system, device, dtype)
         result["checks"].append(c)
         logger.info("check %-14s %s %s", system, "PASS" if c["ok"] else "FAIL", c.get("errors") or c.get("error"))
+        if c["ok"] and system == "varlen_attn":  # and at equal lengths: the dense path
+            c = check(system, device, dtype, [256] * 6)
+            result["checks"].append(c)
+            logger.info("check %-14s %s %s (equal lengths)", system, "PASS" if c["ok"] else "FAIL", c.get("errors"))
         if c["ok"]:
             passing.append(system)
     shapes = [(f"{n} MS MARCO pairs", msmarco_lengths(n, torch.Generator().manual_seed(0))) for n in args.pairs]

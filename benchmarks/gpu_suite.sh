@@ -34,12 +34,14 @@
 #                                        bert-base packed beside transformers by kernel class at L2048 x 8
 #   bash benchmarks/gpu_suite.sh verify6 the sixth session's default (block_t 4, fit_fwd, registers 128): checks,
 #                                        kernel timings beside the fifth's, the step at 256 pairs with BERT beside
+#   bash benchmarks/gpu_suite.sh final6  BERT's dense path for equal lengths (checks, timings, profile, sweep), then
+#                                        the fixed shapes beside mamba-ssm's scan (built in the background)
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -299,5 +301,23 @@ verify6)  # (sixth session, after sixth and benchmarks/ablate_scan_bwd.py) the n
   timeout -s INT 130 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed --anchors none \
      --out $RES/v6-370m > $OUT/v6-370m.log 2>&1; grep -E "^\|" $OUT/v6-370m.log | tail -3
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|smoke" >&2; exit 2 ;;
+final6)  # (sixth session, last call) mamba-ssm's scan built in the background while BERT's dense path for equal
+         # lengths is checked and timed (bench_attention.py, the L2048 x 8 profile beside transformers, the length
+         # sweep with transformers); then the fixed shapes, ours beside mamba-ssm's CUDA scan, same process
+  build_scan_bg
+  mkdir -p $RES/attention6
+  timeout -s INT 70 python3 benchmarks/bench_attention.py --pairs 64 256 --lengths 512 2048 8192 \
+     --systems varlen_attn "fused varlen" "padded sdpa" --out $RES/attention6 2>&1 | grep -E "check|tok/s" | tail -30
+  pack > /dev/null
+  timeout -s INT 80 $R bench profile --backbone bert-base --anchors transformers --pairs 8 --length 2048 \
+     --out $RES/bert-profile-L2048-dense 2>&1 | grep "^|" | head -8
+  pack > /dev/null
+  timeout -s INT 100 $R bench scaling --backbone bert-base --anchors transformers --min-length 512 --max-length 8192 \
+     --out $RES/scaling6 2>&1 | grep "^|" | tail -12
+  pack > /dev/null
+  timeout -s INT 240 python3 benchmarks/bench_kernels.py --only fixed --mamba-ext $MB --out $RES/fixed6 2>&1 \
+     | grep -E "^scan fixed|^mamba-ssm|unavailable|Error" | tail -20
+  tail -3 $MB/build.log
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|smoke" >&2; exit 2 ;;
 esac

@@ -262,3 +262,34 @@ def test_export_refuses_what_has_no_classification_form(tmp_path):
     ce.set_pooling("mean")
     with pytest.raises(ModelConfigError, match="\\[CLS\\] pooling"):
         export_sequence_classification(ce, tmp_path / "x")
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen_attention_equal_lengths_is_one_dense_sdpa_call(monkeypatch, causal):
+    """A pack whose sequences all have max_seqlen tokens goes to one SDPA call over (S, heads, L, d) (cuDNN's kernel
+    on the GPU): output and q/k/v gradients equal the per-sequence reference; a ragged pack of the same T does not."""
+    import torch.nn.functional as F
+
+    from rerankers.models import varlen_attention as va
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(va.F, "scaled_dot_product_attention",
+                        lambda q, *a, **kw: calls.append(q.shape) or sdpa(q, *a, **kw))
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(12, 2, 4, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    g = torch.randn(12, 2, 4, generator=gen, dtype=torch.float64)
+    cu = torch.tensor([0, 4, 8, 12], dtype=torch.int32)
+    out = varlen_attention(q, k, v, cu, 4, causal=causal)
+    assert calls == [(3, 2, 4, 4)]
+    grads = torch.autograd.grad(out, (q, k, v), g)
+    calls.clear()
+    want = per_sequence_attention(q, k, v, cu, causal=causal)
+    assert len(calls) == 3
+    torch.testing.assert_close(out, want)
+    for a, b in zip(grads, torch.autograd.grad(want, (q, k, v), g)):
+        torch.testing.assert_close(a, b)
+    calls.clear()
+    ragged = torch.tensor([0, 2, 8, 12], dtype=torch.int32)  # T = 12 = 3 x 4, but max is 6: not dense
+    got = varlen_attention(q, k, v, ragged, 6, causal=causal)
+    assert [c[1] for c in calls] == [2, 6, 4]  # one call per sequence
+    torch.testing.assert_close(got, per_sequence_attention(q, k, v, ragged, causal=causal))
