@@ -67,7 +67,7 @@ def _causal_attention_forward(module, query: Tensor, key: Tensor, value: Tensor,
         raise ValueError(f"packed attention expects batch size 1 (all sequences in one row), got {query.shape[0]}")
     packed_calls += 1
     # (T, heads, d), token-major in memory: after rotary embeddings the views would be head-major
-    q, k, v = (x[0].transpose(0, 1).contiguous() for x in (query, key, value))
+    q, k, v = (x.squeeze(0).transpose(0, 1).contiguous() for x in (query, key, value))  # squeeze: see varlen_attention
     groups = q.shape[1] // k.shape[1]
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` consecutive query heads
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)

@@ -139,7 +139,9 @@ def _hf_attention_forward(module, query: Tensor, key: Tensor, value: Tensor, att
         raise ValueError(f"packed attention expects batch size 1 (all sequences in one row), got {query.shape[0]}")
     global packed_calls
     packed_calls += 1
-    q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (T, heads, d)
+    # squeeze, not [0]: the backward of a select writes the gradient into a fresh zero-filled (1, heads, T, d)
+    # tensor (a strided copy per input), the backward of a squeeze is a view (6 copies a layer fewer)
+    q, k, v = (x.squeeze(0).transpose(0, 1) for x in (query, key, value))  # (T, heads, d)
     out = varlen_attention(q, k, v, cu, int(kwargs["max_seqlen"]), scale=scaling, dropout_p=dropout)
     return out.unsqueeze(0), None
 

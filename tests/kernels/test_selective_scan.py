@@ -260,18 +260,19 @@ def test_fit_fwd_under_dynamic_compile_keeps_one_graph(monkeypatch):
     from rerankers.kernels.selective_scan import op
     monkeypatch.setattr(op, "_fitted", lambda T, *a: 16 + 0 * int(T))
     cfg = replace(CFG_AUTO, recompute_states=True, fit_fwd=True)
-    monkeypatch.setattr(torch._dynamo.config, "error_on_recompile", True)
 
     def f(*args):
         return selective_scan_triton(*args, config=cfg, direct=False).square().sum()
     cf = torch.compile(f, backend="aot_eager", dynamic=True, fullgraph=True)
-    for lengths, seed in (([6, 13], 4), ([9, 3, 11], 5)):
-        cu = cu_seqlens_from_lengths(lengths)
-        xs = make(sum(lengths), 8, 4, seed=seed)
-        l1, l0 = cf(*xs, cu), f(*xs, cu)
-        assert torch.allclose(l1, l0)
-        for a, b in zip(torch.autograd.grad(l1, xs), torch.autograd.grad(l0, xs)):
-            assert torch.allclose(a, b)
+    # (torch._dynamo.config.patch, not monkeypatch: the config module's undo would delete the option)
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for lengths, seed in (([6, 13], 4), ([9, 3, 11], 5)):
+            cu = cu_seqlens_from_lengths(lengths)
+            xs = make(sum(lengths), 8, 4, seed=seed)
+            l1, l0 = cf(*xs, cu), f(*xs, cu)
+            assert torch.allclose(l1, l0)
+            for a, b in zip(torch.autograd.grad(l1, xs), torch.autograd.grad(l0, xs)):
+                assert torch.allclose(a, b)
     torch._dynamo.reset()
 
 
