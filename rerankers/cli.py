@@ -187,6 +187,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     model.add_argument("--pooling", default=S, choices=("cls", "last", "mean"),
                        help="pool the head's input other than the backbone's default ([CLS] for BERT, last for Mamba)")
     model.add_argument("--gradient-checkpointing", action="store_true", default=S, help="recompute activations")
+    model.add_argument("--recompute-mixer", action="store_true", default=S,
+                       help="Mamba-1: rebuild each mixer's conv output and delta in the backward (2 x T x d_inner "
+                            "activations a layer fewer kept)")
     opt = p.add_argument_group("objective and optimisation")
     opt.add_argument("--loss", default=S, help="lce (default), bce, margin-mse, ranknet, listnet, lambdaloss")
     opt.add_argument("--group-size", type=int, default=S, help="documents per group: 1 positive + n-1 negatives "
@@ -335,10 +338,11 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
                            help="real texts: a candidates file (default: MS MARCO-shaped random token ids)")
             m.add_argument("--depth", type=int, default=None, help="top-k of each query in --candidates")
             m.add_argument("--modes", nargs="+", default=None,
-                           choices=("packed", "padded", "static", "single") if mode == "train" else
+                           choices=("packed", "padded", "static", "single", "recompute") if mode == "train" else
                            ("packed", "padded", "single"),
-                           help="how ours runs a batch" + (" (static: packed to one fixed shape)" if mode == "train"
-                                                          else ""))
+                           help="how ours runs a batch" + (" (static: packed to one fixed shape; recompute: packed, "
+                                                           "Mamba-1's mixers rebuilding their conv output and delta "
+                                                           "in the backward)" if mode == "train" else ""))
             m.add_argument("--init", default=None, choices=("random", "pretrained"), help="weights (default random)")
         if mode == "train":
             m.add_argument("--pairs", nargs="+", type=int, default=None, help="pairs per step (default 64 256)")

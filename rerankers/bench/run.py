@@ -47,6 +47,8 @@ def _check_options(mode: str, cfg) -> None:
             raise UsageError(f"--modes {m}: one of {', '.join(MODES)}")
         if m == "static" and mode != "train":
             raise UsageError("--modes static: rerank bench train only (a training step of one fixed shape)")
+        if m == "recompute" and mode != "train":
+            raise UsageError("--modes recompute: rerank bench train only (what the backward keeps)")
     if getattr(cfg, "step", "train") not in STEPS:
         raise UsageError(f"--step {cfg.step}: {' or '.join(STEPS)}")
     if getattr(cfg, "compile", "off") not in COMPILE_MODES:

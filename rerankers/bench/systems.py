@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from rerankers.bench.workload import padded_view, single_views
 from rerankers.data.packing import PackedBatch
+from rerankers.errors import ModelConfigError, UsageError
 from rerankers.train.compile import training_forward
 from rerankers.train.losses import build_loss
 from rerankers.train.optim import build_optimizer
@@ -28,7 +29,7 @@ from rerankers.train.optim import build_optimizer
 
 class System(abc.ABC):
     """name: the backbone (``mamba-130m``); impl: whose code (``ours``, ``mamba-ssm``, ...); mode:
-    ``packed`` | ``padded`` | ``static`` | ``single``; module: the nn.Module whose parameters train;
+    ``packed`` | ``padded`` | ``static`` | ``single`` | ``recompute``; module: the nn.Module whose parameters train;
     compile: the torch.compile mode of its forward ("off": eager)."""
 
     impl = "ours"
@@ -62,6 +63,18 @@ class System(abc.ABC):
         return batch.num_real_tokens
 
 
+def recomputes(model) -> bool:
+    """Whether the model's backbone has Mamba-1 mixers that can rebuild activations (mode recompute)."""
+    backbone = model.backbone
+    if not isinstance(getattr(type(backbone), "recompute_mixer", None), property):
+        return False
+    try:
+        backbone.recompute_mixer = False  # Mamba-2's mixers refuse it
+    except ModelConfigError:
+        return False
+    return True
+
+
 class Ours(System):
     """Our CrossEncoder in one mode; ``compile`` (packed and static modes): its forward through torch.compile.
     ``lora`` / ``base``: read from a model whose backbone is wrapped in LoRA adapters (``model.lora``: their rank,
@@ -72,6 +85,8 @@ class Ours(System):
         adapters = getattr(model, "lora", None)
         self.lora, self.base = (adapters["rank"], adapters.get("base")) if adapters else (None, None)
         self.model = model
+        if mode == "recompute" and not recomputes(model):
+            raise UsageError(f"--modes recompute: {name} has no Mamba-1 mixers (its activations are all kept)")
         self.causal = model.pooling == "last"  # last-token pooling: a causal backbone (Mamba, decoders)
         self.compile = compile if mode in ("packed", "static") else "off"
         self.forward = training_forward(model, self.compile)
@@ -80,6 +95,12 @@ class Ours(System):
         model = self.model
         if self.mode in ("packed", "static"):  # static: the batch padded to its fixed shape, real pairs first
             return self.forward(batch)[:batch.num_real_sequences]
+        if self.mode == "recompute":  # packed, the mixers' conv output and delta rebuilt in the backward
+            model.backbone.recompute_mixer = True
+            try:
+                return self.forward(batch)
+            finally:
+                model.backbone.recompute_mixer = False
         if self.mode == "single":
             return torch.cat([model(one) for one in single_views(batch)])
         if not self.causal or model.head is None or model.pooling == "mean":

@@ -19,7 +19,7 @@ import torch
 
 from rerankers.bench.build import build_model
 from rerankers.bench.checks import checked_system, ours_passes, put_back
-from rerankers.bench.systems import Ours, System, TrainStep
+from rerankers.bench.systems import Ours, System, TrainStep, recomputes
 from rerankers.bench.timing import new_result, release, time_calls
 from rerankers.bench.workload import (
     load_text_pairs,
@@ -130,6 +130,9 @@ def run_train_bench(cfg: TrainBenchConfig, command: str | None = None, on_row=No
         if not ours_passes(name, model, device, dtype, cfg.seed, result):
             continue
         for kind in [*cfg.modes, *cfg.anchors]:  # sentence-transformers: inference only, no training row
+            if kind == "recompute" and not recomputes(model):
+                result["skipped"].append({"system": f"{name} ours recompute", "reason": "no Mamba-1 mixers"})
+                continue
             system = checked_system(kind, name, model, device, cfg.seed, result, compile=cfg.compile)
             if system is None:
                 continue

@@ -23,7 +23,9 @@ from rerankers.data.packing import PackedBatch, pack_token_ids
 from rerankers.errors import UsageError
 from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens
 
-MODES = ("packed", "padded", "static", "single")  # static: rerank bench train only (pad_to_static)
+# static: rerank bench train only (pad_to_static); recompute: train only, packed with Mamba-1's mixers rebuilding
+# their conv output and delta in the backward (``rerank train --recompute-mixer``)
+MODES = ("packed", "padded", "static", "single", "recompute")
 
 
 def msmarco_lengths(n: int, gen: torch.Generator, max_length: int = 256) -> list[int]:

@@ -22,7 +22,9 @@ and the final norm are one fused op, :func:`rerankers.kernels.add_rmsnorm` (the 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import os
@@ -42,6 +44,7 @@ from rerankers.models.checkpoint_files import read_state_dict
 from rerankers.models.mamba_config import HF_FORMAT, MAMBA_SSM_FORMAT, MambaConfig, read_config_file
 from rerankers.models.mamba_loading import BACKBONE_PREFIX, LM_HEAD_KEY, load_strict, write_checkpoint
 from rerankers.models.presets import resolve
+from rerankers.models.recompute import RecomputeSaved
 from rerankers.models.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -103,6 +106,7 @@ class MambaMixer(nn.Module):
         self.D = nn.Parameter(torch.empty(Di))
         self.out_proj = nn.Linear(Di, H, bias=config.bias)
         self.kernel_backend: str | None = None
+        self.recompute = False  # rebuild the conv output and delta in the backward (forward's docstring)
         if not self.A_log.is_meta:
             self.reset_ssm_parameters(config)
 
@@ -122,16 +126,29 @@ class MambaMixer(nn.Module):
         self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # softplus^-1(dt)
 
     def forward(self, hidden: Tensor, cu_seqlens: Tensor) -> Tensor:
-        """hidden (T, H), cu_seqlens (S+1,) int32 -> (T, H)."""
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)                       # (T, Di) each
-        x = causal_conv1d_varlen(x, self.conv1d.weight[:, 0], self.conv1d.bias, cu_seqlens,
-                                 activation="silu", backend=self.kernel_backend)
-        dt_low, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.linear(dt_low, self.dt_proj.weight)                     # (T, Di), bias added in the scan
-        A = -torch.exp(self.A_log.float())                                 # (Di, N)
-        # x, z, B, C are row-strided views (unit stride in the last dim): the kernels take them as such.
-        y = selective_scan_varlen(x, delta, A, B, C, self.D.float(), z, self.dt_proj.bias.float(), cu_seqlens,
-                                  delta_softplus=True, backend=self.kernel_backend)
+        """hidden (T, H), cu_seqlens (S+1,) int32 -> (T, H).
+
+        With ``recompute`` (training, eager), the conv output and delta are not kept for the backward: it
+        rebuilds them (the conv forward and the dt_proj matmul again) from the in_proj output and dt_low,
+        which are kept anyway (:class:`rerankers.models.recompute.RecomputeSaved`; 2 x T x Di activations
+        a layer fewer)."""
+        x_in, z = self.in_proj(hidden).chunk(2, dim=-1)                    # (T, Di) each
+        rec = self.recompute and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        with RecomputeSaved() if rec else contextlib.nullcontext() as saved:
+            conv = functools.partial(causal_conv1d_varlen, x_in, self.conv1d.weight[:, 0], self.conv1d.bias,
+                                     cu_seqlens, activation="silu", backend=self.kernel_backend)
+            x = conv()
+            if rec:  # marked before x_proj saves it
+                saved.mark(x, conv)
+            dt_low, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+            delta = F.linear(dt_low, self.dt_proj.weight)                 # (T, Di), bias added in the scan
+            if rec:
+                w = self.dt_proj.weight
+                saved.mark(delta, lambda: F.linear(dt_low, w))  # (under the forward's autocast state)
+            A = -torch.exp(self.A_log.float())                             # (Di, N)
+            # x, z, B, C are row-strided views (unit stride in the last dim): the kernels take them as such.
+            y = selective_scan_varlen(x, delta, A, B, C, self.D.float(), z, self.dt_proj.bias.float(), cu_seqlens,
+                                      delta_softplus=True, backend=self.kernel_backend)
         return self.out_proj(y)
 
 
@@ -195,6 +212,20 @@ class MambaBackbone(nn.Module):
     def kernel_backend(self, backend: str | None) -> None:
         for layer in self.layers:
             layer.mixer.kernel_backend = backend
+
+    @property
+    def recompute_mixer(self) -> bool:
+        """Every mixer rebuilds its conv output and delta in the backward instead of keeping them
+        (:meth:`MambaMixer.forward`; Mamba-1 only)."""
+        return any(getattr(layer.mixer, "recompute", False) for layer in self.layers)
+
+    @recompute_mixer.setter
+    def recompute_mixer(self, on: bool) -> None:
+        for layer in self.layers:
+            if not hasattr(layer.mixer, "recompute"):
+                raise ModelConfigError(f"recompute_mixer: {type(layer.mixer).__name__} has no activations to rebuild "
+                                       "(Mamba-1's mixer only)")
+            layer.mixer.recompute = bool(on)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.embedding

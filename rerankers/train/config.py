@@ -35,7 +35,9 @@ class TrainConfig:
     micro-batch padded to exactly that many tokens (and a fixed number of sequence slots; the loss
     ignores the padding), so that every step has one shape; it replaces ``micro_batch_tokens`` as the
     budget. ``compile``: the model's training forward through torch.compile ("default", or
-    "reduce-overhead" = CUDA graphs, which want ``static_tokens``).
+    "reduce-overhead" = CUDA graphs, which want ``static_tokens``). ``recompute_mixer`` (Mamba-1):
+    each mixer's conv output and delta rebuilt in the backward instead of kept (eager steps: not with
+    ``compile``; not with ``gradient_checkpointing``, which rebuilds every activation already).
     """
 
     backbone: str = ""
@@ -58,6 +60,7 @@ class TrainConfig:
     lora_dropout: float = 0.0
     qlora: bool = False
     gradient_checkpointing: bool = False
+    recompute_mixer: bool = False
     pooling: str | None = None
     # objective and batches
     loss: str = "lce"
@@ -224,6 +227,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise bad("dtype", f"one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
     if cfg.compile not in COMPILE_MODES:
         raise bad("compile", f"one of {', '.join(COMPILE_MODES)}, got {cfg.compile!r}")
+    if cfg.recompute_mixer and cfg.gradient_checkpointing:
+        raise bad("recompute_mixer", "not with --gradient-checkpointing, which rebuilds every activation already")
+    if cfg.recompute_mixer and cfg.compile != "off":
+        raise bad("recompute_mixer", "eager steps only: not with --compile (its saved-tensor hooks are not traced)")
     if cfg.static_tokens is not None and cfg.static_tokens < 2:
         raise bad("static_tokens", f"must hold a pair and a padding token (>= 2), got {cfg.static_tokens}")
     if not cfg.lr > 0:

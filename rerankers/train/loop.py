@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from rerankers.data.packing import StaticShape
-from rerankers.errors import NonFiniteLossError, TrainingConfigError, UsageError
+from rerankers.errors import ModelConfigError, NonFiniteLossError, TrainingConfigError, UsageError
 from rerankers.train import checkpoint as ckpt
 from rerankers.train.batches import micro_batches, static_shape_for
 from rerankers.train.compile import training_forward
@@ -90,6 +90,19 @@ def _autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | Non
 def _template_overrides(cfg: TrainConfig) -> dict[str, Any]:
     return {k: v for k, v in (("max_length", cfg.max_length), ("max_query_tokens", cfg.max_query_tokens))
             if v is not None}
+
+
+def _enable_recompute_mixer(model) -> None:
+    backbone = model.backbone
+    if hasattr(backbone, "get_base_model"):  # LoRA: peft's wrapper around the backbone
+        backbone = backbone.get_base_model()
+    if not hasattr(type(backbone), "recompute_mixer"):
+        raise TrainingConfigError(f"--recompute-mixer: the {type(backbone).__name__} backbone has no mixer "
+                                  "activations to rebuild (Mamba-1 only)")
+    try:
+        backbone.recompute_mixer = True
+    except ModelConfigError as e:
+        raise TrainingConfigError(f"--recompute-mixer: {e}") from None
 
 
 def _enable_gradient_checkpointing(model) -> None:
@@ -387,6 +400,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             model = build_model(cfg, device)
         if cfg.gradient_checkpointing:
             _enable_gradient_checkpointing(model)
+        if cfg.recompute_mixer:
+            _enable_recompute_mixer(model)
         model.to(device)
         static = static_shape(cfg, model)
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device, head_lr=cfg.head_lr)

@@ -186,6 +186,21 @@ def test_bench_train_static_rows_beside_packed(tiny_backbones, tmp_path):
     assert "| ours static |" in paths["md"].read_text()
 
 
+def test_bench_train_recompute_rows_beside_packed(tiny_backbones, tmp_path):
+    """--modes packed recompute: a recompute row for Mamba beside its packed row, the same real tokens and a peak
+    memory no higher; BERT's recompute row is skipped with the reason; the mixers are left as they were."""
+    res, paths = run_bench("train", tmp_path / "out", backbones=[tiny_backbones["mamba"], tiny_backbones["bert"]],
+                           pairs=[8], modes=["packed", "recompute"], anchors=[], plots=False, **FAST)
+    rows = {(r["backbone"].rsplit("/", 1)[-1], r["mode"]): r for r in res["rows"]}
+    assert set(rows) == {("mamba", "packed"), ("mamba", "recompute"), ("bert", "packed")}
+    assert rows[("mamba", "recompute")]["real_tokens"] == rows[("mamba", "packed")]["real_tokens"]
+    assert rows[("mamba", "recompute")]["real_tokens_per_s"] > 0
+    assert [s["reason"] for s in res["skipped"] if "recompute" in s["system"]] == ["no Mamba-1 mixers"]
+    assert "| ours recompute |" in paths["md"].read_text()
+    with pytest.raises(UsageError, match="--modes recompute: rerank bench train only"):
+        run_bench("infer", tmp_path / "o", backbones=[tiny_backbones["mamba"]], modes=["recompute"], device="cpu")
+
+
 def test_bench_infer_smoke_on_real_candidates(tiny_backbones, shared_data, tmp_path):
     cand = shared_data / "trec-dl" / "candidates" / "BM25"
     files = sorted(cand.glob("*dl19*"))

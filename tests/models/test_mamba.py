@@ -267,3 +267,46 @@ def test_triton_backend_matches_reference(hf_dir):
         model.kernel_backend = "triton"
         out = model(batch)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend,autocast", [("reference", False), ("reference", True), ("triton", False),
+                                              ("triton", True)])
+def test_recompute_rebuilds_conv_output_and_delta_with_the_same_gradients(hf_dir, monkeypatch, backend, autocast):
+    """MambaMixer.recompute: the conv output and delta are not kept for the backward but rebuilt there (saved-tensor
+    hooks); the loss and every parameter's gradient equal those without it, under bf16 autocast too (the rebuild
+    runs under the forward's autocast state), and the recipes ran (the Triton scan saves x and delta themselves, so
+    both are rebuilt; the reference scan saves its own intermediates)."""
+    import os
+
+    from rerankers.models import recompute
+    if backend == "triton":
+        pytest.importorskip("triton")
+        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+            pytest.skip("no GPU and TRITON_INTERPRET is not set")
+    device = "cuda" if torch.cuda.is_available() and backend == "triton" else "cpu"
+    model = MambaBackbone.from_pretrained(hf_dir, device=device)
+    model.kernel_backend = backend
+    batch = pack_token_ids(_random_sequences([7, 2, 12], seed=5)).to(device)
+    built = []
+    get = recompute._Recipe.get
+    monkeypatch.setattr(recompute._Recipe, "get", lambda self: built.append(self.copy is None) or get(self))
+
+    def loss_and_grads(on: bool):
+        for layer in model.layers:
+            layer.mixer.recompute = on
+        model.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+            loss = model(batch).float().square().mean()
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+    loss0, grads0 = loss_and_grads(False)
+    assert not built
+    loss1, grads1 = loss_and_grads(True)
+    torch.testing.assert_close(loss1, loss0, rtol=0, atol=0)
+    for name, g in grads0.items():
+        torch.testing.assert_close(grads1[name], g, rtol=1e-6, atol=1e-7, msg=name)
+    layers = len(model.layers)
+    if backend == "triton":  # x: saved by x_proj and the scan (one rebuild, shared); delta: by the scan
+        assert built.count(True) == 2 * layers and len(built) == 3 * layers
+    else:
+        assert built.count(True) >= layers  # x for x_proj at least

@@ -346,3 +346,15 @@ def test_autocast_bf16_forward_stays_close_to_fp32(tiny_dir):
             bf16 = model(batch)
     assert torch.isfinite(bf16).all()
     assert float((bf16.float() - fp32).norm() / fp32.norm()) < 5e-2
+
+
+def test_recompute_mixer_is_refused_by_mamba2_mixers():
+    """recompute_mixer rebuilds Mamba-1's conv output and delta; Mamba-2's mixers have neither: a clear error, not a
+    flag that does nothing."""
+    from rerankers.errors import ModelConfigError
+    from rerankers.models.mamba2 import Mamba2Backbone
+    from rerankers.models.mamba2_config import Mamba2Config
+    model = Mamba2Backbone(Mamba2Config(d_model=32, n_layer=1, vocab_size=64, d_state=8, headdim=16))
+    assert model.recompute_mixer is False
+    with pytest.raises(ModelConfigError, match="recompute_mixer: Mamba2Mixer has no activations to rebuild"):
+        model.recompute_mixer = True

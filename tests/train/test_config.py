@@ -34,6 +34,9 @@ def test_a_config_that_is_not_a_mapping(tmp_path, text):
     ({"group_size": 0}, "--group-size"), ({"lr": -1.0}, "--lr"), ({"schedule": "step"}, "--schedule"),
     ({"max_steps": 0}, "--max-steps"), ({"init": "zeros"}, "--init"), ({"lr": "fast"}, "lr"),
     ({"eval_every": 5}, "--eval-every"), ({"backbone": ""}, "--backbone"), ({"train": []}, "--train"),
+    ({"recompute_mixer": True, "gradient_checkpointing": True}, "--recompute-mixer"),
+    ({"recompute_mixer": "yes"}, "--recompute-mixer"),
+    ({"recompute_mixer": True, "compile": "default"}, "--recompute-mixer: eager steps only"),
 ])
 def test_bad_values_name_their_flag(override, flag):
     with pytest.raises(TrainingConfigError, match=flag):
