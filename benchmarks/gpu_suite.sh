@@ -36,12 +36,14 @@
 #                                        kernel timings beside the fifth's, the step at 256 pairs with BERT beside
 #   bash benchmarks/gpu_suite.sh final6  BERT's dense path for equal lengths (checks, timings, profile, sweep), then
 #                                        the fixed shapes beside mamba-ssm's scan (built in the background)
+#   bash benchmarks/gpu_suite.sh seventh (next session) Mamba's recompute mode beside packed (speed, memory), BERT after
+#                                        the squeeze beside transformers, the 64-pair rows with the mamba-ssm anchor
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -319,5 +321,27 @@ final6)  # (sixth session, last call) mamba-ssm's scan built in the background w
      | grep -E "^scan fixed|^mamba-ssm|unavailable|Error" | tail -20
   tail -3 $MB/build.log
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|smoke" >&2; exit 2 ;;
+seventh)  # (for the next session, one call of ~9 min; carry .whl .gpu/COMMIT .anchors) what the sixth session left
+          # unmeasured: the anchors' build in the background (~7 min), meanwhile Mamba's recompute mode beside packed
+          # (speed and peak memory, one process each: mamba-370m with bert-large, mamba-130m with bert-base), BERT's
+          # step after the squeeze (ff19b07: 72 strided copies fewer) beside transformers at 64 and 256 pairs and its
+          # profile; then the 64-pair targets with every anchor (mamba-ssm padded needs the build)
+  start_build
+  timeout -s INT 150 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed recompute \
+     --anchors none --out $RES/s7-370m > $OUT/s7-370m.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s7-370m.log | tail -4
+  pack > /dev/null
+  timeout -s INT 90 $R bench train --backbone mamba-130m bert-base --pairs 256 --modes packed recompute \
+     --anchors none --out $RES/s7-130m > $OUT/s7-130m.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s7-130m.log | tail -4
+  pack > /dev/null
+  timeout -s INT 120 $R bench train --backbone bert-base bert-large --pairs 64 256 --modes packed \
+     --anchors transformers --out $RES/s7-bert > $OUT/s7-bert.log 2>&1; grep -E "^\| bert" $OUT/s7-bert.log | tail -8
+  pack > /dev/null
+  timeout -s INT 60 $R bench profile --backbone bert-base --pairs 256 --modes packed --anchors transformers \
+     --out $RES/s7-bert-profile 2>&1 | grep "^|" | head -4
+  pack > /dev/null
+  WAIT_BUILD_S=240 wait_build
+  timeout -s INT 120 $R bench train --backbone mamba-130m mamba-370m --pairs 64 --modes packed --anchors mamba-ssm \
+     --out $RES/s7-64-anchors > $OUT/s7-64.log 2>&1; grep -E "^\| mamba" $OUT/s7-64.log | tail -6
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|smoke" >&2; exit 2 ;;
 esac
