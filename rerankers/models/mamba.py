@@ -44,7 +44,7 @@ from rerankers.models.checkpoint_files import read_state_dict
 from rerankers.models.mamba_config import HF_FORMAT, MAMBA_SSM_FORMAT, MambaConfig, read_config_file
 from rerankers.models.mamba_loading import BACKBONE_PREFIX, LM_HEAD_KEY, load_strict, write_checkpoint
 from rerankers.models.presets import resolve
-from rerankers.models.recompute import RecomputeSaved
+from rerankers.models.recompute import RecomputeSaved, outer_hooks_active
 from rerankers.models.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,9 @@ class MambaMixer(nn.Module):
         which are kept anyway (:class:`rerankers.models.recompute.RecomputeSaved`; 2 x T x Di activations
         a layer fewer)."""
         x_in, z = self.in_proj(hidden).chunk(2, dim=-1)                    # (T, Di) each
-        rec = self.recompute and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        # not inside checkpointing's own hooks (or any others): ours would replace them for every saved tensor
+        rec = (self.recompute and torch.is_grad_enabled() and not torch.compiler.is_compiling()
+               and not outer_hooks_active())
         with RecomputeSaved() if rec else contextlib.nullcontext() as saved:
             conv = functools.partial(causal_conv1d_varlen, x_in, self.conv1d.weight[:, 0], self.conv1d.bias,
                                      cu_seqlens, activation="silu", backend=self.kernel_backend)

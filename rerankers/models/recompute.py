@@ -10,8 +10,16 @@ state of the mark (the backward itself runs without autocast). Tensors that were
 as usual. ``fn`` must not hold ``t`` itself (that would keep it alive) and must rebuild it exactly
 (the same kernels on the same inputs).
 
+Saved-tensor hooks bypass autograd's own check that a saved tensor was not modified in place, so the
+hooks check versions themselves: a marked tensor modified after its mark is saved as it is (no
+recipe), and any saved tensor modified before the backward unpacks it raises as autograd would. Only
+the innermost hooks apply, so :func:`outer_hooks_active` tells a caller not to install these inside
+another mechanism's (``torch.utils.checkpoint``, ``save_on_cpu``), which would otherwise be bypassed.
+
 Mamba-1's mixer marks its conv output and its delta (:class:`rerankers.models.mamba.MambaMixer`,
-``recompute``): mamba-ssm's ``checkpoint_lvl=1`` does the same inside its fused mixer.
+``recompute``): mamba-ssm's ``checkpoint_lvl=1`` does the same inside its fused mixer. (With LoRA on
+``x_proj`` under autocast, peft's cast copy of x is what that layer saves: only delta and the scan's x
+are then rebuilt.)
 """
 from __future__ import annotations
 
@@ -26,14 +34,25 @@ def _key(t: Tensor) -> tuple:
     return (t.device, t.data_ptr(), tuple(t.shape), t.stride(), t.dtype)
 
 
+def outer_hooks_active() -> bool:
+    """Whether saved-tensor hooks are already in force (checkpointing, offloading): ones installed inside
+    would replace them for every tensor saved there."""
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top is not None and top(False) is not None
+
+
+_MODIFIED = ("one of the variables needed for gradient computation has been modified by an inplace operation "
+             "(seen by rerankers.models.recompute's saved-tensor hooks: version {} at save, {} now)")
+
+
 class _Recipe:
-    """A marked tensor's rebuild, the autocast state it was made under (the backward runs without it), and the
-    copy shared by the unpacks of one backward."""
+    """A marked tensor's rebuild, its version at the mark, the autocast state it was made under (the backward
+    runs without it), and the copy shared by the unpacks of one backward."""
 
-    __slots__ = ("fn", "autocast", "packs", "copy")
+    __slots__ = ("fn", "version", "autocast", "packs", "copy")
 
-    def __init__(self, fn: Callable[[], Tensor], device_type: str):
-        self.fn, self.packs, self.copy = fn, 0, None
+    def __init__(self, fn: Callable[[], Tensor], version: int, device_type: str):
+        self.fn, self.version, self.packs, self.copy = fn, version, 0, None
         on = torch.is_autocast_enabled(device_type)
         self.autocast = (device_type, torch.get_autocast_dtype(device_type) if on else None, on)
 
@@ -61,15 +80,20 @@ class RecomputeSaved(torch.autograd.graph.saved_tensors_hooks):
 
     def mark(self, t: Tensor, fn: Callable[[], Tensor]) -> None:
         """``t`` (just computed inside the block) is rebuilt by ``fn()`` where the backward needs it."""
-        self._recipes[_key(t)] = _Recipe(fn, t.device.type)
+        self._recipes[_key(t)] = _Recipe(fn, t._version, t.device.type)
 
     def _pack(self, t: Tensor):
         recipe = self._recipes.get(_key(t)) if isinstance(t, Tensor) and t.layout == torch.strided else None
-        if recipe is None:
-            return t
+        if recipe is None or recipe.version != t._version:  # not marked, or modified since: kept as it is
+            return (t, t._version)
         recipe.packs += 1
         return recipe
 
     @staticmethod
     def _unpack(obj):
-        return obj.get() if isinstance(obj, _Recipe) else obj
+        if isinstance(obj, _Recipe):
+            return obj.get()
+        t, version = obj
+        if t._version != version:
+            raise RuntimeError(_MODIFIED.format(version, t._version))
+        return t
