@@ -64,7 +64,8 @@ class System(abc.ABC):
 
 
 def recomputes(model) -> bool:
-    """Whether the model's backbone has Mamba-1 mixers that can rebuild activations (mode recompute)."""
+    """Whether the model's backbone has Mamba-1 mixers that can rebuild activations (mode recompute); leaves them
+    off (the check sets the flag, which Mamba-2's mixers refuse)."""
     backbone = model.backbone
     if not isinstance(getattr(type(backbone), "recompute_mixer", None), property):
         return False
