@@ -506,6 +506,22 @@ def test_fitted_windows_through_the_kernels(monkeypatch, fit_fwd):
                                  what=f" (bound x{bound}, recompute {rc})")
 
 
+def test_the_gpu_default_chunking_through_the_kernels(monkeypatch):
+    """The GPU's DEFAULT_CONFIG (chunks of 4 tokens with a history of 4: one sub-chunk a chunk, no re-advance;
+    fit_fwd; recompute_states) under the interpreter, with one warp a program and windows fitted to 36 tokens
+    (a multiple of 4, not of 8): output and every gradient equal the reference."""
+    from rerankers.kernels.selective_scan import op
+    assert op.DEFAULT_CONFIG.block_t == op.DEFAULT_CONFIG.bwd_history == 4 and op.DEFAULT_CONFIG.fit_fwd
+    monkeypatch.setattr(op, "_fitted", lambda *a: 36)
+    cfg = replace(op.DEFAULT_CONFIG, warps=1, warps_bwd=1)
+    lengths = [70, 3, 41, 1, 12, 9]
+    T, Dm, N = sum(lengths), 40, 4
+    assert op.forward_window(cfg, T, 6, Dm, CPU) == (36, True) and op.backward_window(cfg, T, 6, Dm, CPU) == (36, True)
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(T, Dm, N, seed=41)
+    assert_matches_reference(selective_scan_triton(*xs, cu, config=cfg), xs, cu, gy_seed=6)
+
+
 def test_explicit_window_is_kept():
     assert pick_window(24, 10 ** 6, 1536, 4, 8, CPU) == 24
     assert backward_window(replace(BIG, window_bwd=24), 10 ** 6, 10, 1536, CPU) == (24, False)
