@@ -38,7 +38,8 @@
 #                                        the fixed shapes beside mamba-ssm's scan (built in the background)
 #   bash benchmarks/gpu_suite.sh seventh (next session) Mamba's recompute mode beside packed (speed, memory), BERT after
 #                                        the squeeze beside transformers; then seventh2 (< 30 s later): the 64-pair
-#                                        rows with the mamba-ssm anchor, packed inference of mamba-130m and bert-base
+#                                        rows with the mamba-ssm anchor, packed inference of mamba-130m and bert-base,
+#                                        the 64-pair steps' host time by Python function (bench profile --host)
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
@@ -349,6 +350,10 @@ seventh2)  # (< 30 s after seventh, same machine: the anchors' build in /tmp) th
   pack > /dev/null
   timeout -s INT 90 $R bench profile --backbone mamba-130m bert-base --step infer --pairs 256 --modes packed \
      --anchors none --out $RES/s7-infer 2>&1 | grep "^|" | head -4
+  pack > /dev/null
+  # where the host-bound 64-pair steps spend their CPU (Triton launchers, autograd, custom-op dispatch)
+  timeout -s INT 90 $R bench profile --backbone mamba-130m bert-base --pairs 64 --modes packed --anchors none \
+     --host 25 --out $RES/s7-host64 2>&1 | grep "^|" | head -60
   pack ;;
 *) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|smoke" >&2; exit 2 ;;
 esac

@@ -373,6 +373,9 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
             m.add_argument("--pairs", type=int, default=None, help="pairs per step (256)")
             m.add_argument("--steps", type=int, default=None, help="profiled steps (3)")
             m.add_argument("--top", type=int, default=None, help="top kernels listed (15)")
+            m.add_argument("--host", type=int, default=None, metavar="N",
+                           help="also the steps under cProfile: the N Python functions with the most self time "
+                                "(where a host-bound step's CPU goes)")
             m.add_argument("--step", default=None, choices=("train", "infer"),  # bench.profile.STEPS, without torch
                            help="profile training steps (default) or inference calls (no gradient)")
             m.add_argument("--modes", nargs="+", default=None, choices=("packed", "padded", "single"),

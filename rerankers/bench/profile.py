@@ -10,7 +10,8 @@ tokens (the scaling sweep's shape, where padding costs the anchors nothing; BERT
 ``max_position_embeddings`` = length). The result: per system, milliseconds per step and share of each
 class, the top kernels, and the wall time of a step timed outside the profiler (synchronised, median): the
 kernels' total over it is the share of the step the GPU is busy (low: the host is the bottleneck, launches
-and Python between kernels).
+and Python between kernels). With ``host`` = N, the same steps again under cProfile: the N Python functions with
+the most self time (where a host-bound step's CPU goes: kernel launchers, autograd, custom-op dispatch).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import logging
 import re
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -66,6 +68,7 @@ class ProfileBenchConfig:
     step: str = "train"  # or "infer": scoring calls under no_grad
     modes: Sequence[str] = ("packed",)
     length: int | None = None  # equal-length sequences of this many tokens instead of MS MARCO-shaped pairs
+    host: int = 0  # > 0: also the steps under cProfile, the Python functions with the most self time (host time)
 
 
 STEPS = ("train", "infer")  # what a profiled step is: a training step, or a scoring call without gradients
@@ -93,6 +96,28 @@ def _breakdown(prof, device: torch.device, steps: int) -> tuple[dict[str, float]
         kernels.append({"name": e.key[:120], "class": cls, "ms_per_step": us / 1e3 / steps, "calls": e.count // steps})
     kernels.sort(key=lambda k: -k["ms_per_step"])
     return dict(by_class), kernels
+
+
+def _host_top(call, batches, steps: int, device: torch.device, top: int) -> list[dict[str, Any]]:
+    """The Python functions with the most self time over ``steps`` calls (cProfile; the launch paths of kernels,
+    autograd, our wrappers): what a host-bound step spends its CPU on, ms per step. cProfile slows the
+    calls it watches, so these are shares of host work, not the step's wall time."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    prof.enable()
+    for i in range(steps):
+        call(batches[i % 2])
+    synchronize(device)
+    prof.disable()
+    rows = []
+    for (file, line, func), (_, calls, tottime, cumtime, _) in pstats.Stats(prof).stats.items():
+        where = func if file == "~" else f"{'/'.join(Path(file).parts[-2:])}:{line}({func})"
+        rows.append({"function": where, "self_ms_per_step": tottime * 1e3 / steps,
+                     "cum_ms_per_step": cumtime * 1e3 / steps, "calls": calls // steps})
+    rows.sort(key=lambda r: -r["self_ms_per_step"])
+    return rows[:top]
 
 
 def _step_of(system, step: str, device: torch.device, group_size: int, dtype):
@@ -146,6 +171,8 @@ def run_profile_bench(cfg: ProfileBenchConfig, command: str | None = None, on_ro
                    "time": "GPU kernel time" if device.type == "cuda" else "CPU operator self time",
                    "ms_per_step": by_class, "share": {k: v / total for k, v in by_class.items()},
                    "top": kernels[:cfg.top]}
+            if cfg.host:
+                row["host_top"] = _host_top(call, batches, cfg.steps, device, cfg.host)
             result["rows"].append(row)
             logger.info("%s: %.1f ms per step; %s", system.label, total,
                         ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(by_class.items(), key=lambda kv: -kv[1])))

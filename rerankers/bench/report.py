@@ -100,6 +100,13 @@ def _profile_tables(res: dict[str, Any]) -> str:
         out.append(table(["kernel", "class", "ms/step", "calls/step"],
                          [[f"`{k['name'][:80]}`", k["class"], _fmt(k["ms_per_step"], 3), k["calls"]]
                           for k in r["top"][:10]]))
+    for r in res["rows"]:
+        if r.get("host_top"):
+            out.append(f"\nHost: the Python functions with the most self time (cProfile, which slows what it "
+                       f"watches), {r['backbone']} {_system(r)}:\n")
+            out.append(table(["function", "self ms/step", "cumulative ms/step", "calls/step"],
+                             [[f"`{h['function'][:90]}`", _fmt(h["self_ms_per_step"], 3),
+                               _fmt(h["cum_ms_per_step"], 3), h["calls"]] for h in r["host_top"]]))
     return "\n".join(out)
 
 

@@ -53,6 +53,8 @@ def _check_options(mode: str, cfg) -> None:
         raise UsageError(f"--step {cfg.step}: {' or '.join(STEPS)}")
     if getattr(cfg, "compile", "off") not in COMPILE_MODES:
         raise UsageError(f"--compile {cfg.compile}: one of {', '.join(COMPILE_MODES)}")
+    if getattr(cfg, "host", 0) < 0:
+        raise UsageError(f"--host {cfg.host}: the number of functions listed (0: none)")
     if getattr(cfg, "length", None) is not None and cfg.length < 2:
         raise UsageError(f"--length {cfg.length}: a sequence holds at least a query and a document token (>= 2)")
     if getattr(cfg, "static_tokens", None) is not None and cfg.static_tokens < 2:

@@ -260,6 +260,20 @@ def test_bench_profile_at_equal_lengths(tiny_backbones, tmp_path):
         run_bench("profile", tmp_path / "q", backbones=[tiny_backbones["bert"]], length=1, **FAST)
 
 
+def test_bench_profile_host_functions(tiny_backbones, tmp_path):
+    """--host 5: the steps again under cProfile, the five Python functions with the most self time per step, in the
+    row and the Markdown; a negative count is a usage error naming --host."""
+    res, paths = run_bench("profile", tmp_path / "p", backbones=[tiny_backbones["mamba"]], pairs=8, host=5,
+                           plots=False, **FAST)
+    host = res["rows"][0]["host_top"]
+    assert len(host) == 5 and all(h["self_ms_per_step"] > 0 and h["calls"] >= 1 for h in host)
+    assert [h["self_ms_per_step"] for h in host] == sorted((h["self_ms_per_step"] for h in host), reverse=True)
+    assert all(h["cum_ms_per_step"] >= h["self_ms_per_step"] for h in host)
+    assert "Host: the Python functions with the most self time" in paths["md"].read_text()
+    with pytest.raises(UsageError, match="--host -1"):
+        run_bench("profile", tmp_path / "q", backbones=[tiny_backbones["mamba"]], host=-1, **FAST)
+
+
 def test_profile_classes():
     assert classify("_scan_bwd_kernel") == "selective scan"
     assert classify("void selective_scan_fwd_kernel<...>") == "selective scan"
