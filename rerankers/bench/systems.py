@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from rerankers.bench.workload import padded_view, single_views
 from rerankers.data.packing import PackedBatch
 from rerankers.errors import ModelConfigError, UsageError
+from rerankers.models.mamba import set_recompute_mixer
 from rerankers.train.compile import training_forward
 from rerankers.train.losses import build_loss
 from rerankers.train.optim import build_optimizer
@@ -65,12 +66,9 @@ class System(abc.ABC):
 
 def recomputes(model) -> bool:
     """Whether the model's backbone has Mamba-1 mixers that can rebuild activations (mode recompute); leaves them
-    off (the check sets the flag, which Mamba-2's mixers refuse)."""
-    backbone = model.backbone
-    if not isinstance(getattr(type(backbone), "recompute_mixer", None), property):
-        return False
+    off (the check sets the flag)."""
     try:
-        backbone.recompute_mixer = False  # Mamba-2's mixers refuse it
+        set_recompute_mixer(model.backbone, False)
     except ModelConfigError:
         return False
     return True
@@ -97,11 +95,11 @@ class Ours(System):
         if self.mode in ("packed", "static"):  # static: the batch padded to its fixed shape, real pairs first
             return self.forward(batch)[:batch.num_real_sequences]
         if self.mode == "recompute":  # packed, the mixers' conv output and delta rebuilt in the backward
-            model.backbone.recompute_mixer = True
+            set_recompute_mixer(model.backbone, True)
             try:
                 return self.forward(batch)
             finally:
-                model.backbone.recompute_mixer = False
+                set_recompute_mixer(model.backbone, False)
         if self.mode == "single":
             return torch.cat([model(one) for one in single_views(batch)])
         if not self.causal or model.head is None or model.pooling == "mean":

@@ -49,7 +49,17 @@ from rerankers.models.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MambaBackbone", "MambaConfig", "MambaAdapter"]
+__all__ = ["MambaBackbone", "MambaConfig", "MambaAdapter", "set_recompute_mixer"]
+
+
+def set_recompute_mixer(backbone: nn.Module, on: bool) -> None:
+    """``recompute_mixer`` of a backbone (through peft's LoRA wrapper): a ModelConfigError where it has no
+    Mamba-1 mixers (another kind of backbone; Mamba-2's mixers refuse it themselves)."""
+    base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    if not isinstance(getattr(type(base), "recompute_mixer", None), property):
+        raise ModelConfigError(f"the {type(base).__name__} backbone has no mixer activations to rebuild "
+                               "(Mamba-1 only)")
+    base.recompute_mixer = on
 
 
 class MambaNorm(nn.Module):
@@ -143,10 +153,10 @@ class MambaMixer(nn.Module):
             if rec:  # marked before x_proj saves it
                 saved.mark(x, conv)
             dt_low, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-            delta = F.linear(dt_low, self.dt_proj.weight)                 # (T, Di), bias added in the scan
+            dt_proj = functools.partial(F.linear, dt_low, self.dt_proj.weight)
+            delta = dt_proj()                                              # (T, Di), bias added in the scan
             if rec:
-                w = self.dt_proj.weight
-                saved.mark(delta, lambda: F.linear(dt_low, w))  # (under the forward's autocast state)
+                saved.mark(delta, dt_proj)  # (rebuilt under the forward's autocast state)
             A = -torch.exp(self.A_log.float())                             # (Di, N)
             # x, z, B, C are row-strided views (unit stride in the last dim): the kernels take them as such.
             y = selective_scan_varlen(x, delta, A, B, C, self.D.float(), z, self.dt_proj.bias.float(), cu_seqlens,

@@ -93,14 +93,9 @@ def _template_overrides(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _enable_recompute_mixer(model) -> None:
-    backbone = model.backbone
-    if hasattr(backbone, "get_base_model"):  # LoRA: peft's wrapper around the backbone
-        backbone = backbone.get_base_model()
-    if not hasattr(type(backbone), "recompute_mixer"):
-        raise TrainingConfigError(f"--recompute-mixer: the {type(backbone).__name__} backbone has no mixer "
-                                  "activations to rebuild (Mamba-1 only)")
+    from rerankers.models.mamba import set_recompute_mixer
     try:
-        backbone.recompute_mixer = True
+        set_recompute_mixer(model.backbone, True)
     except ModelConfigError as e:
         raise TrainingConfigError(f"--recompute-mixer: {e}") from None
 
