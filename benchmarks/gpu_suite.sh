@@ -45,7 +45,7 @@
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -355,5 +355,14 @@ seventh2)  # (< 30 s after seventh, same machine: the anchors' build in /tmp) th
   timeout -s INT 90 $R bench profile --backbone mamba-130m bert-base --pairs 64 --modes packed --anchors none \
      --host 25 --out $RES/s7-host64 2>&1 | grep "^|" | head -60
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|smoke" >&2; exit 2 ;;
+seventh3)  # (carry .whl .gpu/COMMIT) after the recompute hooks' fix (no reference cycle, saved outputs detached): what
+           # the peak holds by allocation site, each mode (benchmarks/peak_memory.py), and the 370m rows beside bert-large
+  for b in mamba-130m mamba-370m; do
+    timeout -s INT 120 python3 benchmarks/peak_memory.py --backbone $b --pairs 256 --out $RES/peak-$b.json 2>&1 \
+      | grep -E "^==|^ +[0-9]" | head -36
+  done
+  timeout -s INT 170 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed recompute \
+     --anchors none --out $RES/s7-370m-fixed > $OUT/s7-370m-fixed.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s7-370m-fixed.log | tail -4
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|smoke" >&2; exit 2 ;;
 esac

@@ -67,27 +67,40 @@ class _Recipe:
         return out
 
 
+def _pack(recipes: dict[tuple, _Recipe], t: Tensor):
+    """A saved tensor's pack: its recipe where it is marked and unchanged since, else the tensor (detached)."""
+    recipe = recipes.get(_key(t)) if isinstance(t, Tensor) and t.layout == torch.strided else None
+    if recipe is None or recipe.version != t._version:  # not marked, or modified since: kept as it is
+        # detached: a saved output kept with its grad_fn would own the node that owns it, a cycle through C++
+        # that no garbage collection breaks (a graph dropped without its backward would never be freed);
+        # the detached tensor shares the version counter, and autograd gives the unpacked one its grad_fn back
+        return (t.detach(), t._version)
+    recipe.packs += 1
+    return recipe
+
+
 class RecomputeSaved(torch.autograd.graph.saved_tensors_hooks):
     """Saved-tensor hooks that swap marked tensors for their recipes (module docstring)."""
 
     def __init__(self) -> None:
-        self._recipes: dict[tuple, _Recipe] = {}
-        super().__init__(self._pack, self._unpack)
+        recipes: dict[tuple, _Recipe] = {}
+        self._recipes = recipes
+        # the hooks close over the recipes, not over self: a bound method stored on self (the base class keeps
+        # its hooks as attributes) is a reference cycle, freed only by a garbage collection that may come steps
+        # later, and until then each block's marks keep their rebuilds' inputs alive (GPU memory)
+        super().__init__(lambda t: _pack(recipes, t), self._unpack)
 
     def __enter__(self) -> RecomputeSaved:
         super().__enter__()
         return self
 
+    def __exit__(self, *exc) -> None:
+        super().__exit__(*exc)
+        self._recipes.clear()  # only ops inside the block save through it: the saved variables hold their recipes
+
     def mark(self, t: Tensor, fn: Callable[[], Tensor]) -> None:
         """``t`` (just computed inside the block) is rebuilt by ``fn()`` where the backward needs it."""
         self._recipes[_key(t)] = _Recipe(fn, t._version, t.device.type)
-
-    def _pack(self, t: Tensor):
-        recipe = self._recipes.get(_key(t)) if isinstance(t, Tensor) and t.layout == torch.strided else None
-        if recipe is None or recipe.version != t._version:  # not marked, or modified since: kept as it is
-            return (t, t._version)
-        recipe.packs += 1
-        return recipe
 
     @staticmethod
     def _unpack(obj):

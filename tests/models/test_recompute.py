@@ -67,3 +67,59 @@ def test_outer_hooks_are_seen(monkeypatch):
     model.gradient_checkpointing = False
     model(batch).sum().backward()
     assert made
+
+
+def test_a_graph_dropped_without_its_backward_is_freed():
+    """A saved output (a custom Function's, as the scan saves its states) is kept detached: kept with its grad_fn it
+    would own the node that owns it, a cycle through C++ that outlives every reference and gc.collect()."""
+    import gc
+    import weakref
+
+    class Exp(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            out = x.exp()
+            ctx.save_for_backward(out)
+            return out
+
+        @staticmethod
+        def backward(ctx, g):
+            (out,) = ctx.saved_tensors
+            return g * out
+
+    x = _inputs()
+    with RecomputeSaved():
+        out = Exp.apply(x)
+    alive = weakref.ref(out)
+    del out
+    gc.collect()
+    assert alive() is None
+    with RecomputeSaved():  # and the backward still sees the saved output
+        out = Exp.apply(x)
+    assert torch.equal(torch.autograd.grad(out.sum(), x)[0], x.detach().exp())
+
+
+def test_a_blocks_recipes_go_with_its_graph_without_garbage_collection():
+    """What a mark's rebuild reads is freed by reference counting once the backward ran (or the graph was dropped):
+    the hooks hold no reference cycle, which would keep every step's rebuild inputs (GPU memory) until a garbage
+    collection, steps later."""
+    import gc
+    import weakref
+
+    x = _inputs()
+    gc.disable()
+    try:
+        for run_backward in (True, False):
+            h = x * 3
+            with RecomputeSaved() as saved:
+                y = h.sin()
+                saved.mark(y, lambda h=h: h.detach().sin())
+                out = (y * y).sum()
+            alive, hooks = weakref.ref(h), weakref.ref(saved)
+            del h, y, saved
+            if run_backward:
+                out.backward()
+            del out
+            assert alive() is None and hooks() is None, run_backward
+    finally:
+        gc.enable()
