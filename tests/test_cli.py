@@ -363,3 +363,16 @@ def test_teacher_command(tiny_cross_encoder, files, tmp_path, capsys):
     assert {q: set(d) for q, d in run.items()} == {"q1": {"d1", "d2"}, "q2": {"d4", "d5"}}
     assert "give the candidates" in _error(capsys, ["teacher", "--model", str(tiny_cross_encoder), "--out",
                                                     str(out)])
+
+
+def test_train_recompute_mixer_flag_forms():
+    """--recompute-mixer alone asks for it (on), with a value picks auto / on / off; left out, the config file's value
+    or the default (auto) stands."""
+    from rerankers.cli import build_parser
+    base = ["train", "--backbone", "mamba-130m", "--out", "runs/x", "--train", "a.json"]
+    parse = build_parser().parse_args
+    assert parse([*base, "--recompute-mixer"]).recompute_mixer == "on"
+    assert parse([*base, "--recompute-mixer", "off"]).recompute_mixer == "off"
+    assert not hasattr(parse(base), "recompute_mixer")
+    with pytest.raises(SystemExit):
+        parse([*base, "--recompute-mixer", "sometimes"])

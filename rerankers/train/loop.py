@@ -92,12 +92,20 @@ def _template_overrides(cfg: TrainConfig) -> dict[str, Any]:
             if v is not None}
 
 
-def _enable_recompute_mixer(model) -> None:
+def _enable_recompute_mixer(model, cfg: TrainConfig) -> None:
+    """``recompute_mixer``: "on" where asked (a TrainingConfigError naming the flag where the backbone has no
+    Mamba-1 mixers; check_config refused the other conflicts), "auto" wherever it applies."""
     from rerankers.models.mamba import set_recompute_mixer
+    if cfg.recompute_mixer == "off" or (cfg.recompute_mixer == "auto" and (
+            cfg.gradient_checkpointing or cfg.compile != "off")):
+        return
     try:
         set_recompute_mixer(model.backbone, True)
     except ModelConfigError as e:
-        raise TrainingConfigError(f"--recompute-mixer: {e}") from None
+        if cfg.recompute_mixer == "on":
+            raise TrainingConfigError(f"--recompute-mixer: {e}") from None
+        return
+    logger.info("recompute_mixer: each Mamba-1 mixer's conv output and delta are rebuilt in the backward")
 
 
 def _enable_gradient_checkpointing(model) -> None:
@@ -395,8 +403,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             model = build_model(cfg, device)
         if cfg.gradient_checkpointing:
             _enable_gradient_checkpointing(model)
-        if cfg.recompute_mixer:
-            _enable_recompute_mixer(model)
+        _enable_recompute_mixer(model, cfg)
         model.to(device)
         static = static_shape(cfg, model)
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device, head_lr=cfg.head_lr)

@@ -35,7 +35,8 @@ def test_a_config_that_is_not_a_mapping(tmp_path, text):
     ({"max_steps": 0}, "--max-steps"), ({"init": "zeros"}, "--init"), ({"lr": "fast"}, "lr"),
     ({"eval_every": 5}, "--eval-every"), ({"backbone": ""}, "--backbone"), ({"train": []}, "--train"),
     ({"recompute_mixer": True, "gradient_checkpointing": True}, "--recompute-mixer"),
-    ({"recompute_mixer": "yes"}, "--recompute-mixer"),
+    ({"recompute_mixer": "yes"}, "--recompute-mixer: one of auto, on, off"),
+    ({"recompute_mixer": "on", "gradient_checkpointing": True}, "--recompute-mixer: not with"),
     ({"recompute_mixer": True, "compile": "default"}, "--recompute-mixer: eager steps only"),
 ])
 def test_bad_values_name_their_flag(override, flag):

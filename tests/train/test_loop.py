@@ -270,24 +270,35 @@ def test_qlora_run_saves_a_plain_fp32_model_that_scores_as_the_nf4_one(kind, tin
 
 
 def test_recompute_mixer_trains_bitwise_as_without_and_is_mamba_only(tiny_bert_dir, tiny_mamba_dir, sample_training,
-                                                                      tmp_path):
+                                                                      tmp_path, caplog):
     """--recompute-mixer rebuilds the same activations from the same kernels: the same losses and final weights,
-    bit for bit (CPU); a backbone without Mamba-1 mixers says so, naming the flag."""
+    bit for bit (CPU). The default, auto, turns it on for Mamba-1 and leaves a backbone without its mixers as it is;
+    asked for (on) there, it says so, naming the flag."""
+    import logging
+
     from rerankers.errors import TrainingConfigError
     runs = {}
-    for on in (False, True):
+    for on in ("off", "auto", True):
         out = tmp_path / f"rec-{on}"
-        result = train(resolve_config(None, _settings(tiny_mamba_dir, sample_training, out, max_steps=6, log_every=1,
-                                                      recompute_mixer=on)))
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="rerankers"):
+            result = train(resolve_config(None, _settings(tiny_mamba_dir, sample_training, out, max_steps=6,
+                                                          log_every=1, recompute_mixer=on)))
+        assert ("rebuilt in the backward" in caplog.text) == (on != "off"), on
         runs[on] = ([h["loss"] for h in result.history], _weights(out / "model"))
-    assert runs[True][0] == runs[False][0]
-    a, b = runs[False][1], runs[True][1]
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for on in ("auto", True):
+        assert runs[on][0] == runs["off"][0]
+        a, b = runs["off"][1], runs[on][1]
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="rerankers"):
+        train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "bert-auto", max_steps=1)))
+    assert "rebuilt in the backward" not in caplog.text
     with pytest.raises(TrainingConfigError, match="--recompute-mixer: the .* backbone has no mixer"):
         train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "bert", max_steps=2,
-                                             recompute_mixer=True)))
+                                             recompute_mixer="on")))
     pytest.importorskip("peft")
     lora = {on: [h["loss"] for h in train(resolve_config(None, _settings(
         tiny_mamba_dir, sample_training, tmp_path / f"lora-{on}", max_steps=3, log_every=1, lora=4,
-        recompute_mixer=on))).history] for on in (False, True)}
-    assert lora[True] == lora[False]  # through peft's wrapper too
+        recompute_mixer=on))).history] for on in ("off", "on")}
+    assert lora["on"] == lora["off"]  # through peft's wrapper too
