@@ -101,6 +101,30 @@ def check(system: str, device: torch.device, dtype: torch.dtype, lengths: list[i
     return {"system": system, "lengths": lengths, "ok": all(e <= tol for e in err.values()), "errors": err}
 
 
+def check_dropout(system: str, device: torch.device, dtype: torch.dtype, p: float = 0.1) -> dict:
+    """With attention dropout, the backward must drop what the forward dropped. The output is linear in v for a
+    fixed mask (out = P_drop v), so sum(g * out) == sum(v * dv) for any g; a backward with another mask misses by
+    about the sum itself. ``padded sdpa`` (SDPA's own dropout) is the control."""
+    lengths = [1, 37, 255, 64, 2, 130, 91, 17]
+    (q, k, v), cu, max_len = inputs(lengths, device, dtype, seed=3)
+    g = torch.randn(q.shape, generator=torch.Generator().manual_seed(4)).to(device, dtype)
+    from rerankers.models.varlen_attention import varlen_attention as va
+    if system == "padded sdpa":
+        keep = torch.arange(max_len, device=device)[None, :] < cu.diff()[:, None]
+        pad = [torch.nn.utils.rnn.pad_sequence(list(x.split(lengths)), batch_first=True).transpose(1, 2)
+               for x in (q, k, v)]
+        out = F.scaled_dot_product_attention(*pad, attn_mask=keep[:, None, None, :], dropout_p=p)
+        out = out.transpose(1, 2)[keep]
+    else:
+        out = va(q, k, v, cu, max_len, dropout_p=p)
+    (dv,) = torch.autograd.grad(out, (v,), g)
+    lhs, rhs = (g.float() * out.float()).sum().item(), (v.float() * dv.float()).sum().item()
+    plain = (g.float() * va(q, k, v, cu, max_len).float()).sum().item()  # no dropout: how far a wrong mask lands
+    err = abs(lhs - rhs) / max(abs(lhs), 1e-6)
+    return {"system": f"{system} dropout {p}", "ok": err <= 1e-2, "errors": {"linearity": err},
+            "sums": {"g.out": lhs, "v.dv": rhs, "g.out without dropout": plain}}
+
+
 def time_system(system: str, lengths: list[int], device: torch.device, dtype: torch.dtype, warmup: int,
                 repeats: int) -> dict:
     sets = [inputs(lengths, device, dtype, seed=10 + i) for i in range(3)]
@@ -144,6 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             c = check(system, device, dtype, [256] * 6)
             result["checks"].append(c)
             logger.info("check %-14s %s %s (equal lengths)", system, "PASS" if c["ok"] else "FAIL", c.get("errors"))
+        if c["ok"] and system in ("varlen_attn", "padded sdpa") and device.type == "cuda":
+            d = check_dropout(system, device, dtype)
+            result["checks"].append(d)
+            logger.info("check %-14s %s %s", d["system"], "PASS" if d["ok"] else "FAIL", d["sums"])
         if c["ok"]:
             passing.append(system)
     shapes = [(f"{n} MS MARCO pairs", msmarco_lengths(n, torch.Generator().manual_seed(0))) for n in args.pairs]

@@ -45,7 +45,7 @@
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -364,5 +364,17 @@ seventh3)  # (carry .whl .gpu/COMMIT) after the recompute hooks' fix (no referen
   timeout -s INT 170 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed recompute \
      --anchors none --out $RES/s7-370m-fixed > $OUT/s7-370m-fixed.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s7-370m-fixed.log | tail -4
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|smoke" >&2; exit 2 ;;
+seventh4)  # (carry .whl .gpu/COMMIT) BERT's packed attention through torch's flash kernels from our autograd.Function
+           # (no custom-op dispatch, attention dropout kept): checks (fp32 reference, dropout's forward/backward mask),
+           # kernel timings beside torch's varlen_attn, then the bert steps beside transformers and their host profile
+  python3 -m pytest -q -p no:cacheprovider tests/models/test_bert_backbone.py -k direct_flash 2>&1 | tail -3
+  timeout -s INT 90 python3 benchmarks/bench_attention.py --pairs 64 256 --lengths --systems varlen_attn "fused varlen" \
+    "padded sdpa" --out $RES/s7-attention 2>&1 | grep -E "check|pairs" | head -20
+  timeout -s INT 150 $R bench train --backbone bert-base bert-large --pairs 64 256 --modes packed \
+     --anchors transformers --out $RES/s7-bert-direct > $OUT/s7-bert-direct.log 2>&1; grep -E "^\| bert" $OUT/s7-bert-direct.log | tail -8
+  pack > /dev/null
+  timeout -s INT 80 $R bench profile --backbone bert-base bert-large --pairs 64 --modes packed --anchors none --host 12 \
+     --out $RES/s7-bert-host64 2>&1 | grep "^|" | head -50
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|smoke" >&2; exit 2 ;;
 esac

@@ -4,8 +4,14 @@ with ``causal=True``, causal within each sequence (decoders: rerankers.models.de
 ``varlen_attention(q, k, v, cu_seqlens, max_seqlen)`` with q/k/v (T, heads, head_dim) picks:
 
 1. ``flash_attn.flash_attn_varlen_func`` on CUDA where flash-attn is installed (fp16/bf16);
-2. ``torch.nn.attention.varlen.varlen_attn`` on CUDA with torch >= 2.9 (fp16/bf16);
-3. otherwise (the CPU, fp32/fp64 on the GPU, older torch): one SDPA call per sequence on its own
+2. in eager mode on CUDA (fp16/bf16), torch's own FlashAttention-2 kernels called directly from a plain
+   ``autograd.Function`` (:class:`_FlashVarlen`: ``aten::_flash_attention_forward`` / ``_backward``, the ops
+   torch's ``varlen_attn`` wraps): the same kernels without its custom-op dispatch and its per-call
+   ``torch.zeros`` (host time that made BERT's small packed batches slower than transformers' padded ones;
+   BENCHMARKS.md, seventh session), with attention dropout (the forward's philox state kept for the backward);
+   a torch whose ops refuse these arguments falls back to 3 once, with a warning;
+3. ``torch.nn.attention.varlen.varlen_attn`` on CUDA with torch >= 2.9 (fp16/bf16; under torch.compile);
+4. otherwise (the CPU, fp32/fp64 on the GPU, older torch): one SDPA call per sequence on its own
    slice -- exact, slower, and never one SDPA over the whole pack (that would attend across pairs).
 
 A pack of sequences that all have the same length (``T == S * max_seqlen``) is a dense batch: it goes to one
@@ -54,14 +60,73 @@ def _torch_varlen_causal_kwargs() -> Mapping[str, Any]:
     return MappingProxyType({"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True})
 
 
+_direct_ok = hasattr(torch.ops.aten, "_flash_attention_forward")  # False after a refused call (then torch_varlen)
+_aux: dict[tuple, Tensor] = {}  # per device: stand-ins for undefined philox outputs (never read without dropout)
+
+
+def _aux_tensor(kind: str, device: torch.device) -> Tensor:
+    key = (kind, device)
+    t = _aux.get(key)
+    if t is None:
+        t = (torch.zeros(2, dtype=torch.uint64, device=device) if kind == "rng" else
+             torch.empty(0, device=device))
+        _aux[key] = t
+    return t
+
+
+class _FlashVarlen(torch.autograd.Function):
+    """torch's FlashAttention-2 varlen kernels, forward and backward, without a custom op around them.
+    q/k/v (T, heads, d) with unit stride in d, cu (S+1,) int32 -> (T, heads, d)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_seqlen: int, scale: float | None,
+                dropout_p: float, causal: bool) -> Tensor:
+        out, lse, rng, extra, _ = torch.ops.aten._flash_attention_forward(
+            q, k, v, cu, cu, max_seqlen, max_seqlen, dropout_p, causal, False, scale=scale)
+        # the philox state (rng_state, unused; seed and offset in older torch) goes back to the backward as it came
+        # out, as aten's own SDPA does; undefined outputs (no dropout: never read) become fixed tensors
+        rng = rng if rng is not None else _aux_tensor("rng", q.device)
+        extra = extra if extra is not None else _aux_tensor("unused", q.device)
+        ctx.save_for_backward(q, k, v, out, lse, cu, rng, extra)
+        ctx.args = (max_seqlen, scale, dropout_p, causal)
+        return out
+
+    @staticmethod
+    def backward(ctx, dout: Tensor):
+        q, k, v, out, lse, cu, rng, extra = ctx.saved_tensors
+        max_seqlen, scale, dropout_p, causal = ctx.args
+        if dout.stride(-1) != 1:
+            dout = dout.contiguous()
+        dq, dk, dv = torch.ops.aten._flash_attention_backward(
+            dout, q, k, v, out, lse, cu, cu, max_seqlen, max_seqlen, dropout_p, causal, rng, extra, scale=scale)
+        return dq, dk, dv, None, None, None, None, None
+
+
 def varlen_backend(device: torch.device, dtype: torch.dtype) -> str:
-    """Which implementation :func:`varlen_attention` uses for these inputs."""
+    """Which implementation :func:`varlen_attention` uses for these inputs (eager mode)."""
     if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
         if _flash_varlen is not None:
             return "flash_attn"
+        if _direct_ok:
+            return "flash_direct"
         if _torch_varlen is not None:
             return "torch_varlen"
     return "per_sequence_sdpa"
+
+
+def _flash_direct(q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_seqlen: int, scale: float | None,
+                  dropout_p: float, causal: bool) -> Tensor | None:
+    """:class:`_FlashVarlen`, or None where this torch refuses the call (the backend is then off for the process)."""
+    global _direct_ok
+    try:
+        return _FlashVarlen.apply(q, k, v, cu, max_seqlen, scale, dropout_p, causal)
+    except torch.OutOfMemoryError:
+        raise
+    except (RuntimeError, TypeError) as e:
+        _direct_ok = False
+        logger.warning("packed attention: torch's flash kernels refused a direct call (%s); using varlen_attn",
+                       str(e).splitlines()[0][:200])
+        return None
 
 
 def per_sequence_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor,
@@ -104,17 +169,24 @@ def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_se
     q/k/v (T, heads, d), cu_seqlens (S+1,) int32 -> (T, heads, d); ``max_seqlen`` is at least every sequence's
     length (as the fused kernels require), so ``T == S * max_seqlen`` means equal lengths: a dense batch.
 
-    Attention dropout is applied by the flash-attn and per-sequence backends; torch's varlen_attn
-    has none (it runs without attention dropout).
+    Attention dropout is applied by the flash-attn, direct flash and per-sequence backends; torch's
+    varlen_attn has none (it runs without attention dropout: under torch.compile).
     """
     q, k, v = _autocast_inputs(q, k, v)
     backend = varlen_backend(q.device, q.dtype)
+    if backend == "flash_direct" and torch.compiler.is_compiling():
+        backend = "torch_varlen" if _torch_varlen is not None else "per_sequence_sdpa"  # a traceable custom op
     S = cu_seqlens.shape[0] - 1
     if S >= 1 and q.shape[0] == S * max_seqlen:  # every sequence max_seqlen long (none is longer): dense
         # torch's varlen_attn has no attention dropout: the dense call keeps each backend's behaviour
         p = 0.0 if backend == "torch_varlen" else dropout_p
         return dense_attention(q, k, v, S, scale=scale, dropout_p=p, causal=causal)
     cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+    if backend == "flash_direct":
+        out = _flash_direct(q, k, v, cu, max_seqlen, scale, dropout_p, causal)
+        if out is not None:
+            return out
+        backend = varlen_backend(q.device, q.dtype)
     if backend == "flash_attn":
         return _flash_varlen(q, k, v, cu, cu, max_seqlen, max_seqlen, dropout_p=dropout_p,
                              softmax_scale=scale, causal=causal)
