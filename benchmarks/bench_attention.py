@@ -104,7 +104,8 @@ def check(system: str, device: torch.device, dtype: torch.dtype, lengths: list[i
 def check_dropout(system: str, device: torch.device, dtype: torch.dtype, p: float = 0.1) -> dict:
     """With attention dropout, the backward must drop what the forward dropped. The output is linear in v for a
     fixed mask (out = P_drop v), so sum(g * out) == sum(v * dv) for any g; a backward with another mask misses by
-    about the sum itself. ``padded sdpa`` (SDPA's own dropout) is the control."""
+    about the sum itself (bf16 sums: 5% relative; on the H200 the direct path is off by 0.24%, the control, SDPA's own
+    dropout, 1.3%, against 69% and 210% for their outputs without dropout). ``padded sdpa`` is that control."""
     lengths = [1, 37, 255, 64, 2, 130, 91, 17]
     (q, k, v), cu, max_len = inputs(lengths, device, dtype, seed=3)
     g = torch.randn(q.shape, generator=torch.Generator().manual_seed(4)).to(device, dtype)
@@ -121,7 +122,7 @@ def check_dropout(system: str, device: torch.device, dtype: torch.dtype, p: floa
     lhs, rhs = (g.float() * out.float()).sum().item(), (v.float() * dv.float()).sum().item()
     plain = (g.float() * va(q, k, v, cu, max_len).float()).sum().item()  # no dropout: how far a wrong mask lands
     err = abs(lhs - rhs) / max(abs(lhs), 1e-6)
-    return {"system": f"{system} dropout {p}", "ok": err <= 1e-2, "errors": {"linearity": err},
+    return {"system": f"{system} dropout {p}", "ok": err <= 5e-2, "errors": {"linearity": err},
             "sums": {"g.out": lhs, "v.dv": rhs, "g.out without dropout": plain}}
 
 

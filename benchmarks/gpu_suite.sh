@@ -45,7 +45,7 @@
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -376,5 +376,9 @@ seventh4)  # (carry .whl .gpu/COMMIT) BERT's packed attention through torch's fl
   timeout -s INT 80 $R bench profile --backbone bert-base bert-large --pairs 64 --modes packed --anchors none --host 12 \
      --out $RES/s7-bert-host64 2>&1 | grep "^|" | head -50
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|smoke" >&2; exit 2 ;;
+seventh5)  # (carry .whl .gpu/COMMIT) mamba-130m beside bert-base after both seventh-session fixes, one run
+  timeout -s INT 230 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed recompute \
+     --anchors none --out $RES/s7-130m-final > $OUT/s7-130m-final.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s7-130m-final.log | tail -8
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|smoke" >&2; exit 2 ;;
 esac
