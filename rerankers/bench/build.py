@@ -2,7 +2,7 @@
 
 No weights are read for ``init="random"``: the preset's architecture (config.json keys) with
 ``shape`` overrides (e.g. ``max_position_embeddings`` for the length sweep; BERT-family models get
-no attention dropout, which our packed attention does not have either). The tokenizer is the one
+no attention dropout: padded SDPA with dropout takes another, much slower kernel). The tokenizer is the one
 named, else the preset's where it is on disk; failing both, a synthetic word-level tokenizer of the
 preset's vocabulary size (the embedding then has the real shape; it serves random-id workloads only,
 and the run says so).
@@ -62,8 +62,8 @@ def build_model(backbone: str, *, init: str = "random", tokenizer: str | None = 
         kind = detect_backbone_kind(config, str(folder / "config.json"))
     info = {"backbone": backbone, "init": init, "tokenizer": tokenizer or "the checkpoint's", "texts_ok": True}
     if kind == "bert" and init == "random":
-        # equal work on every path: torch's varlen attention (our packed path) has no attention dropout,
-        # and padded SDPA with dropout takes another, much slower kernel
+        # equal work on every path: padded SDPA with dropout takes another, much slower kernel (our packed
+        # path applies dropout in eager CUDA steps, torch's varlen_attn under torch.compile does not)
         shape = {"attention_probs_dropout_prob": 0.0, **(shape or {})}
     if init == "pretrained" or (not shape and preset is None):
         return CrossEncoder.from_backbone(backbone, init=init, tokenizer=tokenizer, seed=seed), info
