@@ -45,7 +45,7 @@
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -380,5 +380,16 @@ seventh5)  # (carry .whl .gpu/COMMIT) mamba-130m beside bert-base after both sev
   timeout -s INT 230 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed recompute \
      --anchors none --out $RES/s7-130m-final > $OUT/s7-130m-final.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s7-130m-final.log | tail -8
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|smoke" >&2; exit 2 ;;
+seventh6)  # (carry .whl with pytest's wheels, .gpu/COMMIT) the CUDA tests of this session's changes (direct flash, causal
+           # too; the recompute hooks on the Triton path), packed inference after the direct flash call, and the
+           # recompute mode's cost at 130m over more steps (1.5% and 9.3% in two calls)
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/models/test_bert_backbone.py tests/models/test_recompute.py \
+    tests/models/test_mamba.py -k "direct_flash or recompute" 2>&1 | tail -4
+  timeout -s INT 80 $R bench profile --backbone mamba-130m bert-base --step infer --pairs 256 --modes packed \
+     --anchors none --out $RES/s7-infer-direct 2>&1 | grep "^|" | head -4
+  pack > /dev/null
+  timeout -s INT 120 $R bench train --backbone mamba-130m --pairs 256 --modes packed recompute --steps 30 \
+     --anchors none --out $RES/s7-130m-recompute > $OUT/s7-130m-recompute.log 2>&1; grep -E "^\| mamba" $OUT/s7-130m-recompute.log | tail -2
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|smoke" >&2; exit 2 ;;
 esac
