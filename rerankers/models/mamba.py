@@ -49,13 +49,28 @@ from rerankers.models.registry import BACKBONES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MambaBackbone", "MambaConfig", "MambaAdapter", "set_recompute_mixer"]
+__all__ = ["MambaBackbone", "MambaConfig", "MambaAdapter", "set_recompute_mixer", "recompute_by_default"]
+
+#: ``rerank train --recompute-mixer auto`` turns it on from this hidden size up. Measured on the H200 (BENCHMARKS.md,
+#: seventh session): +0.3% of mamba-370m's step (H 1024) at 256 pairs for 8.6 GiB less, but +1.5% to +17% of
+#: mamba-130m's (H 768, three calls), a step nearer to host-bound (the rebuild's launches and the hooks are host time)
+RECOMPUTE_AUTO_MIN_HIDDEN = 1024
+
+
+def _base(backbone: nn.Module) -> nn.Module:
+    return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+
+
+def recompute_by_default(backbone: nn.Module) -> bool:
+    """Whether ``--recompute-mixer auto`` rebuilds this backbone's mixer activations: Mamba-1 mixers (checked by
+    :func:`set_recompute_mixer`) and a hidden size of at least :data:`RECOMPUTE_AUTO_MIN_HIDDEN`."""
+    return int(getattr(_base(backbone), "hidden_size", 0) or 0) >= RECOMPUTE_AUTO_MIN_HIDDEN
 
 
 def set_recompute_mixer(backbone: nn.Module, on: bool) -> None:
     """``recompute_mixer`` of a backbone (through peft's LoRA wrapper): a ModelConfigError where it has no
     Mamba-1 mixers (another kind of backbone; Mamba-2's mixers refuse it themselves)."""
-    base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    base = _base(backbone)
     if not isinstance(getattr(type(base), "recompute_mixer", None), property):
         raise ModelConfigError(f"the {type(base).__name__} backbone has no mixer activations to rebuild "
                                "(Mamba-1 only)")

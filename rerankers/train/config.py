@@ -20,7 +20,7 @@ SCHEDULES = ("linear", "cosine", "constant")
 INITS = ("pretrained", "random")
 DTYPES = ("auto", "float32", "bfloat16")
 COMPILE_MODES = ("off", "default", "reduce-overhead")  # reduce-overhead: CUDA graphs on the GPU
-RECOMPUTE_MIXER = ("auto", "on", "off")  # auto: on where it applies (Mamba-1 mixers, eager steps, no checkpointing)
+RECOMPUTE_MIXER = ("auto", "on", "off")  # auto: on where it applies and pays (models.mamba.recompute_by_default)
 
 
 @dataclass
@@ -39,9 +39,10 @@ class TrainConfig:
     "reduce-overhead" = CUDA graphs, which want ``static_tokens``). ``recompute_mixer`` (Mamba-1):
     each mixer's conv output and delta rebuilt in the backward instead of kept (eager steps: not with
     ``compile``; not with ``gradient_checkpointing``, which rebuilds every activation already). "auto"
-    (the default) turns it on wherever it applies: on the H200 it keeps mamba-370m's step at 256 pairs in
-    26.5 instead of 35.2 GiB for 0.3% of its time (BENCHMARKS.md); "on" asks for it (an error where it
-    does not apply), "off" keeps every activation.
+    (the default) turns it on where it applies and pays, from mamba-370m's width up: on the H200 it keeps
+    mamba-370m's step at 256 pairs in 26.5 instead of 35.2 GiB for 0.3% of its time, but cost mamba-130m's
+    1.5-17% (BENCHMARKS.md); "on" asks for it (an error where it does not apply), "off" keeps every
+    activation.
     """
 
     backbone: str = ""

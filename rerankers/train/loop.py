@@ -94,10 +94,11 @@ def _template_overrides(cfg: TrainConfig) -> dict[str, Any]:
 
 def _enable_recompute_mixer(model, cfg: TrainConfig) -> None:
     """``recompute_mixer``: "on" where asked (a TrainingConfigError naming the flag where the backbone has no
-    Mamba-1 mixers; check_config refused the other conflicts), "auto" wherever it applies."""
-    from rerankers.models.mamba import set_recompute_mixer
+    Mamba-1 mixers; check_config refused the other conflicts); "auto" where it applies and pays (eager steps
+    without checkpointing, Mamba-1 from mamba-370m's width up: ``models.mamba.recompute_by_default``)."""
+    from rerankers.models.mamba import recompute_by_default, set_recompute_mixer
     if cfg.recompute_mixer == "off" or (cfg.recompute_mixer == "auto" and (
-            cfg.gradient_checkpointing or cfg.compile != "off")):
+            cfg.gradient_checkpointing or cfg.compile != "off" or not recompute_by_default(model.backbone))):
         return
     try:
         set_recompute_mixer(model.backbone, True)

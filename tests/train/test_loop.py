@@ -270,26 +270,32 @@ def test_qlora_run_saves_a_plain_fp32_model_that_scores_as_the_nf4_one(kind, tin
 
 
 def test_recompute_mixer_trains_bitwise_as_without_and_is_mamba_only(tiny_bert_dir, tiny_mamba_dir, sample_training,
-                                                                      tmp_path, caplog):
+                                                                      tmp_path, caplog, monkeypatch):
     """--recompute-mixer rebuilds the same activations from the same kernels: the same losses and final weights,
-    bit for bit (CPU). The default, auto, turns it on for Mamba-1 and leaves a backbone without its mixers as it is;
-    asked for (on) there, it says so, naming the flag."""
+    bit for bit (CPU). The default, auto, turns it on for Mamba-1 from mamba-370m's width up (the tiny model is
+    narrower: off, then on with the width lowered) and leaves a backbone without its mixers as it is; asked for (on)
+    there, it says so, naming the flag."""
     import logging
 
     from rerankers.errors import TrainingConfigError
+    from rerankers.models import mamba
     runs = {}
-    for on in ("off", "auto", True):
+    for on in ("off", "auto", "auto-narrow", True):
+        if on == "auto-narrow":
+            monkeypatch.setattr(mamba, "RECOMPUTE_AUTO_MIN_HIDDEN", 1)
         out = tmp_path / f"rec-{on}"
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="rerankers"):
             result = train(resolve_config(None, _settings(tiny_mamba_dir, sample_training, out, max_steps=6,
-                                                          log_every=1, recompute_mixer=on)))
-        assert ("rebuilt in the backward" in caplog.text) == (on != "off"), on
+                                                          log_every=1, recompute_mixer=on.removesuffix("-narrow")
+                                                          if isinstance(on, str) else on)))
+        assert ("rebuilt in the backward" in caplog.text) == (on in ("auto-narrow", True)), on
         runs[on] = ([h["loss"] for h in result.history], _weights(out / "model"))
-    for on in ("auto", True):
+    for on in ("auto", "auto-narrow", True):
         assert runs[on][0] == runs["off"][0]
         a, b = runs["off"][1], runs[on][1]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    monkeypatch.undo()
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="rerankers"):
         train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "bert-auto", max_steps=1)))
