@@ -40,12 +40,14 @@
 #                                        the squeeze beside transformers; then seventh2 (< 30 s later): the 64-pair
 #                                        rows with the mamba-ssm anchor, packed inference of mamba-130m and bert-base,
 #                                        the 64-pair steps' host time by Python function (bench profile --host)
+#   bash benchmarks/gpu_suite.sh eighth  (next session) the CUDA tests while the anchors build; then eighth2 (< 30 s
+#                                        later): issue 13's ratios in one run with both anchors
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -391,5 +393,19 @@ seventh6)  # (carry .whl with pytest's wheels, .gpu/COMMIT) the CUDA tests of th
   timeout -s INT 120 $R bench train --backbone mamba-130m --pairs 256 --modes packed recompute --steps 30 \
      --anchors none --out $RES/s7-130m-recompute > $OUT/s7-130m-recompute.log 2>&1; grep -E "^\| mamba" $OUT/s7-130m-recompute.log | tail -2
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|smoke" >&2; exit 2 ;;
+eighth)  # (next session, first call, ~8 min; carry .whl (with pytest's wheels) .gpu/COMMIT .anchors) the anchors'
+         # build in the background while the test suite's CUDA paths run on the card: the model invariants in bf16
+         # through the GPU kernels (packed == padded, zero gradient across sequences), the direct flash path, the
+         # kernels against their references compiled (not interpreted), the recompute hooks; then eighth2
+  start_build
+  timeout 420 python3 -m pytest -q -p no:cacheprovider tests/models tests/kernels --maxfail=10 2>&1 | tail -14
+  pack ;;
+eighth2)  # (< 30 s after eighth) issue 13's ratios in one run, with both anchors: every backbone at 64 and 256 pairs,
+          # packed, Mamba's recompute mode beside it, transformers' SDPA for BERT, mamba-ssm's CUDA Mamba
+  WAIT_BUILD_S=200 wait_build
+  timeout -s INT 520 $R bench train --backbone mamba-130m bert-base mamba-370m bert-large --pairs 64 256 \
+     --modes packed recompute --anchors transformers mamba-ssm --out $RES/s8-train > $OUT/s8-train.log 2>&1
+  grep -E "^\| (mamba|bert)" $OUT/s8-train.log | tail -20
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|smoke" >&2; exit 2 ;;
 esac

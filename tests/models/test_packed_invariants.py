@@ -41,9 +41,9 @@ def test_packed_equals_padded_and_single(model: CrossEncoder):
     assert packed.std() > 1e-6  # the sequences get different scores (the comparison has teeth)
 
 
-def test_loss_on_one_sequence_leaves_others_zero_gradient(model: CrossEncoder):
-    enc = model.encode(QUERIES, DOCS)
-    batch = pack_encoded(enc, range(len(QUERIES)))
+def _per_sequence_input_grads(model: CrossEncoder, batch, target: int, autocast: torch.dtype | None = None):
+    """The gradient of ``scores[target]`` at the backbone's input embeddings, split by sequence (training graph,
+    dropout off so that the run is deterministic)."""
     grabbed = {}
 
     def keep(_module, _inputs, output):
@@ -52,29 +52,54 @@ def test_loss_on_one_sequence_leaves_others_zero_gradient(model: CrossEncoder):
             grabbed["emb"] = output
 
     handle = _embedding_module(model).register_forward_hook(keep)
+    device = batch.input_ids.device.type
     try:
-        model.train()  # the training graph, with dropout disabled so that the run is deterministic
+        model.train()
         for m in model.modules():
             if isinstance(m, torch.nn.Dropout):
                 m.p = 0.0
-        target = 1
-        scores = model(batch)
-        scores[target].backward()
+        with torch.autocast(device, dtype=autocast or torch.float32, enabled=autocast is not None):
+            scores = model(batch)
+        scores[target].float().backward()
     finally:
         handle.remove()
         model.eval()
     g = grabbed["emb"].grad
     if model.backbone_type == "t5":  # padded (S, L, H): rows are sequences
-        per_seq = [g[i] for i in range(g.shape[0])]
-    else:  # packed (T, H) or (1, T, H)
-        g = g.reshape(-1, g.shape[-1])
-        cu = batch.cu_seqlens.tolist()
-        per_seq = [g[cu[i]:cu[i + 1]] for i in range(len(cu) - 1)]
+        return [g[i] for i in range(g.shape[0])]
+    g = g.reshape(-1, g.shape[-1])  # packed (T, H) or (1, T, H)
+    cu = batch.cu_seqlens.tolist()
+    return [g[cu[i]:cu[i + 1]] for i in range(len(cu) - 1)]
+
+
+def _assert_only_target_has_gradient(per_seq, target: int) -> None:
     for i, gi in enumerate(per_seq):
         if i == target:
             assert gi.abs().sum() > 0
         else:
             assert torch.count_nonzero(gi) == 0, f"sequence {i} got gradient from a loss on sequence {target}"
+
+
+def test_loss_on_one_sequence_leaves_others_zero_gradient(model: CrossEncoder):
+    enc = model.encode(QUERIES, DOCS)
+    batch = pack_encoded(enc, range(len(QUERIES)))
+    _assert_only_target_has_gradient(_per_sequence_input_grads(model, batch, target=1), target=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the GPU kernels (Triton scan, flash attention) need CUDA")
+def test_on_the_gpu_in_bf16_packed_equals_padded_and_no_gradient_crosses(model: CrossEncoder):
+    """The same invariants through the kernels the GPU runs under bf16 autocast (the Triton scan and conv, torch's
+    flash kernels called directly): packed close to padded (other kernels, bf16 tolerance), and exactly zero
+    gradient across sequences."""
+    import copy
+    gpu = copy.deepcopy(model).float().cuda()
+    enc = gpu.encode(QUERIES, DOCS)
+    batch = pack_encoded(enc, range(len(QUERIES))).to("cuda")
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        packed, padded = gpu(batch).float(), gpu.forward_padded(batch).float()
+    assert (packed - padded).norm() <= 3e-2 * padded.norm() + 1e-3
+    for target in (0, 3):
+        _assert_only_target_has_gradient(_per_sequence_input_grads(gpu, batch, target, torch.bfloat16), target)
 
 
 def test_pack_of_identical_sequences_gives_identical_scores(model: CrossEncoder):
