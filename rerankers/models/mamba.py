@@ -161,10 +161,13 @@ class MambaMixer(nn.Module):
         # not inside checkpointing's own hooks (or any others): ours would replace them for every saved tensor
         rec = (self.recompute and torch.is_grad_enabled() and not torch.compiler.is_compiling()
                and not outer_hooks_active())
+        conv = functools.partial(causal_conv1d_varlen, x_in, self.conv1d.weight[:, 0], self.conv1d.bias,
+                                 cu_seqlens, activation="silu", backend=self.kernel_backend)
+        x = conv()
+        A = -torch.exp(self.A_log.float())                                 # (Di, N)
+        D, dt_bias = self.D.float(), self.dt_proj.bias.float()
+        # the hooks cover only the ops that save x or delta (each saved tensor through them is a Python call)
         with RecomputeSaved() if rec else contextlib.nullcontext() as saved:
-            conv = functools.partial(causal_conv1d_varlen, x_in, self.conv1d.weight[:, 0], self.conv1d.bias,
-                                     cu_seqlens, activation="silu", backend=self.kernel_backend)
-            x = conv()
             if rec:  # marked before x_proj saves it
                 saved.mark(x, conv)
             dt_low, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
@@ -172,10 +175,9 @@ class MambaMixer(nn.Module):
             delta = dt_proj()                                              # (T, Di), bias added in the scan
             if rec:
                 saved.mark(delta, dt_proj)  # (rebuilt under the forward's autocast state)
-            A = -torch.exp(self.A_log.float())                             # (Di, N)
             # x, z, B, C are row-strided views (unit stride in the last dim): the kernels take them as such.
-            y = selective_scan_varlen(x, delta, A, B, C, self.D.float(), z, self.dt_proj.bias.float(), cu_seqlens,
-                                      delta_softplus=True, backend=self.kernel_backend)
+            y = selective_scan_varlen(x, delta, A, B, C, D, z, dt_bias, cu_seqlens, delta_softplus=True,
+                                      backend=self.kernel_backend)
         return self.out_proj(y)
 
 
