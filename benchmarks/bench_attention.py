@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             d = check_dropout(system, device, dtype)
             result["checks"].append(d)
             logger.info("check %-14s %s %s", d["system"], "PASS" if d["ok"] else "FAIL", d["errors"])
+            c = c if d["ok"] else d  # a failed dropout check keeps the system from the timings too
         if c["ok"]:
             passing.append(system)
     shapes = [(f"{n} MS MARCO pairs", msmarco_lengths(n, torch.Generator().manual_seed(0))) for n in args.pairs]

@@ -61,10 +61,12 @@ def _base(backbone: nn.Module) -> nn.Module:
     return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
 
 
-def recompute_by_default(backbone: nn.Module) -> bool:
-    """Whether ``--recompute-mixer auto`` rebuilds this backbone's mixer activations: Mamba-1 mixers (checked by
-    :func:`set_recompute_mixer`) and a hidden size of at least :data:`RECOMPUTE_AUTO_MIN_HIDDEN`."""
-    return int(getattr(_base(backbone), "hidden_size", 0) or 0) >= RECOMPUTE_AUTO_MIN_HIDDEN
+def recompute_by_default(backbone: nn.Module, device: torch.device) -> bool:
+    """Whether ``--recompute-mixer auto`` rebuilds this backbone's mixer activations on ``device``: on CUDA (what
+    it saves is GPU memory; on the CPU it would only cost time), for Mamba-1 mixers (checked by
+    :func:`set_recompute_mixer`) of a hidden size of at least :data:`RECOMPUTE_AUTO_MIN_HIDDEN`."""
+    return (torch.device(device).type == "cuda"
+            and int(getattr(_base(backbone), "hidden_size", 0) or 0) >= RECOMPUTE_AUTO_MIN_HIDDEN)
 
 
 def set_recompute_mixer(backbone: nn.Module, on: bool) -> None:

@@ -60,7 +60,9 @@ def _torch_varlen_causal_kwargs() -> Mapping[str, Any]:
     return MappingProxyType({"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True})
 
 
-_direct_ok = hasattr(torch.ops.aten, "_flash_attention_forward")  # False after a refused call (then torch_varlen)
+# None: untried; True: a direct call has worked in this process (later errors are real ones and raise); False: the
+# first one was refused (this torch's ops take other arguments): varlen_attn from then on
+_direct_ok: bool | None = None if hasattr(torch.ops.aten, "_flash_attention_forward") else False
 _aux: dict[tuple, Tensor] = {}  # per device: stand-ins for undefined philox outputs (never read without dropout)
 
 
@@ -68,8 +70,9 @@ def _aux_tensor(kind: str, device: torch.device) -> Tensor:
     key = (kind, device)
     t = _aux.get(key)
     if t is None:
-        t = (torch.zeros(2, dtype=torch.uint64, device=device) if kind == "rng" else
-             torch.empty(0, device=device))
+        with torch.inference_mode(False):  # made once, saved for backward later: never an inference tensor
+            t = (torch.zeros(2, dtype=torch.uint64, device=device) if kind == "rng" else
+                 torch.empty(0, device=device))
         _aux[key] = t
     return t
 
@@ -107,7 +110,7 @@ def varlen_backend(device: torch.device, dtype: torch.dtype) -> str:
     if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
         if _flash_varlen is not None:
             return "flash_attn"
-        if _direct_ok:
+        if _direct_ok is not False:
             return "flash_direct"
         if _torch_varlen is not None:
             return "torch_varlen"
@@ -116,17 +119,24 @@ def varlen_backend(device: torch.device, dtype: torch.dtype) -> str:
 
 def _flash_direct(q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_seqlen: int, scale: float | None,
                   dropout_p: float, causal: bool) -> Tensor | None:
-    """:class:`_FlashVarlen`, or None where this torch refuses the call (the backend is then off for the process)."""
+    """:class:`_FlashVarlen`, or None where this torch refuses the first call (the backend is then off for the
+    process). Once a call has worked, an error is a real one and raises."""
     global _direct_ok
-    try:
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    if _direct_ok:
         return _FlashVarlen.apply(q, k, v, cu, max_seqlen, scale, dropout_p, causal)
+    try:
+        out = _FlashVarlen.apply(q, k, v, cu, max_seqlen, scale, dropout_p, causal)
     except torch.OutOfMemoryError:
         raise
     except (RuntimeError, TypeError) as e:
         _direct_ok = False
-        logger.warning("packed attention: torch's flash kernels refused a direct call (%s); using varlen_attn",
-                       str(e).splitlines()[0][:200])
+        logger.warning("packed attention: torch's flash kernels refused a direct call (%s); using varlen_attn%s",
+                       str(e).splitlines()[0][:200],
+                       ", which applies no attention dropout" if dropout_p > 0 else "")
         return None
+    _direct_ok = True
+    return out
 
 
 def per_sequence_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor,

@@ -92,13 +92,13 @@ def _template_overrides(cfg: TrainConfig) -> dict[str, Any]:
             if v is not None}
 
 
-def _enable_recompute_mixer(model, cfg: TrainConfig) -> None:
+def _enable_recompute_mixer(model, cfg: TrainConfig, device: torch.device) -> None:
     """``recompute_mixer``: "on" where asked (a TrainingConfigError naming the flag where the backbone has no
     Mamba-1 mixers; check_config refused the other conflicts); "auto" where it applies and pays (eager steps
-    without checkpointing, Mamba-1 from mamba-370m's width up: ``models.mamba.recompute_by_default``)."""
+    without checkpointing, on CUDA, Mamba-1 from mamba-370m's width up: ``models.mamba.recompute_by_default``)."""
     from rerankers.models.mamba import recompute_by_default, set_recompute_mixer
     if cfg.recompute_mixer == "off" or (cfg.recompute_mixer == "auto" and (
-            cfg.gradient_checkpointing or cfg.compile != "off" or not recompute_by_default(model.backbone))):
+            cfg.gradient_checkpointing or cfg.compile != "off" or not recompute_by_default(model.backbone, device))):
         return
     try:
         set_recompute_mixer(model.backbone, True)
@@ -404,7 +404,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             model = build_model(cfg, device)
         if cfg.gradient_checkpointing:
             _enable_gradient_checkpointing(model)
-        _enable_recompute_mixer(model, cfg)
+        _enable_recompute_mixer(model, cfg, device)
         model.to(device)
         static = static_shape(cfg, model)
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device, head_lr=cfg.head_lr)

@@ -272,34 +272,43 @@ def test_qlora_run_saves_a_plain_fp32_model_that_scores_as_the_nf4_one(kind, tin
 def test_recompute_mixer_trains_bitwise_as_without_and_is_mamba_only(tiny_bert_dir, tiny_mamba_dir, sample_training,
                                                                       tmp_path, caplog, monkeypatch):
     """--recompute-mixer rebuilds the same activations from the same kernels: the same losses and final weights,
-    bit for bit (CPU). The default, auto, turns it on for Mamba-1 from mamba-370m's width up (the tiny model is
-    narrower: off, then on with the width lowered) and leaves a backbone without its mixers as it is; asked for (on)
+    bit for bit (CPU). The default, auto, leaves it off on the CPU (what it saves is GPU memory); on CUDA it turns
+    it on for Mamba-1 from mamba-370m's width up and leaves a backbone without such mixers as it is. Asked for (on)
     there, it says so, naming the flag."""
     import logging
 
     from rerankers.errors import TrainingConfigError
     from rerankers.models import mamba
+    from rerankers.models.cross_encoder import CrossEncoder
+    from rerankers.train.loop import _enable_recompute_mixer
     runs = {}
-    for on in ("off", "auto", "auto-narrow", True):
-        if on == "auto-narrow":
-            monkeypatch.setattr(mamba, "RECOMPUTE_AUTO_MIN_HIDDEN", 1)
+    for on in ("off", "auto", True):
         out = tmp_path / f"rec-{on}"
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="rerankers"):
             result = train(resolve_config(None, _settings(tiny_mamba_dir, sample_training, out, max_steps=6,
-                                                          log_every=1, recompute_mixer=on.removesuffix("-narrow")
-                                                          if isinstance(on, str) else on)))
-        assert ("rebuilt in the backward" in caplog.text) == (on in ("auto-narrow", True)), on
+                                                          log_every=1, recompute_mixer=on)))
+        assert ("rebuilt in the backward" in caplog.text) == (on is True), on
         runs[on] = ([h["loss"] for h in result.history], _weights(out / "model"))
-    for on in ("auto", "auto-narrow", True):
+    for on in ("auto", True):
         assert runs[on][0] == runs["off"][0]
         a, b = runs["off"][1], runs[on][1]
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # auto's rule, as it decides for a CUDA run (it only sets flags: no GPU needed), the width lowered to the tiny one's
+    cuda = torch.device("cuda")
+    auto = resolve_config(None, _settings(tiny_mamba_dir, sample_training, tmp_path / "x", recompute_mixer="auto"))
+    tiny = CrossEncoder.from_pretrained(tiny_mamba_dir)
+    _enable_recompute_mixer(tiny, auto, cuda)
+    assert not tiny.backbone.recompute_mixer  # narrower than mamba-370m
+    monkeypatch.setattr(mamba, "RECOMPUTE_AUTO_MIN_HIDDEN", 1)
+    _enable_recompute_mixer(tiny, auto, cuda)
+    assert tiny.backbone.recompute_mixer
+    bert = CrossEncoder.from_pretrained(tiny_bert_dir)
+    _enable_recompute_mixer(bert, auto, cuda)  # no Mamba-1 mixers: left as it is, no error
+    with pytest.raises(TrainingConfigError, match="--recompute-mixer: the .* backbone has no mixer"):
+        _enable_recompute_mixer(bert, resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "y",
+                                                                     recompute_mixer="on")), cuda)
     monkeypatch.undo()
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="rerankers"):
-        train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "bert-auto", max_steps=1)))
-    assert "rebuilt in the backward" not in caplog.text
     with pytest.raises(TrainingConfigError, match="--recompute-mixer: the .* backbone has no mixer"):
         train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "bert", max_steps=2,
                                              recompute_mixer="on")))
