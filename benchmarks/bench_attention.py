@@ -50,10 +50,13 @@ def _njt(x: torch.Tensor, cu: torch.Tensor) -> torch.Tensor:
 
 
 def attend(system: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: torch.Tensor,
-           max_len: int) -> torch.Tensor:
-    """One system's bidirectional attention over the packed sequences. q/k/v (T, H, d) -> (T, H, d)."""
+           max_len: int, dropout_p: float = 0.0) -> torch.Tensor:
+    """One system's bidirectional attention over the packed sequences. q/k/v (T, H, d) -> (T, H, d).
+    ``dropout_p``: attention dropout (``varlen_attn`` and ``padded sdpa`` only)."""
+    if dropout_p and system not in ("varlen_attn", "padded sdpa"):
+        raise ValueError(f"{system}: no attention dropout here")
     if system == "varlen_attn":
-        return varlen_attention(q, k, v, cu, max_len)
+        return varlen_attention(q, k, v, cu, max_len, dropout_p=dropout_p)
     if system == "fused varlen":
         from rerankers.models import varlen_attention as va
         return va._torch_varlen(q, k, v, cu, cu, max_len, max_len)
@@ -66,7 +69,7 @@ def attend(system: str, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu: t
         pad = [torch.nn.utils.rnn.pad_sequence(list(x.split(lengths)), batch_first=True).transpose(1, 2)
                for x in (q, k, v)]  # (S, H, L, d)
         keep = torch.arange(max_len, device=q.device)[None, :] < cu.diff()[:, None]  # (S, L)
-        out = F.scaled_dot_product_attention(*pad, attn_mask=keep[:, None, None, :])
+        out = F.scaled_dot_product_attention(*pad, attn_mask=keep[:, None, None, :], dropout_p=dropout_p)
         return out.transpose(1, 2)[keep]
     if system == "reference":
         return per_sequence_attention(q, k, v, cu)
@@ -108,17 +111,7 @@ def check_dropout(system: str, device: torch.device, dtype: torch.dtype, p: floa
     how far a wrong backward lands. ``padded sdpa`` (SDPA's own dropout) is the control."""
     lengths = [1, 37, 255, 64, 2, 130, 91, 17]
     (q, k, v), cu, max_len = inputs(lengths, device, dtype, seed=3)
-    from rerankers.models.varlen_attention import varlen_attention as va
-
-    def attend_dropout() -> torch.Tensor:
-        if system != "padded sdpa":
-            return va(q, k, v, cu, max_len, dropout_p=p)
-        keep = torch.arange(max_len, device=device)[None, :] < cu.diff()[:, None]
-        pad = [torch.nn.utils.rnn.pad_sequence(list(x.split(lengths)), batch_first=True).transpose(1, 2)
-               for x in (q, k, v)]
-        out = F.scaled_dot_product_attention(*pad, attn_mask=keep[:, None, None, :], dropout_p=p)
-        return out.transpose(1, 2)[keep]
-    out, out2 = attend_dropout(), attend_dropout()
+    out, out2 = (attend(system, q, k, v, cu, max_len, dropout_p=p) for _ in range(2))
     (dv,) = torch.autograd.grad(out, (v,), out.detach())
     own = out.float().square().sum().item()
     err = abs((v.float() * dv.float()).sum().item() - own) / own

@@ -99,7 +99,7 @@ class RecomputeSaved(torch.autograd.graph.saved_tensors_hooks):
         self._recipes.clear()  # only ops inside the block save through it: the saved variables hold their recipes
 
     def mark(self, t: Tensor, fn: Callable[[], Tensor]) -> None:
-        """``t`` (just computed inside the block) is rebuilt by ``fn()`` where the backward needs it."""
+        """``t`` (marked before any op of the block saves it) is rebuilt by ``fn()`` where the backward needs it."""
         self._recipes[_key(t)] = _Recipe(fn, t._version, t.device.type)
 
     @staticmethod

@@ -106,11 +106,12 @@ class _FlashVarlen(torch.autograd.Function):
 
 
 def varlen_backend(device: torch.device, dtype: torch.dtype) -> str:
-    """Which implementation :func:`varlen_attention` uses for these inputs (eager mode)."""
+    """Which implementation :func:`varlen_attention` uses for these inputs (under torch.compile, a traceable custom
+    op instead of the direct flash call)."""
     if device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
         if _flash_varlen is not None:
             return "flash_attn"
-        if _direct_ok is not False:
+        if _direct_ok is not False and not torch.compiler.is_compiling():
             return "flash_direct"
         if _torch_varlen is not None:
             return "torch_varlen"
@@ -123,13 +124,13 @@ def _flash_direct(q: Tensor, k: Tensor, v: Tensor, cu: Tensor, max_seqlen: int, 
     process). Once a call has worked, an error is a real one and raises."""
     global _direct_ok
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    if _direct_ok:
-        return _FlashVarlen.apply(q, k, v, cu, max_seqlen, scale, dropout_p, causal)
     try:
         out = _FlashVarlen.apply(q, k, v, cu, max_seqlen, scale, dropout_p, causal)
     except torch.OutOfMemoryError:
         raise
     except (RuntimeError, TypeError) as e:
+        if _direct_ok:  # it has worked before: a real error
+            raise
         _direct_ok = False
         logger.warning("packed attention: torch's flash kernels refused a direct call (%s); using varlen_attn%s",
                        str(e).splitlines()[0][:200],
@@ -184,8 +185,6 @@ def varlen_attention(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, max_se
     """
     q, k, v = _autocast_inputs(q, k, v)
     backend = varlen_backend(q.device, q.dtype)
-    if backend == "flash_direct" and torch.compiler.is_compiling():
-        backend = "torch_varlen" if _torch_varlen is not None else "per_sequence_sdpa"  # a traceable custom op
     S = cu_seqlens.shape[0] - 1
     if S >= 1 and q.shape[0] == S * max_seqlen:  # every sequence max_seqlen long (none is longer): dense
         # torch's varlen_attn has no attention dropout: the dense call keeps each backend's behaviour

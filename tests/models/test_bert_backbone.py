@@ -324,6 +324,7 @@ def test_direct_flash_path_matches_the_fp32_reference_with_every_gradient(causal
     """The eager CUDA path (torch's flash kernels from our autograd.Function) against the fp32 per-sequence
     reference on ragged bf16 packs, output and q/k/v gradients; and its dropout drops in the backward what the
     forward dropped (out is linear in v for a fixed mask: sum(g * out) == sum(v * dv), here with g = out)."""
+    from rerankers.kernels.varlen import cu_seqlens_from_lengths
     from rerankers.models import varlen_attention as va
     monkeypatch.setattr(va, "_flash_varlen", None)  # the direct path even where flash-attn is installed
     assert va.varlen_backend(torch.device("cuda"), torch.bfloat16) == "flash_direct"
@@ -331,7 +332,7 @@ def test_direct_flash_path_matches_the_fp32_reference_with_every_gradient(causal
     lens = [1, 37, 255, 64, 2, 130]
     T = sum(lens)
     q, k, v = (torch.randn(T, 4, 64, generator=g).cuda().bfloat16().requires_grad_() for _ in range(3))
-    cu = torch.tensor([0, *torch.tensor(lens).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    cu = cu_seqlens_from_lengths(lens).cuda()
     dout = torch.randn(T, 4, 64, generator=g).cuda().bfloat16()
     out = varlen_attention(q, k, v, cu, max(lens), causal=causal)
     grads = torch.autograd.grad(out, (q, k, v), dout)
