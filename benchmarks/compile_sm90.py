@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--sass", default=None, help="folder to write each kernel's SASS into")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    base = dict(LOG_S=7, W=a.window, BT=a.block_t, BD=32 * a.warps, NP=16, HAS_BIAS=True, SOFTPLUS=True)
+    base = dict(LOG_S=7, W=a.window, BT=a.block_t, BD=32 * a.warps, NP=16, EVEN_N=True, HAS_BIAS=True, SOFTPLUS=True)
     full = dict(base, HAS_D=True, HAS_Z=True, STORE_STATES=True)
     todo = [
         ("fwd_local", scan_fwd._scan_fwd_local_kernel, base, a.warps),

@@ -40,14 +40,15 @@
 #                                        the squeeze beside transformers; then seventh2 (< 30 s later): the 64-pair
 #                                        rows with the mamba-ssm anchor, packed inference of mamba-130m and bert-base,
 #                                        the 64-pair steps' host time by Python function (bench profile --host)
-#   bash benchmarks/gpu_suite.sh eighth  (next session) the CUDA tests while the anchors build; then eighth2 (< 30 s
-#                                        later): issue 13's ratios in one run with both anchors
+#   bash benchmarks/gpu_suite.sh eighth  the CUDA tests while the anchors build; then eighth2 (< 30 s later): issue
+#                                        13's ratios in one run with both anchors
+#   bash benchmarks/gpu_suite.sh ninth   (eighth session) the walks' instruction cuts against .gpu/old; then ninth2
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -80,6 +81,14 @@ wait_build() {
 print('mamba_ssm', mamba_ssm.__version__, 'causal_conv1d_fn', causal_conv1d_fn is not None)" 2>&1 | tail -3
 }
 F='^WARNING rerankers.bench.build|it/s\]|^$'
+# the test suite's CUDA paths on the card, compiled: CUDA_VISIBLE_DEVICES_FOR_TESTS keeps tests/conftest.py from
+# setting TRITON_INTERPRET (without it, the eighth stage ran the whole suite in the interpreter for 420 s); only the
+# tests that put tensors on the GPU
+gpu_tests() {
+  CUDA_VISIBLE_DEVICES_FOR_TESTS=1 timeout ${1:-150} python3 -m pytest -q -p no:cacheprovider -rs \
+    tests/models/test_packed_invariants.py tests/models/test_bert_backbone.py tests/models/test_mamba.py \
+    -k "gpu or direct_flash or triton_backend_matches or (recompute_rebuilds and triton)" 2>&1 | tail -8
+}
 pack() { tar czf "$OUT/results.tar.gz" -C $RES . ; ls -la $RES/*; }
 # the fourth session's checkout (.gpu/old: `git archive <commit> rerankers | tar -x -C .gpu/old`, carried): scripts see
 # it through PYTHONPATH, but `python3 -m` puts the working directory first, so its CLI runs from inside that folder
@@ -393,12 +402,11 @@ seventh6)  # (carry .whl with pytest's wheels, .gpu/COMMIT) the CUDA tests of th
   timeout -s INT 120 $R bench train --backbone mamba-130m --pairs 256 --modes packed recompute --steps 30 \
      --anchors none --out $RES/s7-130m-recompute > $OUT/s7-130m-recompute.log 2>&1; grep -E "^\| mamba" $OUT/s7-130m-recompute.log | tail -2
   pack ;;
-eighth)  # (next session, first call, ~8 min; carry .whl (with pytest's wheels) .gpu/COMMIT .anchors) the anchors'
-         # build in the background while the test suite's CUDA paths run on the card: the model invariants in bf16
-         # through the GPU kernels (packed == padded, zero gradient across sequences), the direct flash path, the
-         # kernels against their references compiled (not interpreted), the recompute hooks; then eighth2
+eighth)  # (carry .whl (with pytest's wheels) .gpu/COMMIT .anchors) the anchors' build in the background while the
+         # test suite's CUDA paths run on the card (gpu_tests); then eighth2. (Its first run, in the eighth session,
+         # ran all of tests/models and tests/kernels in the interpreter, 65% of it in 420 s: gpu_tests now.)
   start_build
-  timeout 420 python3 -m pytest -q -p no:cacheprovider tests/models tests/kernels --maxfail=10 2>&1 | tail -14
+  gpu_tests 240
   pack ;;
 eighth2)  # (< 30 s after eighth) issue 13's ratios in one run, with both anchors: every backbone at 64 and 256 pairs,
           # packed, Mamba's recompute mode beside it, transformers' SDPA for BERT, mamba-ssm's CUDA Mamba
@@ -407,5 +415,26 @@ eighth2)  # (< 30 s after eighth) issue 13's ratios in one run, with both anchor
      --modes packed recompute --anchors transformers mamba-ssm --out $RES/s8-train > $OUT/s8-train.log 2>&1
   grep -E "^\| (mamba|bert)" $OUT/s8-train.log | tail -20
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|smoke" >&2; exit 2 ;;
+ninth)  # (carry .whl .gpu/COMMIT .gpu/old = 42553d3) the walks' instruction cuts (softplus / sigmoid on MUFU, a
+        # sequence start by the decay, B / C rows in fp32 and unmasked): the CUDA tests, the scan's and the conv's
+        # checks compiled, then mamba-130m's step beside bert-base, this checkout and .gpu/old, in one call; ninth2 next
+  gpu_tests 150
+  timeout -s INT 130 python3 benchmarks/bench_kernels.py --only scancheck,convcheck --out $RES/s8-check 2>&1 \
+     | grep -E "PASS|FAIL|Error|rror" | tail -30
+  pack > /dev/null
+  timeout -s INT 110 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
+     --out $RES/s8-train > $OUT/s8-train.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s8-train.log | tail -8
+  pack > /dev/null
+  timeout -s INT 80 $OLD_CLI bench train --backbone mamba-130m --pairs 64 256 --modes packed --anchors none \
+     --out $RES/s8-train-old > $OUT/s8-train-old.log 2>&1; grep -E "^\| mamba" $OUT/s8-train-old.log | tail -4
+  pack ;;
+ninth2)  # (< 30 s after ninth) the step's kernels by name (before / after: the sixth session's profile), and packed
+         # inference of mamba-130m beside bert-base by kernel
+  timeout -s INT 90 $R bench profile --backbone mamba-130m --pairs 256 --modes packed --anchors none \
+     --out $RES/s8-profile 2>&1 | grep "^|" | head -16
+  pack > /dev/null
+  timeout -s INT 90 $R bench profile --backbone mamba-130m bert-base --step infer --pairs 256 --modes packed \
+     --anchors none --out $RES/s8-infer 2>&1 | grep "^|" | head -16
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|smoke" >&2; exit 2 ;;
 esac

@@ -172,7 +172,12 @@ class MambaMixer(nn.Module):
         with RecomputeSaved() if rec else contextlib.nullcontext() as saved:
             if rec:  # marked before x_proj saves it
                 saved.mark(x, conv)
-            dt_low, B, C = self.x_proj(x).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+            x_dbl = self.x_proj(x)                                         # (T, R + 2N)
+            # B and C in fp32 (exact: the upcast of the autocast dtype), one (T, 2N) copy: the scan's walks read
+            # every row of them for every channel, and an fp32 row loads without the per-value conversion
+            # (KERNEL_NOTES.md, eighth session: 6-11% of the walks' instructions)
+            dt_low, BC = x_dbl.split([self.dt_rank, 2 * self.d_state], dim=-1)
+            B, C = BC.float().split(self.d_state, dim=-1)
             dt_proj = functools.partial(F.linear, dt_low, self.dt_proj.weight)
             delta = dt_proj()                                              # (T, Di), bias added in the scan
             if rec:

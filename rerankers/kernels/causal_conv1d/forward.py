@@ -21,7 +21,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..triton_utils import _lower_bound, _row, _start_bits, _tile
+from ..triton_utils import _lower_bound, _row, _sigmoid, _start_bits, _tile
 
 
 @triton.jit
@@ -84,7 +84,7 @@ def _conv_fwd_walk_kernel(x_ptr, w_ptr, b_ptr, y_ptr, cu_ptr, stride_x, stride_y
                 x1, x2, x3 = tl.where(keep, x1, 0.0), tl.where(keep, x2, 0.0), tl.where(keep, x3, 0.0)
                 y = b + w0 * x0 + w1 * x1 + w2 * x2 + w3 * x3
                 if SILU:
-                    y = y / (1.0 + tl.exp(-y))
+                    y = y * _sigmoid(y)
                 Y = tl.where(rr[:, None] == i, y[None, :], Y)
                 x3, x2, x1 = x2, x1, x0
             rows = t0 + rr

@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from ..triton_utils import _lower_bound, _row, _sigmoid, _start_bits, _tile
-from .forward import LOG2E, _chunk, _dt_tile, _params, _window
+from .forward import LOG2E, _bc_row, _chunk, _dt_tile, _params, _reset_dt, _window
 
 
 @triton.jit(do_not_specialize=["s_dy", "s_dl", "s_z", "s_h", "S", "WL"])
@@ -31,7 +31,7 @@ def _scan_bwd_local_kernel(dy_ptr, dl_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, gin_pt
                            s_dy, s_dl, s_C, s_z, s_h, T, Dm, N, S, WL,
                            HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                            LOG_S: tl.constexpr, W: tl.constexpr, RUNTIME_WL: tl.constexpr, BT: tl.constexpr,
-                           BD: tl.constexpr, NP: tl.constexpr):
+                           BD: tl.constexpr, NP: tl.constexpr, EVEN_N: tl.constexpr):
     w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, W, RUNTIME_WL, BD, Dm, N, NP)
     p = _lower_bound(cu_ptr, S, w0, LOG_S)
     nxt = tl.load(cu_ptr + p)  # first sequence start at or after w0
@@ -54,8 +54,7 @@ def _scan_bwd_local_kernel(dy_ptr, dl_ptr, A_ptr, C_ptr, z_ptr, bias_ptr, gin_pt
                     z_t = _tile(z_ptr, r64, s_z, offs_d, m2)
                     g_t = g_t * z_t * _sigmoid(z_t)
                 for i in tl.static_range(BT):
-                    m = t0 + i < pe
-                    Ct = tl.load(C_ptr + (t0 + i).to(tl.int64) * s_C + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                    Ct = _bc_row(C_ptr, t0 + i, T, s_C, offs_n, mn, EVEN_N)
                     cum += _row(dt_t, rr, i)
                     G += tl.exp2(cum[:, None] * A2) * _row(g_t, rr, i)[:, None] * Ct[None, :]
         tl.store(gin_ptr + w.to(tl.int64) * Dm * N + hn_off, G, mask=mdn)
@@ -103,17 +102,17 @@ def _warp_sums(X, Y, offs_d):
 
 
 @triton.jit
-def _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0, w1, rr, offs_d, md, offs_n, mn, s_u, s_dl, s_B,
-             BIT0: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BH: tl.constexpr):
+def _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0, w1, T, rr, offs_d, md, offs_n, mn, s_u, s_dl, s_B,
+             BIT0: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, BH: tl.constexpr,
+             EVEN_N: tl.constexpr):
     """The state after the BH tokens from t0 (bits BIT0.. of the start mask ``sm``), from h."""
     r64, valid, m2 = _chunk(t0, rr, w1, md)
     u_t = _tile(u_ptr, r64, s_u, offs_d, m2)
     dt_t = _dt_tile(_tile(dl_ptr, r64, s_dl, offs_d, m2), bias, valid, HAS_BIAS, SOFTPLUS)
     for i in tl.static_range(BH):
-        Bt = tl.load(B_ptr + (t0 + i).to(tl.int64) * s_B + offs_n, mask=mn & (t0 + i < w1), other=0.0).to(tl.float32)
+        Bt = _bc_row(B_ptr, t0 + i, T, s_B, offs_n, mn, EVEN_N)
         dt = _row(dt_t, rr, i)
-        h = tl.where(((sm >> (BIT0 + i)) & 1) != 0, 0.0, h)
-        h = tl.exp2(dt[:, None] * A2) * h + (dt * _row(u_t, rr, i))[:, None] * Bt[None, :]
+        h = tl.exp2(_reset_dt(dt, sm, BIT0 + i)[:, None] * A2) * h + (dt * _row(u_t, rr, i))[:, None] * Bt[None, :]
     return h
 
 
@@ -121,7 +120,8 @@ def _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0, w1, rr, offs_d, md, offs
 def _scan_states_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, hin_ptr, states_ptr, cu_ptr,
                         s_u, s_dl, s_B, s_h, T, Dm, N, S, WL,
                         HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr,
-                        RUNTIME_WL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr):
+                        RUNTIME_WL: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+                        EVEN_N: tl.constexpr):
     """``ScanConfig.recompute_states``: the state at every chunk start, as the forward walk would
     have stored it, rebuilt from the state entering each window of the forward (``hin``; same
     windows ``WL`` and chunks ``BT`` as the forward, the same recurrence): the forward walk without
@@ -137,8 +137,8 @@ def _scan_states_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, hin_ptr, states_p
             tl.store(states_ptr + (t0 // BT).to(tl.int64) * Dm * N + hn_off, h, mask=mdn)
             if t0 + BT < w1:  # the state after the window's last chunk is not needed
                 sm, p = _start_bits(cu_ptr, S, p, t0, BT, False)
-                h = _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0, w1, rr, offs_d, md, offs_n, mn,
-                             s_u, s_dl, s_B, 0, HAS_BIAS, SOFTPLUS, BT)
+                h = _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0, w1, T, rr, offs_d, md, offs_n, mn,
+                             s_u, s_dl, s_B, 0, HAS_BIAS, SOFTPLUS, BT, EVEN_N)
 
 
 @triton.jit(do_not_specialize=["s_dy", "s_u", "s_dl", "s_z", "s_du", "s_ddl", "s_dz", "s_h", "S", "WL"])
@@ -149,7 +149,8 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                      T, Dm, N, S, WL,
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr, RUNTIME_WL: tl.constexpr,
-                     BT: tl.constexpr, BH: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, BFLY: tl.constexpr):
+                     BT: tl.constexpr, BH: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, EVEN_N: tl.constexpr,
+                     BFLY: tl.constexpr):
     """Per chunk of BT tokens (in reverse), per sub-chunk of BH tokens (in reverse): advance from the
     chunk's stored start state to the sub-chunk, recompute its BH states keeping them, then step
     backwards through them. BH < BT trades recomputation for registers. BFLY (N = 16, compiled
@@ -179,8 +180,8 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
             for j in tl.static_range(BT // BH - 1, -1, -1):
                 h = h0
                 for k in tl.static_range(j):
-                    h = _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0 + k * BH, w1, rr, offs_d, md, offs_n,
-                                 mn, s_u, s_dl, s_B, k * BH, HAS_BIAS, SOFTPLUS, BH)
+                    h = _advance(h, u_ptr, dl_ptr, B_ptr, A2, bias, sm, t0 + k * BH, w1, T, rr, offs_d, md, offs_n,
+                                 mn, s_u, s_dl, s_B, k * BH, HAS_BIAS, SOFTPLUS, BH, EVEN_N)
                 ts = t0 + j * BH
                 r64, valid, m2 = _chunk(ts, rr, w1, md)
                 u_t = _tile(u_ptr, r64, s_u, offs_d, m2)
@@ -192,17 +193,16 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                 # recompute the sub-chunk's states, keeping them
                 hs = ()
                 for i in tl.static_range(BH):
-                    Bt = tl.load(B_ptr + (ts + i).to(tl.int64) * s_B + offs_n, mask=mn & (ts + i < w1),
-                                 other=0.0).to(tl.float32)
+                    Bt = _bc_row(B_ptr, ts + i, T, s_B, offs_n, mn, EVEN_N)
                     dt = _row(dt_t, rr, i)
-                    h = tl.where(((sm >> (j * BH + i)) & 1) != 0, 0.0, h)
-                    h = tl.exp2(dt[:, None] * A2) * h + (dt * _row(u_t, rr, i))[:, None] * Bt[None, :]
+                    h = (tl.exp2(_reset_dt(dt, sm, j * BH + i)[:, None] * A2) * h
+                         + (dt * _row(u_t, rr, i))[:, None] * Bt[None, :])
                     hs = hs + (h,)
                 for i in tl.static_range(BH - 1, -1, -1):
                     m = ts + i < w1
                     t64 = (ts + i).to(tl.int64)
-                    Bt = tl.load(B_ptr + t64 * s_B + offs_n, mask=mn & m, other=0.0).to(tl.float32)
-                    Ct = tl.load(C_ptr + t64 * s_C + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                    Bt = _bc_row(B_ptr, ts + i, T, s_B, offs_n, mn, EVEN_N)
+                    Ct = _bc_row(C_ptr, ts + i, T, s_C, offs_n, mn, EVEN_N)
                     dt = _row(dt_t, rr, i)
                     u = _row(u_t, rr, i)
                     dy = _row(dy_t, rr, i)
@@ -231,7 +231,7 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
                         dB_row, dC_row = tl.reduce((qs * dtu[:, None], h * g[:, None]), 0, _add2)
                         tl.atomic_add(dB_ptr + t64 * N + offs_n, dB_row, mask=mn & m, sem="relaxed")
                         tl.atomic_add(dC_ptr + t64 * N + offs_n, dC_row, mask=mn & m, sem="relaxed")
-                    carry = tl.where(((sm >> (j * BH + i)) & 1) != 0, 0.0, tl.exp2(dt[:, None] * A2) * qs)
+                    carry = tl.exp2(_reset_dt(dt, sm, j * BH + i)[:, None] * A2) * qs  # 0 across a start
                     if HAS_Z:
                         ypre = tl.sum(h * Ct[None, :], axis=1)
                         if HAS_D:

@@ -33,14 +33,34 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..triton_utils import _lower_bound, _row, _sigmoid, _start_bits, _tile
+from ..triton_utils import _lower_bound, _row, _sigmoid, _softplus, _start_bits, _tile
 
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
+# A sequence start zeroes the state by the decay alone: the start token's delta is replaced by this in
+# exp2(delta * A2), which is then exactly 0 (A2 is kept below -A2_FLOOR, so the product is <= -1e8), and
+# 0 * h + b = b is what a state reset to zero gives, bitwise, for any finite h. One select of delta per
+# channel and token instead of one of the state per channel, state and token (16 here).
+RESET_DT: tl.constexpr = tl.constexpr(1e38)
+A2_FLOOR: tl.constexpr = tl.constexpr(1e-30)
 
 
 @triton.jit
-def _softplus(x):
-    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
+def _bc_row(ptr, t, T, stride, offs_n, mn, EVEN_N: tl.constexpr):
+    """(NP,) fp32: row ``t`` of B or C ((T, N), row stride ``stride``), every thread holding all of it. A row
+    past a window's end is read too (row min(t, T - 1), never past the buffer): every use of it there is
+    multiplied by that row's delta, which is 0, or masked. Unmasked where N is a power of two (EVEN_N), so
+    that no load waits on a zeroed register pair."""
+    p = ptr + tl.minimum(t, T - 1).to(tl.int64) * stride + offs_n
+    if EVEN_N:
+        return tl.load(p).to(tl.float32)
+    else:
+        return tl.load(p, mask=mn, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _reset_dt(dt, sm, bit):
+    """delta of a token for its decay: :data:`RESET_DT` where bit ``bit`` of the start mask ``sm`` is set."""
+    return tl.where(((sm >> bit) & 1) != 0, RESET_DT, dt)
 
 
 @triton.jit
@@ -86,7 +106,7 @@ def _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD: tl.constexpr, HAS_
     and delta_bias (zeros where absent)."""
     mdn = md[:, None] & mn[None, :]
     hn_off = offs_n[None, :] * s_h + offs_d[:, None]
-    A2 = tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E
+    A2 = tl.minimum(tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E, -A2_FLOOR)  # (see RESET_DT)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
     else:
@@ -99,7 +119,7 @@ def _scan_fwd_local_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, send_ptr, dts_
                            s_u, s_dl, s_B, s_h, T, Dm, N, S, WL,
                            HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                            LOG_S: tl.constexpr, W: tl.constexpr, RUNTIME_WL: tl.constexpr, BT: tl.constexpr,
-                           BD: tl.constexpr, NP: tl.constexpr):
+                           BD: tl.constexpr, NP: tl.constexpr, EVEN_N: tl.constexpr):
     """Per window: the state at its end of the sequence that goes on past it (from zero at the
     piece's start), the piece's sum of delta, and the flag (module docstring)."""
     w, w0, w1, offs_d, md, offs_n, mn = _window(T, WL, W, RUNTIME_WL, BD, Dm, N, NP)
@@ -121,9 +141,8 @@ def _scan_fwd_local_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, bias_ptr, send_ptr, dts_
                 u_t = _tile(u_ptr, r64, s_u, offs_d, m2)
                 dt_t = _dt_tile(_tile(dl_ptr, r64, s_dl, offs_d, m2), bias, valid, HAS_BIAS, SOFTPLUS)
                 for i in tl.static_range(BT):
-                    m = t0 + i < w1
                     dt = _row(dt_t, rr, i)
-                    Bt = tl.load(B_ptr + (t0 + i).to(tl.int64) * s_B + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                    Bt = _bc_row(B_ptr, t0 + i, T, s_B, offs_n, mn, EVEN_N)
                     dts += dt
                     h = tl.exp2(dt[:, None] * A2) * h + (dt * _row(u_t, rr, i))[:, None] * Bt[None, :]
         tl.store(send_ptr + w.to(tl.int64) * Dm * N + hn_off, h, mask=mdn)
@@ -145,7 +164,7 @@ def _scan_chain_kernel(vec_ptr, dts_ptr, flag_ptr, A_ptr, out_ptr, s_h, n_win, D
     offs_n = tl.arange(0, NP)
     mdn = md[:, None] & (offs_n < N)[None, :]
     hn_off = offs_n[None, :] * s_h + offs_d[:, None]
-    A2 = tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E
+    A2 = tl.minimum(tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E, -A2_FLOOR)  # (see RESET_DT)
     h = tl.zeros([BD, NP], dtype=tl.float32)
     first = n_win - 1 if REVERSE else 0
     tl.store(out_ptr + first * Dm * N + hn_off, h, mask=mdn)
@@ -176,7 +195,8 @@ def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                      s_u, s_dl, s_B, s_C, s_z, s_y, s_h, T, Dm, N, S, WL,
                      HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr,
                      SOFTPLUS: tl.constexpr, LOG_S: tl.constexpr, W: tl.constexpr, RUNTIME_WL: tl.constexpr,
-                     BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, STORE_STATES: tl.constexpr):
+                     BT: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, EVEN_N: tl.constexpr,
+                     STORE_STATES: tl.constexpr):
     """The forward walk of one window from the state entering it (``hin``). STORE_STATES: store the
     state at every chunk start (False: ``ScanConfig.recompute_states``, the backward recomputes them
     from ``hin``; ``states_ptr`` is then not touched)."""
@@ -201,14 +221,11 @@ def _scan_fwd_kernel(u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
             sm, p = _start_bits(cu_ptr, S, p, t0, BT, False)
             y_t = tl.zeros([BT, BD], dtype=tl.float32)
             for i in tl.static_range(BT):
-                m = t0 + i < w1
-                t64 = (t0 + i).to(tl.int64)
-                Bt = tl.load(B_ptr + t64 * s_B + offs_n, mask=mn & m, other=0.0).to(tl.float32)
-                Ct = tl.load(C_ptr + t64 * s_C + offs_n, mask=mn & m, other=0.0).to(tl.float32)
+                Bt = _bc_row(B_ptr, t0 + i, T, s_B, offs_n, mn, EVEN_N)
+                Ct = _bc_row(C_ptr, t0 + i, T, s_C, offs_n, mn, EVEN_N)
                 dt = _row(dt_t, rr, i)
                 u = _row(u_t, rr, i)
-                h = tl.where(((sm >> i) & 1) != 0, 0.0, h)
-                h = tl.exp2(dt[:, None] * A2) * h + (dt * u)[:, None] * Bt[None, :]
+                h = tl.exp2(_reset_dt(dt, sm, i)[:, None] * A2) * h + (dt * u)[:, None] * Bt[None, :]
                 y = tl.sum(h * Ct[None, :], axis=1)
                 if HAS_D:
                     y += Dv * u

@@ -307,6 +307,7 @@ def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     grid = (n_win, cdiv(Dm, 32 * warps))
     consts = dict(LOG_S=log_s(S), HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
                   W=_loop_bound(W, runtime), RUNTIME_WL=runtime, BT=block_t, BD=32 * warps, NP=next_pow2(N),
+                  EVEN_N=next_pow2(N) == N,
                   **_launch_options(warps, cfg.registers))
     k = _scan_fwd_local_kernel[grid](u, delta, A_t, B, bp, send, dts, flag, cu, u.stride(0), delta.stride(0),
                                      B.stride(0), Dm, T, Dm, N, S, W, **consts)
@@ -344,7 +345,8 @@ def recompute_chunk_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta
         u, delta, A.t().contiguous().float(), B, bp, hin.contiguous(), states, int32_cu(cu_seqlens),
         u.stride(0), delta.stride(0), B.stride(0), Dm, T, Dm, N, S, W,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=_loop_bound(W, runtime),
-        RUNTIME_WL=runtime, BT=block_t, BD=32 * warps, NP=next_pow2(N), **_launch_options(warps, cfg.registers))
+        RUNTIME_WL=runtime, BT=block_t, BD=32 * warps, NP=next_pow2(N), EVEN_N=next_pow2(N) == N,
+        **_launch_options(warps, cfg.registers))
     _record(stats, "states", k)
     return states
 
@@ -385,7 +387,7 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
         grid = (n_win, cdiv(Dm, 32 * warps))
         consts = dict(LOG_S=log_s(S), HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
                       W=_loop_bound(W, runtime), RUNTIME_WL=runtime, BT=block_t, BD=32 * warps,
-                      NP=next_pow2(N))
+                      NP=next_pow2(N), EVEN_N=next_pow2(N) == N)
         k = _scan_bwd_local_kernel[grid](dy, delta, A_t, C, zp, bp, gin, dts, flag, cu, dy.stride(0),
                                          delta.stride(0), C.stride(0), zp.stride(0), Dm, T, Dm, N, S, W, **consts,
                                          num_warps=warps)

@@ -28,14 +28,9 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..triton_utils import interpreting
+from ..triton_utils import _sigmoid, _softplus, interpreting
 
 EMULATE_LOWP: tl.constexpr = tl.constexpr(interpreting())
-
-
-@triton.jit
-def _softplus(x):
-    return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(tl.minimum(x, 20.0))))
 
 
 @triton.jit
@@ -68,7 +63,7 @@ def _discretize(dt_ptr, bias_ptr, rows64, valid, h, s_dtt, s_dth, lim_lo, lim_hi
         d = d + tl.load(bias_ptr + h).to(tl.float32)
     deriv = d * 0.0 + 1.0
     if SOFTPLUS:
-        deriv = tl.where(d > 20.0, 1.0, 1.0 / (1.0 + tl.exp(-d)))
+        deriv = tl.where(d > 20.0, 1.0, _sigmoid(d))
         d = _softplus(d)
     if HAS_LIMIT:
         deriv = tl.where((d >= lim_lo) & (d <= lim_hi), deriv, 0.0)
