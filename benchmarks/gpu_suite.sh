@@ -48,7 +48,7 @@
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -86,8 +86,8 @@ F='^WARNING rerankers.bench.build|it/s\]|^$'
 # tests that put tensors on the GPU
 gpu_tests() {
   CUDA_VISIBLE_DEVICES_FOR_TESTS=1 timeout ${1:-150} python3 -m pytest -q -p no:cacheprovider -rs \
-    tests/models/test_packed_invariants.py tests/models/test_bert_backbone.py tests/models/test_mamba.py \
-    -k "gpu or direct_flash or triton_backend_matches or (recompute_rebuilds and triton)" 2>&1 | tail -8
+    tests/models/test_packed_invariants.py tests/models/test_bert_backbone.py tests/models/test_mamba.py tests/kernels/test_triton_launch.py \
+    -k "gpu or direct_flash or direct_launch or triton_backend_matches or (recompute_rebuilds and triton)" 2>&1 | tail -8
 }
 pack() { tar czf "$OUT/results.tar.gz" -C $RES . ; ls -la $RES/*; }
 # the fourth session's checkout (.gpu/old: `git archive <commit> rerankers | tar -x -C .gpu/old`, carried): scripts see
@@ -436,5 +436,23 @@ ninth2)  # (< 30 s after ninth) the step's kernels by name (before / after: the 
   timeout -s INT 90 $R bench profile --backbone mamba-130m bert-base --step infer --pairs 256 --modes packed \
      --anchors none --out $RES/s8-infer 2>&1 | grep "^|" | head -16
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|smoke" >&2; exit 2 ;;
+ninth3)  # (carry .whl .gpu/COMMIT) the direct Triton launch (triton_utils.launch): its CUDA test (bitwise equal to
+         # Triton's own launch), the host time of a launch both ways, then issue 13's ratios in one run: all four
+         # backbones at 64 and 256 pairs, packed and Mamba's recompute mode, transformers' SDPA beside BERT (the
+         # mamba-ssm anchor needs its 7-minute build: not this call); mamba-130m again with the jit launch; inference
+  CUDA_VISIBLE_DEVICES_FOR_TESTS=1 timeout 120 python3 -m pytest -q -p no:cacheprovider -rs \
+    tests/kernels/test_triton_launch.py tests/models/test_mamba.py -k "direct_launch or triton_backend_matches" 2>&1 | tail -4
+  timeout -s INT 60 python3 benchmarks/bench_launch.py --out $RES/launch.json 2>&1 | tail -3
+  pack > /dev/null
+  timeout -s INT 300 $R bench train --backbone mamba-130m bert-base mamba-370m bert-large --pairs 64 256 \
+     --modes packed recompute --anchors transformers --out $RES/s8-all > $OUT/s8-all.log 2>&1
+  grep -E "^\| (mamba|bert)" $OUT/s8-all.log | tail -16
+  pack > /dev/null
+  RERANKERS_TRITON_LAUNCH=jit timeout -s INT 60 $R bench train --backbone mamba-130m --pairs 64 256 --modes packed \
+     --anchors none --out $RES/s8-130m-jit > $OUT/s8-130m-jit.log 2>&1; grep -E "^\| mamba" $OUT/s8-130m-jit.log | tail -2
+  pack > /dev/null
+  timeout -s INT 60 $R bench profile --backbone mamba-130m bert-base --step infer --pairs 256 --modes packed \
+     --anchors none --out $RES/s8-infer-direct 2>&1 | grep "^| [mb]" | head -3
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|smoke" >&2; exit 2 ;;
 esac

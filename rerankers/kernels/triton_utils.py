@@ -16,6 +16,13 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+try:  # the direct launch (:func:`launch`) is written against Triton 3.4+'s CompiledKernel.run
+    from triton import knobs
+    from triton.runtime.driver import driver
+    _DIRECT = tuple(int(v) for v in triton.__version__.split(".")[:2]) >= (3, 4)
+except (ImportError, ValueError):
+    _DIRECT = False
+
 
 def interpreting() -> bool:
     """True under ``TRITON_INTERPRET=1`` (the kernels then run on CPU tensors: tests)."""
@@ -55,6 +62,60 @@ def row_major(x: Tensor | None) -> Tensor | None:
     if x is None:
         return None
     return x if x.stride(-1) == 1 else x.contiguous()
+
+
+# "jit": every launch through Triton's JITFunction.run (its per-call binding, specialisation and cache key); else
+# (the default) a launch whose specialisation compiled before goes straight to the compiled kernel (:func:`launch`)
+LAUNCH_ENV = "RERANKERS_TRITON_LAUNCH"
+_COMPILED: dict[tuple, tuple] = {}
+
+
+def _spec(a):
+    """What Triton specialises a launch argument on, or finer: a tensor's dtype and 16-byte alignment; an int's
+    width, == 1 and divisibility by 16; the value of a bool. ``...`` for anything else (no shortcut then)."""
+    if isinstance(a, Tensor):
+        return a.dtype, a.data_ptr() % 16 == 0
+    if isinstance(a, bool) or a is None:
+        return a
+    if isinstance(a, int):
+        return -2 ** 31 <= a < 2 ** 31, a == 1, a % 16 == 0
+    if isinstance(a, float):
+        return float
+    return ...
+
+
+def _hooked() -> bool:
+    """A launch hook is set (Triton 3.6 keeps them as chains, empty by default)."""
+    hooks = (knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook)
+    return any(h is not None and bool(getattr(h, "calls", True)) for h in hooks)
+
+
+def launch(fn, grid: tuple[int, ...], *args, **kw):
+    """``fn[grid](*args, **kw)``: runtime arguments positional, constexprs and launch options (num_warps,
+    maxnreg) by keyword. Returns the compiled kernel. On the GPU, once a launch with the same constexprs, options
+    and argument specialisations (:func:`_spec`) has compiled, the next goes to that ``CompiledKernel``
+    directly: Triton's per-call binding, specialisation, cache key and global-value checks are host time on
+    each of the ~270 launches of a Mamba training step (KERNEL_NOTES.md, eighth session). The interpreter, a
+    launch hook (a profiler's), ``RERANKERS_TRITON_LAUNCH=jit`` or an argument it cannot key take the usual path."""
+    if not _DIRECT or interpreting() or os.environ.get(LAUNCH_ENV) == "jit" or _hooked():
+        return fn[grid](*args, **kw)
+    specs = tuple(map(_spec, args))
+    if ... in specs:
+        return fn[grid](*args, **kw)
+    device = driver.active.get_current_device()
+    key = (fn, device, tuple(kw.items()), specs)
+    hit = _COMPILED.get(key)
+    if hit is None:
+        compiled = fn[grid](*args, **kw)
+        names = fn.arg_names[len(args):]
+        if all(n in kw for n in names):  # every parameter after the positional ones is a constexpr passed here
+            _COMPILED[key] = (compiled, tuple(kw[n] for n in names))
+        return compiled
+    compiled, tail = hit
+    g = (*grid, 1, 1)
+    compiled.run(g[0], g[1], g[2], driver.active.get_current_stream(device), compiled.function,
+                 compiled.packed_metadata, None, None, None, *args, *tail)
+    return compiled
 
 
 def int32_cu(cu_seqlens: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..custom_op import kernel_op
-from ..triton_utils import cdiv, check_device, interpreting, next_pow2, row_major
+from ..triton_utils import cdiv, check_device, interpreting, launch, next_pow2, row_major
 from .backward import _add_rmsnorm_bwd_kernel
 from .forward import _add_rmsnorm_fwd_kernel
 from .reference import check_add_rmsnorm_shapes, residual_out_dtype
@@ -90,7 +90,7 @@ def launch_forward(hidden: Tensor, residual: Tensor | None, weight: Tensor, eps:
     if T > 0:
         BH, BR, nw = _tile(H, cfg.rows, cfg.warps)
         r = residual if residual is not None else hidden
-        _add_rmsnorm_fwd_kernel[(cdiv(T, BR),)](
+        launch(_add_rmsnorm_fwd_kernel, (cdiv(T, BR),),
             hidden, r, weight, out, res if store_residual else out, rstd, T, H, hidden.stride(0), r.stride(0),
             out.stride(0), res.stride(0) if store_residual else 0, eps, HAS_R=residual is not None,
             STORE_RES=store_residual, ROUND=_round_code(hidden, residual), BR=BR, BH=BH, num_warps=nw)
@@ -119,7 +119,7 @@ def launch_backward(dout: Tensor, dres: Tensor | None, x: Tensor, residual: Tens
     part = torch.empty((programs, H), dtype=torch.float32, device=x.device)
     r = residual if residual is not None else x
     d = dres if dres is not None else dout
-    _add_rmsnorm_bwd_kernel[(programs,)](
+    launch(_add_rmsnorm_bwd_kernel, (programs,),
         dout, d, x, r, weight, rstd, dx, dx2 if split else dx, part, T, H, dout.stride(0), d.stride(0), x.stride(0),
         r.stride(0), dx.stride(0), dx2.stride(0) if split else 0, HAS_DRES=dres is not None,
         HAS_R=residual is not None, ROUND=round_code, DX2=split, BR=BR, BH=BH, TILES=tiles, num_warps=nw)

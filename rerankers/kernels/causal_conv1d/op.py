@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from ..custom_op import kernel_op
-from ..triton_utils import cdiv, check_device, int32_cu, interpreting, log_s, next_pow2, row_major
+from ..triton_utils import cdiv, check_device, int32_cu, interpreting, launch, log_s, next_pow2, row_major
 from .backward import _conv_bwd_walk_kernel
 from .forward import _conv_fwd_walk_kernel
 
@@ -65,7 +65,7 @@ def launch_forward(x: Tensor, weight: Tensor, bias: Tensor | None, cu_seqlens: T
     y = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
     if T > 0 and S > 0:
         R, n_rb, BD = _walk_grid(T, cfg.block_t, cfg.warps, cfg.row_blocks)
-        _conv_fwd_walk_kernel[(n_rb, cdiv(Dm, BD))](
+        launch(_conv_fwd_walk_kernel, (n_rb, cdiv(Dm, BD)),
             x, weight, bias if bias is not None else weight, y, int32_cu(cu_seqlens), x.stride(0), y.stride(0), T, Dm,
             S, W=weight.shape[1], LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=cfg.block_t, R=R, BD=BD,
             num_warps=cfg.warps)
@@ -87,7 +87,7 @@ def launch_backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None, 
     R, n_rb, BD = _walk_grid(T, cfg.block_t_bwd, cfg.warps_bwd, cfg.row_blocks_bwd)
     dx = torch.empty((T, Dm), dtype=x.dtype, device=x.device)
     part = torch.empty((n_rb, W + 1, Dm), dtype=torch.float32, device=x.device)
-    _conv_bwd_walk_kernel[(n_rb, cdiv(Dm, BD))](
+    launch(_conv_bwd_walk_kernel, (n_rb, cdiv(Dm, BD)),
         x, weight, bias if bias is not None else weight, dy, int32_cu(cu_seqlens), dx, part,
         x.stride(0), dy.stride(0), dx.stride(0), T, Dm, S,
         W=W, LOG_S=log_s(S), HAS_BIAS=bias is not None, SILU=silu, BT=cfg.block_t_bwd, R=R, BD=BD,

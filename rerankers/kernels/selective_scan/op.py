@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..custom_op import kernel_op
-from ..triton_utils import cdiv, check_device, int32_cu, interpreting, log_s, next_pow2, row_major
+from ..triton_utils import cdiv, check_device, int32_cu, interpreting, launch, log_s, next_pow2, row_major
 from .backward import _scan_bwd_kernel, _scan_bwd_local_kernel, _scan_states_kernel
 from .forward import _scan_chain_kernel, _scan_fwd_kernel, _scan_fwd_local_kernel
 
@@ -270,7 +270,7 @@ def _chain(vec: Tensor, dts: Tensor, flag: Tensor, A_t: Tensor, reverse: bool) -
     if n_win == 1:  # nothing to carry (and Triton's coalesce pass trips over the empty loop)
         return torch.zeros_like(vec)
     out = torch.empty_like(vec)
-    _scan_chain_kernel[(cdiv(Dm, 32),)](vec, dts, flag, A_t, out, Dm, n_win, Dm, N, REVERSE=reverse,
+    launch(_scan_chain_kernel, (cdiv(Dm, 32),), vec, dts, flag, A_t, out, Dm, n_win, Dm, N, REVERSE=reverse,
                                         G=CHAIN_GROUP, BD=32, NP=next_pow2(N), num_warps=1)
     return out
 
@@ -309,11 +309,11 @@ def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
                   W=_loop_bound(W, runtime), RUNTIME_WL=runtime, BT=block_t, BD=32 * warps, NP=next_pow2(N),
                   EVEN_N=next_pow2(N) == N,
                   **_launch_options(warps, cfg.registers))
-    k = _scan_fwd_local_kernel[grid](u, delta, A_t, B, bp, send, dts, flag, cu, u.stride(0), delta.stride(0),
+    k = launch(_scan_fwd_local_kernel, grid, u, delta, A_t, B, bp, send, dts, flag, cu, u.stride(0), delta.stride(0),
                                      B.stride(0), Dm, T, Dm, N, S, W, **consts)
     _record(stats, "fwd_local", k)
     hin = _chain(send, dts, flag, A_t, reverse=False)
-    k = _scan_fwd_kernel[grid](
+    k = launch(_scan_fwd_kernel, grid,
         u, delta, A_t, B, C, D if D is not None else u, z if z is not None else u, bp, y, hin,
         states if states is not None else hin, cu,
         u.stride(0), delta.stride(0), B.stride(0), C.stride(0), z.stride(0) if z is not None else 0, y.stride(0),
@@ -341,7 +341,7 @@ def recompute_chunk_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta
     if T == 0 or S == 0:
         return states
     bp = delta_bias if delta_bias is not None else u
-    k = _scan_states_kernel[(n_win, cdiv(Dm, 32 * warps))](
+    k = launch(_scan_states_kernel, (n_win, cdiv(Dm, 32 * warps)),
         u, delta, A.t().contiguous().float(), B, bp, hin.contiguous(), states, int32_cu(cu_seqlens),
         u.stride(0), delta.stride(0), B.stride(0), Dm, T, Dm, N, S, W,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=_loop_bound(W, runtime),
@@ -388,13 +388,13 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
         consts = dict(LOG_S=log_s(S), HAS_Z=z is not None, HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus,
                       W=_loop_bound(W, runtime), RUNTIME_WL=runtime, BT=block_t, BD=32 * warps,
                       NP=next_pow2(N), EVEN_N=next_pow2(N) == N)
-        k = _scan_bwd_local_kernel[grid](dy, delta, A_t, C, zp, bp, gin, dts, flag, cu, dy.stride(0),
+        k = launch(_scan_bwd_local_kernel, grid, dy, delta, A_t, C, zp, bp, gin, dts, flag, cu, dy.stride(0),
                                          delta.stride(0), C.stride(0), zp.stride(0), Dm, T, Dm, N, S, W, **consts,
                                          num_warps=warps)
         _record(stats, "bwd_local", k)
         gout = _chain(gin, dts, flag, A_t, reverse=True)
         dzp = dz if z is not None else du
-        k = _scan_bwd_kernel[grid](
+        k = launch(_scan_bwd_kernel, grid,
             dy, u, delta, A_t, B, C, D if D is not None else u, zp, bp, states, gout, cu,
             du, ddelta, dzp, dB, dC, dA_t, dD, dbias,
             dy.stride(0), u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0),

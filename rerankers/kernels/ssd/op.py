@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..triton_utils import cdiv, check_device, interpreting, next_pow2, row_major
+from ..triton_utils import cdiv, check_device, interpreting, launch, next_pow2, row_major
 from ..varlen import check_cu_seqlens, sequence_ids
 from .backward import _ssd_chunk_bwd_kernel, _ssd_dstart_kernel, _ssd_state_passing_bwd_kernel
 from .chunked import ssd_chunked_varlen
@@ -99,14 +99,14 @@ def ssd_forward_triton(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     ld = torch.empty((K, H), device=dev, dtype=torch.float32)            # the entering ones; passing log-decays
     y = torch.empty((T, H, P), device=dev, dtype=x.dtype)
     bias = dt_bias if dt_bias is not None else A
-    _ssd_chunk_state_kernel[(K, H)](
+    launch(_ssd_chunk_state_kernel, (K, H),
         x, dt, A, B, bias, seq, dtd, cs, start, ld, T, H, P, N, H // L.G,
         x.stride(0), x.stride(1), dt.stride(0), dt.stride(1), B.stride(0), B.stride(1), L.lo, L.hi,
         Q=L.Q, BP=L.BP, BN=L.BN, HAS_BIAS=dt_bias is not None, SOFTPLUS=bool(dt_softplus), HAS_LIMIT=L.has_limit,
         LOWP=L.lowp, LP_FP16=L.fp16, num_warps=WARPS["fwd"])
     blk = L.passing_block()
-    _ssd_state_passing_kernel[(H, cdiv(P * N, blk))](start, ld, start, K, H, P * N, BLOCK=blk)
-    _ssd_chunk_scan_kernel[(K, H)](
+    launch(_ssd_state_passing_kernel, (H, cdiv(P * N, blk)), start, ld, start, K, H, P * N, BLOCK=blk)
+    launch(_ssd_chunk_scan_kernel, (K, H),
         x, B, C, D if D is not None else A, seq, dtd, cs, start, y, T, H, P, N, H // L.G,
         x.stride(0), x.stride(1), B.stride(0), B.stride(1), C.stride(0), C.stride(1),
         Q=L.Q, BP=L.BP, BN=L.BN, HAS_D=D is not None, LOWP=L.lowp, LP_FP16=L.fp16, num_warps=WARPS["fwd"])
@@ -126,13 +126,13 @@ def ssd_backward_triton(dy: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
     f32 = dict(device=dev, dtype=torch.float32)
     dy = row_major(dy)
     dstart = torch.empty((K, H, P, N), **f32)
-    _ssd_dstart_kernel[(K, H)](dy, C, seq, cs, dstart, T, H, P, N, R, dy.stride(0), dy.stride(1),
+    launch(_ssd_dstart_kernel, (K, H), dy, C, seq, cs, dstart, T, H, P, N, R, dy.stride(0), dy.stride(1),
                                C.stride(0), C.stride(1), Q=L.Q, BP=L.BP, BN=L.BN, LOWP=L.lowp, LP_FP16=L.fp16,
                                num_warps=WARPS["fwd"])
     blk = L.passing_block()
     nblk = cdiv(P * N, blk)
     dld = torch.empty((K, H, nblk), **f32)
-    _ssd_state_passing_bwd_kernel[(H, nblk)](dstart, start, ld, dstart, dld, K, H, P * N, BLOCK=blk)
+    launch(_ssd_state_passing_bwd_kernel, (H, nblk), dstart, start, ld, dstart, dld, K, H, P * N, BLOCK=blk)
     dstate = dstart   # in place: the gradient of each chunk's end state
     dld = dld.sum(-1).contiguous()
     dx = torch.empty((T, H, P), device=dev, dtype=x.dtype)
@@ -141,7 +141,7 @@ def ssd_backward_triton(dy: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
     dCh = torch.empty((T, H, N), **f32)
     dA, dD, dbias = (torch.zeros((K, H), **f32) for _ in range(3))
     bias = dt_bias if dt_bias is not None else A
-    _ssd_chunk_bwd_kernel[(K, H)](
+    launch(_ssd_chunk_bwd_kernel, (K, H),
         x, dt, A, B, C, D if D is not None else A, bias, dy, seq, dtd, cs, start, dstate, dld,
         dx, ddt, dBh, dCh, dA, dD, dbias, T, H, P, N, R,
         x.stride(0), x.stride(1), dt.stride(0), dt.stride(1), B.stride(0), B.stride(1), C.stride(0), C.stride(1),
