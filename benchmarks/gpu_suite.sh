@@ -48,7 +48,7 @@
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -454,5 +454,19 @@ ninth3)  # (carry .whl .gpu/COMMIT) the direct Triton launch (triton_utils.launc
   timeout -s INT 60 $R bench profile --backbone mamba-130m bert-base --step infer --pairs 256 --modes packed \
      --anchors none --out $RES/s8-infer-direct 2>&1 | grep "^| [mb]" | head -3
   pack ;;
-*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|smoke" >&2; exit 2 ;;
+ninth4)  # (carry .whl .gpu/COMMIT .gpu/old = 42553d3) after the host cuts (A states-major from the mixer: three
+         # copies a layer fewer; cu_seqlens without a dispatch; the bench step walks train() only when needed): the
+         # CUDA tests (the direct launch's now compares the atomically summed gradients to 1e-5), mamba-130m beside
+         # bert-base at 64 and 256 pairs, packed inference by kernel, and .gpu/old's inference in the same call
+  gpu_tests 150
+  timeout -s INT 110 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
+     --out $RES/s8-final > $OUT/s8-final.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s8-final.log | tail -8
+  pack > /dev/null
+  timeout -s INT 70 $R bench profile --backbone mamba-130m bert-base --step infer --pairs 256 --modes packed \
+     --anchors none --out $RES/s8-infer-final 2>&1 | grep "^| [mb]" | head -3
+  pack > /dev/null
+  timeout -s INT 60 $OLD_CLI bench profile --backbone mamba-130m --step infer --pairs 256 --modes packed \
+     --anchors none --out $RES/s8-infer-old 2>&1 | grep "^| [mb]" | head -3
+  pack ;;
+*) echo "usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|smoke" >&2; exit 2 ;;
 esac

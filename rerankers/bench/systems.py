@@ -139,7 +139,8 @@ class TrainStep:
         self.optimizer = build_optimizer(system.module, lr, 0.01, device)
 
     def __call__(self, batch: PackedBatch) -> float:
-        self.system.module.train()
+        if not self.system.module.training:  # (a walk over every submodule: host time, as rerank train does once)
+            self.system.module.train()
         loss = self.system.backward(batch, self.loss_fn, self.group_size, self.autocast)
         torch.nn.utils.clip_grad_norm_(self.params, 1.0)
         self.optimizer.step()

@@ -119,7 +119,9 @@ def launch(fn, grid: tuple[int, ...], *args, **kw):
 
 
 def int32_cu(cu_seqlens: Tensor) -> Tensor:
-    """(S+1,) int32 contiguous: the ``cu_seqlens`` the kernels read."""
+    """(S+1,) int32 contiguous: the ``cu_seqlens`` the kernels read (itself where it is one: no dispatch)."""
+    if cu_seqlens.dtype == torch.int32 and cu_seqlens.is_contiguous():
+        return cu_seqlens
     return cu_seqlens.to(torch.int32).contiguous()
 
 

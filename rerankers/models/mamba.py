@@ -38,6 +38,7 @@ from torch.utils.checkpoint import checkpoint
 from rerankers.data.packing import PackedBatch
 from rerankers.errors import ModelConfigError
 from rerankers.kernels import add_rmsnorm, causal_conv1d_varlen, selective_scan_varlen
+from rerankers.kernels.precision import as_dtype
 from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens, right_padded_lengths
 from rerankers.models.adapter import BackboneAdapter, special_token_ids
 from rerankers.models.checkpoint_files import read_state_dict
@@ -166,8 +167,10 @@ class MambaMixer(nn.Module):
         conv = functools.partial(causal_conv1d_varlen, x_in, self.conv1d.weight[:, 0], self.conv1d.bias,
                                  cu_seqlens, activation="silu", backend=self.kernel_backend)
         x = conv()
-        A = -torch.exp(self.A_log.float())                                 # (Di, N)
-        D, dt_bias = self.D.float(), self.dt_proj.bias.float()
+        # (Di, N), as the transpose of a (N, Di) tensor: the scan reads A states-major, so its launchers then make
+        # no copy of it (three a layer) and its gradient comes back as a view
+        A = -torch.exp(as_dtype(self.A_log, torch.float32).t().contiguous()).t()
+        D, dt_bias = as_dtype(self.D, torch.float32), as_dtype(self.dt_proj.bias, torch.float32)
         # the hooks cover only the ops that save x or delta (each saved tensor through them is a Python call)
         with RecomputeSaved() if rec else contextlib.nullcontext() as saved:
             if rec:  # marked before x_proj saves it

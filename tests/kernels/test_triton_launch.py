@@ -1,7 +1,7 @@
 """rerankers.kernels.triton_utils.launch: a launch whose specialisation compiled before goes to the compiled kernel
-directly. On the GPU (compiled kernels): the scan's forward and backward through it equal, bitwise, the same calls
-through Triton's JITFunction.run, for a second call (the cache's hit path) and for a misaligned view (a new
-specialisation, which must not reuse the aligned compilation)."""
+directly. On the GPU (compiled kernels): the scan's forward and backward through it equal the same calls through
+Triton's JITFunction.run (bitwise, but for the gradients summed with atomics), for a second call (the cache's hit
+path) and for a misaligned view (a new specialisation, which must not reuse the aligned compilation)."""
 from __future__ import annotations
 
 import math
@@ -15,6 +15,10 @@ from rerankers.kernels.varlen import cu_seqlens_from_lengths
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
                                 reason="the direct launch runs compiled kernels on CUDA (the interpreter takes "
                                        "Triton's own path)")
+
+
+# gradients the backward sums over channels or tokens with atomic adds (their order is not fixed)
+ATOMIC = ("A", "B", "C", "D", "bias")
 
 
 def _scan_grads(u, delta, A, B, C, D, z, bias, cu):
@@ -50,7 +54,10 @@ def test_direct_launch_equals_jit_launch_bitwise(monkeypatch):
         monkeypatch.setenv(triton_utils.LAUNCH_ENV, "jit")
         jit = _scan_grads(*xs, cu)
         for name, a, b in zip(("y", "u", "delta", "A", "B", "C", "D", "z", "bias"), direct, jit):
-            assert torch.equal(a, b), f"{name} differs between the direct and the jit launch (offset {offset})"
+            if name in ATOMIC:  # summed with atomics: the order of the adds, so the last bits, vary between runs
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"{name} (offset {offset})")
+            else:
+                assert torch.equal(a, b), f"{name} differs between the direct and the jit launch (offset {offset})"
     misaligned = {k for k in triton_utils._COMPILED if (torch.bfloat16, False) in k[3]}
     assert misaligned, "the misaligned view made no entry of its own"
     assert len(triton_utils._COMPILED) >= 6, "the scan's kernels were not cached"

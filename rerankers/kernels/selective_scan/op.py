@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..custom_op import kernel_op
+from ..precision import as_dtype
 from ..triton_utils import cdiv, check_device, int32_cu, interpreting, launch, log_s, next_pow2, row_major
 from .backward import _scan_bwd_kernel, _scan_bwd_local_kernel, _scan_states_kernel
 from .forward import _scan_chain_kernel, _scan_fwd_kernel, _scan_fwd_local_kernel
@@ -265,6 +266,15 @@ def window_bound(W: int) -> int:
     return next_pow2(W) if interpreting() else max(WINDOW_MAX, next_pow2(W))
 
 
+def _states_major(A: Tensor) -> Tensor:
+    """A (D, N) as the kernels read it: (N, D) fp32, channels contiguous. Free where A is the transpose of such a
+    tensor (Mamba's mixer builds it so); else one copy."""
+    A_t = A.t()
+    if A_t.dtype == torch.float32 and A_t.is_contiguous():
+        return A_t
+    return A_t.contiguous().float()
+
+
 def _chain(vec: Tensor, dts: Tensor, flag: Tensor, A_t: Tensor, reverse: bool) -> Tensor:
     n_win, N, Dm = vec.shape
     if n_win == 1:  # nothing to carry (and Triton's coalesce pass trips over the empty loop)
@@ -298,7 +308,7 @@ def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         states = torch.empty((cdiv(T, block_t), N, Dm), dtype=torch.float32, device=u.device)
         if T == 0 or S == 0:
             return y, states
-    A_t = A.t().contiguous().float()  # (N, D)
+    A_t = _states_major(A)  # (N, D)
     cu = int32_cu(cu_seqlens)
     f32 = dict(dtype=torch.float32, device=u.device)
     send, dts = torch.empty((n_win, N, Dm), **f32), torch.empty((n_win, Dm), **f32)
@@ -342,7 +352,7 @@ def recompute_chunk_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta
         return states
     bp = delta_bias if delta_bias is not None else u
     k = launch(_scan_states_kernel, (n_win, cdiv(Dm, 32 * warps)),
-        u, delta, A.t().contiguous().float(), B, bp, hin.contiguous(), states, int32_cu(cu_seqlens),
+        u, delta, _states_major(A), B, bp, hin.contiguous(), states, int32_cu(cu_seqlens),
         u.stride(0), delta.stride(0), B.stride(0), Dm, T, Dm, N, S, W,
         HAS_BIAS=delta_bias is not None, SOFTPLUS=delta_softplus, LOG_S=log_s(S), W=_loop_bound(W, runtime),
         RUNTIME_WL=runtime, BT=block_t, BD=32 * warps, NP=next_pow2(N), EVEN_N=next_pow2(N) == N,
@@ -375,7 +385,7 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
     dA_t = torch.zeros((N, Dm), dtype=torch.float32, device=dev)
     dD, dbias = torch.zeros((Dm,), dtype=torch.float32, device=dev), torch.zeros((Dm,), dtype=torch.float32, device=dev)
     if T > 0 and S > 0:
-        A_t = A.t().contiguous().float()
+        A_t = _states_major(A)
         cu = int32_cu(cu_seqlens)
         W, runtime = backward_window(cfg, T, S, Dm, dev)
         n_win = cdiv(T, W)
@@ -404,10 +414,12 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
         _record(stats, "bwd", k)
     else:
         du.zero_(), ddelta.zero_(), dz.zero_()
-    dDo = dD.to(D.dtype) if D is not None else u.new_empty((0,))
-    dbo = dbias.to(delta_bias.dtype) if delta_bias is not None else u.new_empty((0,))
-    dA = dA_t.t().to(A.dtype).contiguous()  # .to(same dtype, memory_format=...) keeps the transposed view
-    return du, ddelta, dA, dB.to(B.dtype), dC.to(C.dtype), dDo, dz, dbo
+    dDo = as_dtype(dD, D.dtype) if D is not None else u.new_empty((0,))
+    dbo = as_dtype(dbias, delta_bias.dtype) if delta_bias is not None else u.new_empty((0,))
+    # in A's layout: a view where A is the transpose of a states-major tensor, else a copy
+    dA = as_dtype(dA_t.t(), A.dtype)
+    dA = dA if dA.stride() == A.stride() else dA.contiguous()
+    return du, ddelta, dA, as_dtype(dB, B.dtype), as_dtype(dC, C.dtype), dDo, dz, dbo
 
 
 # ---- the custom ops (the config as the six ints of _FLAT) and their autograd formula
