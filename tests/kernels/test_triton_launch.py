@@ -55,7 +55,8 @@ def test_direct_launch_equals_jit_launch_bitwise(monkeypatch):
         jit = _scan_grads(*xs, cu)
         for name, a, b in zip(("y", "u", "delta", "A", "B", "C", "D", "z", "bias"), direct, jit):
             if name in ATOMIC:  # summed with atomics: the order of the adds, so the last bits, vary between runs
-                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"{name} (offset {offset})")
+                err = ((a - b).norm() / b.norm()).item()  # norm-wise: a sum that cancels has no relative error
+                assert err < 1e-5, f"{name} (offset {offset}): norm-wise {err:.2e} between the direct and jit launch"
             else:
                 assert torch.equal(a, b), f"{name} differs between the direct and the jit launch (offset {offset})"
     misaligned = {k for k in triton_utils._COMPILED if (torch.bfloat16, False) in k[3]}
