@@ -23,7 +23,8 @@ ATOMIC = ("A", "B", "C", "D", "bias")
 
 def _scan_grads(u, delta, A, B, C, D, z, bias, cu):
     from rerankers.kernels.selective_scan.op import selective_scan_triton
-    xs = [t.detach().clone().requires_grad_() for t in (u, delta, A, B, C, D, z, bias)]
+    xs = [t.detach().requires_grad_() for t in (u, delta, A, B, C, D, z, bias)]  # (the same storage: a misaligned
+    # view stays misaligned)
     y = selective_scan_triton(*xs[:7], xs[7], cu)
     y.backward(torch.ones_like(y))
     return [y.detach(), *(x.grad for x in xs)]
