@@ -10,12 +10,12 @@ import it only where the Triton backend runs.
 from __future__ import annotations
 
 import functools
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..custom_op import kernel_op
+from ..custom_op import config_args, kernel_op
 from ..triton_utils import cdiv, check_device, interpreting, launch, next_pow2, row_major
 from .backward import _add_rmsnorm_bwd_kernel
 from .forward import _add_rmsnorm_fwd_kernel
@@ -201,7 +201,7 @@ def add_rmsnorm_triton(hidden: Tensor, residual: Tensor | None, weight: Tensor, 
     # reaches hidden through autograd directly
     store = keep_residual and (residual is not None or rdt != hidden.dtype)
     out, res, _ = _op(hidden, residual, weight, float(eps), residual_in_fp32, out_dtype or weight.dtype, store,
-                      *astuple(cfg), direct=direct)
+                      *config_args(cfg), direct=direct)
     if not keep_residual:
         return out, None
     return out, (res if store else hidden)

@@ -8,12 +8,12 @@ Imports triton: import it only where the Triton backend runs.
 """
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from ..custom_op import kernel_op
+from ..custom_op import config_args, kernel_op
 from ..triton_utils import cdiv, check_device, int32_cu, interpreting, launch, log_s, next_pow2, row_major
 from .backward import _conv_bwd_walk_kernel
 from .forward import _conv_fwd_walk_kernel
@@ -148,4 +148,4 @@ def causal_conv1d_triton(x: Tensor, weight: Tensor, bias: Tensor | None, cu_seql
     check_device(x, "causal conv1d")
     cfg = config or (INTERPRET_CONFIG if interpreting() else DEFAULT_CONFIG)
     _check_config(cfg)
-    return _op(x, weight, bias, cu_seqlens, activation is not None, *astuple(cfg), direct=direct)
+    return _op(x, weight, bias, cu_seqlens, activation is not None, *config_args(cfg), direct=direct)

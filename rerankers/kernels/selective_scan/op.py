@@ -132,8 +132,9 @@ _FLAT = ("window", "block_t", "warps", "window_bwd", "warps_bwd", "bwd_history",
 _BOOLS = ("recompute_states", "fit_fwd")
 
 
+@functools.lru_cache(maxsize=64)
 def _flat(cfg: ScanConfig) -> tuple[int | bool, ...]:
-    """The config as the custom ops take it (their schemas hold no dataclass)."""
+    """The config as the custom ops take it (their schemas hold no dataclass); cached, as ``config_args``."""
     return tuple(bool(getattr(cfg, f)) if f in _BOOLS else int(getattr(cfg, f)) for f in _FLAT)
 
 
