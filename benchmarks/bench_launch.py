@@ -51,7 +51,9 @@ def main() -> None:
           torch.randn(T, D, device=dev, dtype=torch.bfloat16, requires_grad=True),
           torch.randn(D, device=dev, requires_grad=True)]
 
-    def scan_step():
+    def scan_step():  # (A row-major: the launchers copy it transposed, which Mamba's mixer's A spares them)
+        for x in xs:
+            x.grad = None
         y = selective_scan_triton(*xs, cu)
         y.sum().backward()
 

@@ -19,14 +19,16 @@ from triton.compiler import ASTSource
 log = logging.getLogger("compile_sm90")
 
 PTR_INT = {"cu_ptr", "flag_ptr"}
-PTR_FP32 = {"part_ptr", "A_ptr", "states_ptr", "hin_ptr", "send_ptr", "dts_ptr", "gin_ptr", "gout_ptr", "vec_ptr", "out_ptr",
-            "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "D_ptr", "bias_ptr", "dw_ptr", "db_ptr", "w_ptr",
-            "b_ptr"}
+# B / C in fp32: Mamba's mixer passes them so since the eighth session
+PTR_FP32 = {"B_ptr", "C_ptr", "part_ptr", "A_ptr", "states_ptr", "hin_ptr", "send_ptr", "dts_ptr", "gin_ptr",
+            "gout_ptr", "vec_ptr", "out_ptr", "dB_ptr", "dC_ptr", "dA_ptr", "dD_ptr", "dbias_ptr", "D_ptr", "bias_ptr",
+            "dw_ptr", "db_ptr", "w_ptr", "b_ptr"}
 
 
 def compile_kernel(fn, consts: dict, warps: int, dtype: str = "bf16"):
-    """Compile ``fn`` with bf16 activations, fp32 parameters/buffers, int32 scalars; pointers and
-    unmarked integers get Triton's usual 16-divisibility unless the kernel says do_not_specialize
+    """Compile ``fn`` with bf16 activations, fp32 parameters / buffers and B / C (as Mamba's mixer passes them),
+    int32 scalars; pointers and unmarked integers get Triton's usual 16-divisibility unless the kernel says
+    do_not_specialize
     (N = 16 is divisible by 16, so it is specialised as at run time; T, S and n_win are not assumed)."""
     sig, attrs, cst = {}, {}, {}
     nospec = set(getattr(fn, "do_not_specialize", ()) or ())

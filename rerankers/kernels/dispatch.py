@@ -76,9 +76,12 @@ def selective_scan_varlen(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
                           delta_softplus: bool = True, backend: str | None = None) -> Tensor:
     """Varlen Mamba-1 selective scan over packed sequences (each starts from a zero state).
 
-    u, delta, z: (T, D); B, C: (T, N); A: (D, N); D, delta_bias: (D,); cu_seqlens: (S+1,) int32.
-    z, D and delta_bias may be None. Returns y: (T, D) in u's dtype; differentiable in every
-    floating input. See :mod:`rerankers.kernels.selective_scan.reference` for the exact semantics.
+    u, delta, z: (T, D); B, C: (T, N) in any float dtype; A: (D, N), negative (Mamba's -exp(A_log)); D,
+    delta_bias: (D,); cu_seqlens: (S+1,) int32. z, D and delta_bias may be None. Returns y: (T, D) in u's dtype;
+    differentiable in every floating input. See :mod:`rerankers.kernels.selective_scan.reference` for the exact
+    semantics. The Triton backend zeroes the state at a sequence start through its decay
+    (:data:`rerankers.kernels.selective_scan.forward.RESET_DT`): it needs A < 0, and a non-finite state (an
+    overflow) would reach the later sequences of its window instead of stopping at its own end.
     """
     _check_scan_shapes(u, delta, A, B, C, D, z, delta_bias, cu_seqlens)
     cu_seqlens = cu_seqlens.to(device=u.device)

@@ -47,7 +47,7 @@ def selective_scan_mamba_ssm(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: 
     # mamba-ssm wants a variable B / C in the input's dtype (our kernels take any float dtype: Mamba's mixer
     # passes them in fp32), and a row-major A
     B, C = B.to(u.dtype), C.to(u.dtype)
-    A = A.contiguous()  # Mamba's mixer passes A as a transposed view (our launchers read it states-major)
+    A = A.contiguous()  # Mamba's mixer passes A with transposed strides (our launchers read it states-major)
     y = mod.selective_scan_fn(p.pad(u), p.pad(delta), A, p.pad(B).unsqueeze(1), p.pad(C).unsqueeze(1), D, p.pad(z),
                               delta_bias, delta_softplus)
     return p.unpad(y)

@@ -168,7 +168,8 @@ class MambaMixer(nn.Module):
                                  cu_seqlens, activation="silu", backend=self.kernel_backend)
         x = conv()
         # (Di, N), as the transpose of a (N, Di) tensor: the scan reads A states-major, so its launchers then make
-        # no copy of it (three a layer) and its gradient comes back as a view
+        # no copy of it (they made three a layer, and one of dA), and dA comes back as a view (which A_log's gradient
+        # accumulation copies once into the parameter's layout)
         A = -torch.exp(as_dtype(self.A_log, torch.float32).t().contiguous()).t()
         D, dt_bias = as_dtype(self.D, torch.float32), as_dtype(self.dt_proj.bias, torch.float32)
         # the hooks cover only the ops that save x or delta (each saved tensor through them is a Python call)

@@ -134,6 +134,23 @@ def test_triton_equals_reference_output_and_every_gradient(case, cfg):
     assert_matches_reference(selective_scan_triton(*xs, cu, config=cfg), xs, cu, gy_seed=3)
 
 
+def test_states_not_a_power_of_two_and_A_as_mamba_passes_it():
+    """N = 5 (B / C rows loaded masked: EVEN_N off; the states padded to 8) and A with the transposed strides Mamba's
+    mixer gives it (the launchers read it states-major without a copy, and dA comes back in A's layout): output
+    and every gradient against the fp64 reference, A's gradient in A's strides."""
+    lengths = [13, 1, 30, 20]
+    T, Dm, N = sum(lengths), 40, 5
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(T, Dm, N, seed=31)
+    A_t = xs[2].detach().t().contiguous().requires_grad_()  # (N, D), channels contiguous
+    xs[2] = A_t.t()                                          # (D, N) with strides (1, D), as the mixer passes it
+    assert xs[2].stride() == (1, Dm)
+    assert_matches_reference(selective_scan_triton(*xs, cu, config=CFG), xs, cu, gy_seed=9)
+    y = selective_scan_triton(*xs, cu, config=CFG)
+    (dA,) = torch.autograd.grad(y.sum(), [xs[2]])
+    assert dA.stride() == xs[2].stride()
+
+
 @pytest.mark.parametrize("floor", [1, 12])
 def test_more_sequences_than_the_search_floor_covers(monkeypatch, floor):
     """520 sequences (> 2**9 - 1: the in-kernel search over cu_seqlens needs one halving past the default floor),
@@ -291,6 +308,15 @@ def test_custom_op_opcheck(monkeypatch):
                 cfg.recompute_states, cfg.fit_fwd, cfg.registers, cfg.registers_bwd)
         torch.library.opcheck(torch.ops.rerankers.selective_scan_fwd.default, args,
                               test_utils=("test_schema", "test_faketensor"))
+    # the backward with A in the transposed strides Mamba's mixer gives it: the fake's dA has the real one's layout
+    cfg = replace(CFG, recompute_states=True)
+    flat = (cfg.window, cfg.block_t, cfg.warps, cfg.window_bwd, cfg.warps_bwd, cfg.bwd_history, cfg.recompute_states,
+            cfg.fit_fwd, cfg.registers, cfg.registers_bwd)
+    xs[2] = xs[2].t().contiguous().t()
+    y, states = torch.ops.rerankers.selective_scan_fwd.default(*xs, cu, True, *flat)
+    torch.library.opcheck(torch.ops.rerankers.selective_scan_bwd.default, (torch.randn_like(y), *xs, cu, states, True,
+                                                                           *flat),
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 def test_softplus_overflow_branch_matches():

@@ -33,13 +33,14 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..triton_utils import _lower_bound, _row, _sigmoid, _softplus, _start_bits, _tile
+from ..triton_utils import LOG2E, _lower_bound, _row, _sigmoid, _softplus, _start_bits, _tile
 
-LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 # A sequence start zeroes the state by the decay alone: the start token's delta is replaced by this in
 # exp2(delta * A2), which is then exactly 0 (A2 is kept below -A2_FLOOR, so the product is <= -1e8), and
 # 0 * h + b = b is what a state reset to zero gives, bitwise, for any finite h. One select of delta per
-# channel and token instead of one of the state per channel, state and token (16 here).
+# channel and token instead of one of the state per channel, state and token (16 here). The price: A must be
+# negative (Mamba's -exp(A_log) is; an A above -A2_FLOOR / log2(e) counts as that bound), and a non-finite state
+# reaches the next sequences of its window (0 * inf), where a select would have stopped it.
 RESET_DT: tl.constexpr = tl.constexpr(1e38)
 A2_FLOOR: tl.constexpr = tl.constexpr(1e-30)
 
@@ -106,7 +107,8 @@ def _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD: tl.constexpr, HAS_
     and delta_bias (zeros where absent)."""
     mdn = md[:, None] & mn[None, :]
     hn_off = offs_n[None, :] * s_h + offs_d[:, None]
-    A2 = tl.minimum(tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E, -A2_FLOOR)  # (see RESET_DT)
+    A2 = tl.minimum(tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E, -A2_FLOOR,
+                    propagate_nan=tl.PropagateNan.ALL)  # (see RESET_DT)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
     else:
@@ -164,7 +166,8 @@ def _scan_chain_kernel(vec_ptr, dts_ptr, flag_ptr, A_ptr, out_ptr, s_h, n_win, D
     offs_n = tl.arange(0, NP)
     mdn = md[:, None] & (offs_n < N)[None, :]
     hn_off = offs_n[None, :] * s_h + offs_d[:, None]
-    A2 = tl.minimum(tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E, -A2_FLOOR)  # (see RESET_DT)
+    A2 = tl.minimum(tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E, -A2_FLOOR,
+                    propagate_nan=tl.PropagateNan.ALL)  # (see RESET_DT)
     h = tl.zeros([BD, NP], dtype=tl.float32)
     first = n_win - 1 if REVERSE else 0
     tl.store(out_ptr + first * Dm * N + hn_off, h, mask=mdn)
