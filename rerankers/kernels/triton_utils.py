@@ -139,11 +139,17 @@ LN2: tl.constexpr = tl.constexpr(0.6931471805599453)
 
 
 @triton.jit
+def _approx(x, OP: tl.constexpr):
+    """PTX's ``OP.approx.ftz.f32`` of fp32 ``x``: one MUFU op (compiled kernels only)."""
+    return tl.inline_asm_elementwise(f"{OP}.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32, is_pure=True,
+                                     pack=1)
+
+
+@triton.jit
 def _lg2(x):
     """log2(x), fp32."""
     if FAST_MATH:
-        return tl.inline_asm_elementwise("lg2.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
-                                         is_pure=True, pack=1)
+        return _approx(x, "lg2")
     else:
         return tl.log2(x)
 
@@ -152,8 +158,7 @@ def _lg2(x):
 def _rcp(x):
     """1 / x, fp32."""
     if FAST_MATH:
-        return tl.inline_asm_elementwise("rcp.approx.ftz.f32 $0, $1;", "=f,f", [x], dtype=tl.float32,
-                                         is_pure=True, pack=1)
+        return _approx(x, "rcp")
     else:
         return 1.0 / x
 
