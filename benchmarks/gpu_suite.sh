@@ -43,6 +43,8 @@
 #   bash benchmarks/gpu_suite.sh eighth  the CUDA tests while the anchors build; then eighth2 (< 30 s later): issue
 #                                        13's ratios in one run with both anchors
 #   bash benchmarks/gpu_suite.sh ninth   (eighth session) the walks' instruction cuts against .gpu/old; then ninth2
+#                                        (profiles); ninth3 (direct launches, all four backbones); ninth4 (host cuts)
+#   next session: eighth, then eighth2 (< 30 s later): every ratio of issue 13 in one run with both anchors
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
