@@ -59,6 +59,14 @@ def _bc_row(ptr, t, T, stride, offs_n, mn, EVEN_N: tl.constexpr):
 
 
 @triton.jit
+def _decay_rates(A_ptr, hn_off, mdn):
+    """(BD, NP) A * log2(e) from the states-major (N, D) A at ``hn_off``, kept below -A2_FLOOR (see RESET_DT; a
+    NaN stays NaN)."""
+    return tl.minimum(tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E, -A2_FLOOR,
+                      propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
 def _reset_dt(dt, sm, bit):
     """delta of a token for its decay: :data:`RESET_DT` where bit ``bit`` of the start mask ``sm`` is set."""
     return tl.where(((sm >> bit) & 1) != 0, RESET_DT, dt)
@@ -107,8 +115,7 @@ def _params(A_ptr, bias_ptr, s_h, offs_d, md, offs_n, mn, BD: tl.constexpr, HAS_
     and delta_bias (zeros where absent)."""
     mdn = md[:, None] & mn[None, :]
     hn_off = offs_n[None, :] * s_h + offs_d[:, None]
-    A2 = tl.minimum(tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E, -A2_FLOOR,
-                    propagate_nan=tl.PropagateNan.ALL)  # (see RESET_DT)
+    A2 = _decay_rates(A_ptr, hn_off, mdn)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + offs_d, mask=md, other=0.0).to(tl.float32)
     else:
@@ -166,8 +173,7 @@ def _scan_chain_kernel(vec_ptr, dts_ptr, flag_ptr, A_ptr, out_ptr, s_h, n_win, D
     offs_n = tl.arange(0, NP)
     mdn = md[:, None] & (offs_n < N)[None, :]
     hn_off = offs_n[None, :] * s_h + offs_d[:, None]
-    A2 = tl.minimum(tl.load(A_ptr + hn_off, mask=mdn, other=0.0) * LOG2E, -A2_FLOOR,
-                    propagate_nan=tl.PropagateNan.ALL)  # (see RESET_DT)
+    A2 = _decay_rates(A_ptr, hn_off, mdn)
     h = tl.zeros([BD, NP], dtype=tl.float32)
     first = n_win - 1 if REVERSE else 0
     tl.store(out_ptr + first * Dm * N + hn_off, h, mask=mdn)

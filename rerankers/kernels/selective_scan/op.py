@@ -282,7 +282,7 @@ def _chain(vec: Tensor, dts: Tensor, flag: Tensor, A_t: Tensor, reverse: bool) -
         return torch.zeros_like(vec)
     out = torch.empty_like(vec)
     launch(_scan_chain_kernel, (cdiv(Dm, 32),), vec, dts, flag, A_t, out, Dm, n_win, Dm, N, REVERSE=reverse,
-                                        G=CHAIN_GROUP, BD=32, NP=next_pow2(N), num_warps=1)
+           G=CHAIN_GROUP, BD=32, NP=next_pow2(N), num_warps=1)
     return out
 
 
@@ -321,7 +321,7 @@ def launch_forward(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
                   EVEN_N=next_pow2(N) == N,
                   **_launch_options(warps, cfg.registers))
     k = launch(_scan_fwd_local_kernel, grid, u, delta, A_t, B, bp, send, dts, flag, cu, u.stride(0), delta.stride(0),
-                                     B.stride(0), Dm, T, Dm, N, S, W, **consts)
+               B.stride(0), Dm, T, Dm, N, S, W, **consts)
     _record(stats, "fwd_local", k)
     hin = _chain(send, dts, flag, A_t, reverse=False)
     k = launch(_scan_fwd_kernel, grid,
@@ -400,8 +400,7 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
                       W=_loop_bound(W, runtime), RUNTIME_WL=runtime, BT=block_t, BD=32 * warps,
                       NP=next_pow2(N), EVEN_N=next_pow2(N) == N)
         k = launch(_scan_bwd_local_kernel, grid, dy, delta, A_t, C, zp, bp, gin, dts, flag, cu, dy.stride(0),
-                                         delta.stride(0), C.stride(0), zp.stride(0), Dm, T, Dm, N, S, W, **consts,
-                                         num_warps=warps)
+                   delta.stride(0), C.stride(0), zp.stride(0), Dm, T, Dm, N, S, W, **consts, num_warps=warps)
         _record(stats, "bwd_local", k)
         gout = _chain(gin, dts, flag, A_t, reverse=True)
         dzp = dz if z is not None else du

@@ -127,8 +127,7 @@ def ssd_backward_triton(dy: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor,
     dy = row_major(dy)
     dstart = torch.empty((K, H, P, N), **f32)
     launch(_ssd_dstart_kernel, (K, H), dy, C, seq, cs, dstart, T, H, P, N, R, dy.stride(0), dy.stride(1),
-                               C.stride(0), C.stride(1), Q=L.Q, BP=L.BP, BN=L.BN, LOWP=L.lowp, LP_FP16=L.fp16,
-                               num_warps=WARPS["fwd"])
+           C.stride(0), C.stride(1), Q=L.Q, BP=L.BP, BN=L.BN, LOWP=L.lowp, LP_FP16=L.fp16, num_warps=WARPS["fwd"])
     blk = L.passing_block()
     nblk = cdiv(P * N, blk)
     dld = torch.empty((K, H, nblk), **f32)
