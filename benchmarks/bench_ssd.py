@@ -149,7 +149,7 @@ def time_scan(scan, pairs: list[int], device: str, steps: int) -> list[dict]:
         for name, fn in systems:
             torch.cuda.reset_peak_memory_stats()
             sec = time_calls(lambda _i: run(fn, xs, cu, w), torch.device(device), warmup=3,
-                             repeats=steps).median_s
+                             repeats=steps).step_s
             row = {"system": name, "pairs": n, "tokens": sum(lengths), "fwd_bwd_ms": sec * 1e3,
                    "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30}
             log.info("scan %-28s pairs=%4d T=%6d  fwd+bwd %8.2f ms  peak %.2f GiB", name, n, row["tokens"],
@@ -192,7 +192,7 @@ def time_training(name: str, model, pairs: list[int], device: str, steps: int) -
                 p.grad = None
 
         torch.cuda.reset_peak_memory_stats()
-        sec = time_calls(lambda _i: step(), torch.device(device), warmup=2, repeats=steps).median_s
+        sec = time_calls(lambda _i: step(), torch.device(device), warmup=2, repeats=steps).step_s
         row = {"system": name, "pairs": n, "tokens": batch.num_tokens, "step_ms": sec * 1e3,
                "tokens_per_s": batch.num_tokens / sec, "peak_gib": torch.cuda.max_memory_allocated() / 2 ** 30}
         log.info("train %-12s pairs=%4d T=%6d  step %8.1f ms  %9.0f tokens/s  peak %.1f GiB", name, n,

@@ -50,7 +50,7 @@
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|tenth|tenth2|tenth3|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -90,6 +90,11 @@ gpu_tests() {
   CUDA_VISIBLE_DEVICES_FOR_TESTS=1 timeout ${1:-150} python3 -m pytest -q -p no:cacheprovider -rs \
     tests/models/test_packed_invariants.py tests/models/test_bert_backbone.py tests/models/test_mamba.py tests/kernels/test_triton_launch.py \
     -k "gpu or direct_flash or direct_launch or triton_backend_matches or (recompute_rebuilds and triton)" 2>&1 | tail -8
+}
+laps() {  # each row's timed laps (ms), from a bench_train.json folder
+  python3 -c "import json,sys; [print(r['backbone'], r['impl'], r['pairs'], 'mean', round(r['ms'], 1), 'median',
+    round(r.get('median_ms', 0), 1), 'laps', r.get('lap_ms')) for r in json.load(open(sys.argv[1]))['rows']]" \
+    $1/bench_train.json
 }
 pack() { tar czf "$OUT/results.tar.gz" -C $RES . ; ls -la $RES/*; }
 # the fourth session's checkout (.gpu/old: `git archive <commit> rerankers | tar -x -C .gpu/old`, carried): scripts see
@@ -342,7 +347,7 @@ seventh)  # (for the next session, one call of ~9 min; carry .whl .gpu/COMMIT .a
           # step after the squeeze (ff19b07: 72 strided copies fewer) beside transformers at 64 and 256 pairs and its
           # profile (seventh2, next: the 64-pair targets with every anchor, once the build is done)
   start_build
-  timeout -s INT 150 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed recompute \
+  timeout -s INT 100 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed recompute \
      --anchors none --out $RES/s7-370m > $OUT/s7-370m.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s7-370m.log | tail -4
   pack > /dev/null
   timeout -s INT 90 $R bench train --backbone mamba-130m bert-base --pairs 256 --modes packed recompute \
@@ -416,6 +421,47 @@ eighth2)  # (< 30 s after eighth) issue 13's ratios in one run, with both anchor
   timeout -s INT 520 $R bench train --backbone mamba-130m bert-base mamba-370m bert-large --pairs 64 256 \
      --modes packed recompute --anchors transformers mamba-ssm --out $RES/s8-train > $OUT/s8-train.log 2>&1
   grep -E "^\| (mamba|bert)" $OUT/s8-train.log | tail -20
+  pack ;;
+tenth)  # (ninth session; carry .whl (with bm25s, PyStemmer) .gpu/COMMIT .gpu/old = a22e3eb) no host wait inside a
+        # step: the CUDA no-sync tests, the synchronising sites left (benchmarks/find_syncs.py), then mamba-130m and
+        # bert-base at 64 and 256 pairs timed back to back (transformers' SDPA beside BERT), the same synchronised
+        # around each step (RERANKERS_TIMING=synced), and .gpu/old's (a step that reads its loss; synced timing)
+  CUDA_VISIBLE_DEVICES_FOR_TESTS=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -rs \
+    tests/train/test_no_host_sync.py 2>&1 | tail -6
+  timeout 120 python3 benchmarks/find_syncs.py --backbone mamba-130m bert-base --pairs 64 2>&1 | grep -v "^WARNING" | tail -30
+  timeout -s INT 200 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed \
+     --anchors transformers --out $RES/s9-train > $OUT/s9-train.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s9-train.log | tail -8
+  laps $RES/s9-train
+  pack > /dev/null
+  RERANKERS_TIMING=synced timeout -s INT 120 $R bench train --backbone mamba-130m bert-base --pairs 64 256 \
+     --modes packed --anchors none --out $RES/s9-train-synced > $OUT/s9-train-synced.log 2>&1
+  grep -E "^\| (mamba|bert)" $OUT/s9-train-synced.log | tail -4
+  pack > /dev/null
+  timeout -s INT 120 $OLD_CLI bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
+     --out $RES/s9-train-old > $OUT/s9-train-old.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s9-train-old.log | tail -6
+  pack ;;
+tenth2)  # (carry .whl .gpu/COMMIT .anchors) the anchors' build in the background (nothing is timed beside it: the
+         # build's 14 compile jobs would slow the host-bound steps), the CUDA tests and the kernels' checks; then tenth3
+  start_build
+  gpu_tests 150
+  CUDA_VISIBLE_DEVICES_FOR_TESTS=1 timeout 100 python3 -m pytest -q -p no:cacheprovider -rs tests/train/test_no_host_sync.py \
+    2>&1 | tail -2
+  timeout -s INT 100 python3 benchmarks/bench_kernels.py --only scancheck,convcheck --out $RES/s9-check 2>&1 \
+     | grep -E "PASS|FAIL|Error|rror" | tail -30
+  pack ;;
+tenth3)  # (< 30 s after tenth2; carry .gpu/old = a22e3eb too) issue 13's ratios in one run with both anchors, timed
+         # back to back: .gpu/old's 64-pair rows first (the order check), then mamba-130m, bert-base, bert-large with
+         # transformers' SDPA and mamba-ssm's CUDA Mamba, packed inference, mamba-370m packed and recomputing
+  WAIT_BUILD_S=240 wait_build
+  timeout -s INT 220 $R bench train --backbone mamba-130m bert-base bert-large --pairs 64 256 --modes packed \
+     --anchors transformers mamba-ssm --out $RES/s9-all > $OUT/s9-all.log 2>&1
+  grep -E "^\| (mamba|bert)" $OUT/s9-all.log | tail -12; laps $RES/s9-all
+  pack > /dev/null
+  timeout -s INT 60 $R bench profile --backbone mamba-130m bert-base --step infer --pairs 256 --modes packed \
+     --anchors none --out $RES/s9-infer 2>&1 | grep "^| [mb]" | head -3
+  pack > /dev/null
+  timeout -s INT 100 $R bench train --backbone mamba-370m --pairs 64 256 --modes packed recompute --anchors mamba-ssm \
+     --out $RES/s9-370m > $OUT/s9-370m.log 2>&1; grep -E "^\| mamba" $OUT/s9-370m.log | tail -6
   pack ;;
 ninth)  # (carry .whl .gpu/COMMIT .gpu/old = 42553d3) the walks' instruction cuts (softplus / sigmoid on MUFU, a
         # sequence start by the decay, B / C rows in fp32 and unmasked): the CUDA tests, the scan's and the conv's

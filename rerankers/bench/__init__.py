@@ -9,7 +9,9 @@ transformers' BERT with SDPA on padded batches, sentence-transformers' ``CrossEn
 rows of the same tables, measured in the same run, each checked against our model with the same
 weights before anything is timed.
 
-Methodology (llm.c's, :mod:`~rerankers.bench.timing`): device synchronisation around every timed
-call, warm-up calls dropped, the median of the rest, peak memory per row. Every output (JSON,
+Methodology (:mod:`~rerankers.bench.timing`): warm-up calls dropped, then the timed calls back to back
+with no synchronisation between them (as a training run), each timed on the GPU's clock; a row's time is
+their mean (``RERANKERS_TIMING=synced``: a synchronisation around every call and the median, llm.c's
+way), peak memory per row. Every output (JSON,
 Markdown, PNG; :mod:`~rerankers.bench.report`) names the card, the software versions and the command.
 """

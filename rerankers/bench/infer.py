@@ -63,7 +63,7 @@ def _id_batches(model, texts, cfg: InferBenchConfig, padded: bool):
 
 
 def _row(label: dict[str, Any], n_pairs: int, tokens: int, timing, scope: str) -> dict[str, Any]:
-    sec = timing.median_s
+    sec = timing.step_s
     return {**label, "scope": scope, "pairs": n_pairs, "real_tokens": tokens, "ms": sec * 1e3,
             "pairs_per_s": n_pairs / sec, "real_tokens_per_s": tokens / sec,
             "peak_memory_gib": timing.peak_memory_gib, "spread": timing.spread, "timed_calls": len(timing.seconds)}

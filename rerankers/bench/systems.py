@@ -24,6 +24,7 @@ from rerankers.data.packing import PackedBatch
 from rerankers.errors import ModelConfigError, UsageError
 from rerankers.models.mamba import set_recompute_mixer
 from rerankers.train.compile import training_forward
+from rerankers.train.guard import guarded_step
 from rerankers.train.losses import build_loss
 from rerankers.train.optim import build_optimizer
 
@@ -51,14 +52,15 @@ class System(abc.ABC):
         """(S,) scores of the batch's pairs (under the caller's autocast)."""
 
     def backward(self, batch: PackedBatch, loss_fn: nn.Module, group_size: int, autocast: torch.dtype | None
-                 ) -> float:
-        """Loss of the batch's groups, backpropagated; returns the loss."""
+                 ) -> Tensor:
+        """Loss of the batch's groups, backpropagated; returns the loss (0-d, detached, on the device: reading it
+        would make the host wait)."""
         with _autocast(batch.input_ids.device, autocast):
             scores = self.scores(batch)
         loss = loss_fn(scores.float().view(-1, group_size), _labels(scores.numel() // group_size, group_size,
                                                                     scores.device))
         loss.backward()
-        return float(loss.detach())
+        return loss.detach()
 
     def real_tokens(self, batch: PackedBatch) -> int:
         return batch.num_real_tokens
@@ -112,24 +114,26 @@ class Ours(System):
         return model._head(hidden.index_select(0, last if model.pooling == "last" else first))
 
     def backward(self, batch: PackedBatch, loss_fn: nn.Module, group_size: int, autocast: torch.dtype | None
-                 ) -> float:
+                 ) -> Tensor:
         if self.mode != "single":
             return super().backward(batch, loss_fn, group_size, autocast)
         views = single_views(batch)  # one sequence at a time, one group's graph alive at a time
         groups = len(views) // group_size
-        total = 0.0
+        total = torch.zeros((), device=batch.input_ids.device)
         for g in range(groups):
             with _autocast(batch.input_ids.device, autocast):
                 s = torch.cat([self.model(v) for v in views[g * group_size:(g + 1) * group_size]])
             loss = loss_fn(s.float().view(1, group_size), _labels(1, group_size, s.device)) / groups
             loss.backward()
-            total += float(loss.detach())
+            total += loss.detach()
         return total
 
 
 class TrainStep:
     """The training step of ``rerank train`` around a system: ``loss`` (LCE) over groups of ``group_size``, bf16
-    autocast (on CUDA), clipping at 1.0, AdamW (fused on CUDA) with the run's weight-decay groups."""
+    autocast (on CUDA), clipping at 1.0, the guarded AdamW update (fused on CUDA, a NaN / inf step skipped on
+    the device: :func:`rerankers.train.guard.guarded_step`) with the run's weight-decay groups. Like the loop's
+    step it never makes the host wait for the GPU; it returns the loss as a device tensor."""
 
     def __init__(self, system: System, device: torch.device, group_size: int, lr: float = 1e-5,
                  autocast: torch.dtype | None = None, loss: str = "lce"):
@@ -138,14 +142,17 @@ class TrainStep:
         self.params = [p for p in system.module.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(system.module, lr, 0.01, device)
 
-    def __call__(self, batch: PackedBatch) -> float:
+    def __call__(self, batch: PackedBatch) -> Tensor:
         if not self.system.module.training:  # (a walk over every submodule: host time, as rerank train does once)
             self.system.module.train()
         loss = self.system.backward(batch, self.loss_fn, self.group_size, self.autocast)
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.optimizer.step()
+        guarded_step(self.optimizer, self.params, loss, 1.0, _stop)
         self.optimizer.zero_grad(set_to_none=True)
         return loss
+
+
+def _stop(what: str, value: float):
+    raise FloatingPointError(f"the training step's {what} is {value}")
 
 
 @torch.no_grad()

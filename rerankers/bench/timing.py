@@ -1,4 +1,5 @@
-"""Timing and the environment of a measurement: synchronised calls, warm-up dropped, median of the rest."""
+"""Timing and the environment of a measurement: calls back to back on the GPU's clock, warm-up dropped, the
+timed span over the calls (:attr:`Timing.step_s`)."""
 from __future__ import annotations
 
 import contextlib
@@ -9,14 +10,13 @@ import platform
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from rerankers.train.progress import device_name, peak_memory_gib
+from rerankers.train.progress import StepClock, device_name, peak_memory_gib
 
 
 def synchronize(device: torch.device) -> None:
@@ -40,15 +40,28 @@ def release(device: torch.device) -> None:
 
 @dataclass
 class Timing:
-    """Seconds of each timed call (warm-up calls dropped) and the peak memory over all of them."""
+    """Seconds of each timed call (warm-up calls dropped), the peak memory over all of them, and how they were
+    timed: ``pipelined`` (back to back, each call the distance between its end and the previous call's end on the
+    GPU's clock) or synchronised around each call (``RERANKERS_TIMING=synced``; always on the CPU)."""
 
     seconds: list[float]
     warmup: int
     peak_memory_gib: float
+    pipelined: bool = False
 
     @property
     def median_s(self) -> float:
         return statistics.median(self.seconds)
+
+    @property
+    def mean_s(self) -> float:
+        return sum(self.seconds) / len(self.seconds)
+
+    @property
+    def step_s(self) -> float:
+        """A call's time: the mean where calls were pipelined (the timed span over the calls: one call's lap
+        depends on how far the host ran ahead in the one before, so only their sum is a rate), else the median."""
+        return self.mean_s if self.pipelined else self.median_s
 
     @property
     def spread(self) -> float:
@@ -56,28 +69,41 @@ class Timing:
         return (max(self.seconds) - min(self.seconds)) / self.median_s if self.median_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"median_ms": self.median_s * 1e3, "min_ms": min(self.seconds) * 1e3,
+        return {"median_ms": self.median_s * 1e3, "mean_ms": self.mean_s * 1e3, "min_ms": min(self.seconds) * 1e3,
                 "max_ms": max(self.seconds) * 1e3, "timed_calls": len(self.seconds),
-                "warmup_calls": self.warmup, "peak_memory_gib": self.peak_memory_gib}
+                "warmup_calls": self.warmup, "peak_memory_gib": self.peak_memory_gib, "pipelined": self.pipelined}
+
+
+TIMING_ENV = "RERANKERS_TIMING"  # "synced": synchronise around every timed call (the timing before the ninth session)
 
 
 def time_calls(fn: Callable[[int], Any], device: torch.device, warmup: int, repeats: int) -> Timing:
-    """Call ``fn(i)`` ``warmup`` times untimed, then ``repeats`` times, each timed between two
-    synchronisations; the peak memory is reset before the first call. ``repeats`` >= 1."""
+    """Call ``fn(i)`` ``warmup`` times untimed, synchronise, then ``repeats`` times back to back; each call's
+    time is the distance between its end and the previous call's end on the GPU's clock
+    (:class:`rerankers.train.progress.StepClock`: no synchronisation between calls, so that the host may
+    queue call i+1 while the GPU runs call i, as in a training run). ``RERANKERS_TIMING=synced``: a
+    synchronisation before and after each call instead. The peak memory is reset before the first call.
+    ``repeats`` >= 1."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"time_calls: repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    pipelined = device.type == "cuda" and os.environ.get(TIMING_ENV, "pipelined") != "synced"
     reset_peak_memory(device)
     for i in range(warmup):
         fn(i)
     synchronize(device)
-    seconds = []
+    clock = StepClock(device if pipelined else torch.device("cpu"))
+    laps = []
+    clock.restart()
     for i in range(warmup, warmup + repeats):
-        synchronize(device)
-        t0 = time.perf_counter()
+        if not pipelined:
+            synchronize(device)
+            clock.restart()
         fn(i)
-        synchronize(device)
-        seconds.append(time.perf_counter() - t0)
-    return Timing(seconds, warmup, peak_memory_gib(device))
+        if not pipelined:
+            synchronize(device)
+        laps.append(clock.lap())
+    synchronize(device)
+    return Timing([clock.seconds(lap) for lap in laps], warmup, peak_memory_gib(device), pipelined)
 
 
 def _version(module: str) -> str | None:
@@ -117,6 +143,7 @@ def environment(device: torch.device, command: str | None = None) -> dict[str, A
         env[module] = _version(module)
     # switches read from the environment that change what is measured (rerankers.kernels.selective_scan.op)
     env["RERANKERS_SCAN_RECOMPUTE"] = os.environ.get("RERANKERS_SCAN_RECOMPUTE")
+    env[TIMING_ENV] = os.environ.get(TIMING_ENV)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         env["sm_count"] = props.multi_processor_count

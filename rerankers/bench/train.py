@@ -45,7 +45,9 @@ class TrainBenchConfig:
     multiple of 256); compile: torch.compile mode of ours packed / static ("off", "default",
     "reduce-overhead"), as ``rerank train --compile``. lora: LoRA ranks, each a row of ours packed with the backbone
     frozen under peft adapters of that rank and the head trained (as ``rerank train --lora R``), beside full
-    fine-tuning; qlora: the same over a base whose target layers hold 4-bit NF4 weights (bitsandbytes)."""
+    fine-tuning; qlora: the same over a base whose target layers hold 4-bit NF4 weights (bitsandbytes). warmup:
+    untimed steps, at least one per batch of the rotation (a batch's first step may build per-shape state: cuDNN
+    attention plans for a padded shape, 1.8 s for transformers' BERT on the H200)."""
 
     backbones: Sequence[str] = ("mamba-130m", "bert-base")
     modes: Sequence[str] = ("packed", "padded", "single")
@@ -96,7 +98,7 @@ def _row(system: System, batches, timing, n_pairs: int, flops_per_token: float,
          device: torch.device) -> dict[str, Any]:
     real = sum(b.num_real_tokens for b in batches) / len(batches)
     computed = sum(padded_tokens(b) if system.mode == "padded" else b.num_tokens for b in batches) / len(batches)
-    sec = timing.median_s
+    sec = timing.step_s
     peak = peak_flops(device)
     tok_s = real / sec
     return {"backbone": system.name, "impl": system.impl, "mode": system.mode, "pairs": n_pairs,
@@ -105,7 +107,9 @@ def _row(system: System, batches, timing, n_pairs: int, flops_per_token: float,
             "trainable_parameters": sum(p.numel() for p in system.module.parameters() if p.requires_grad),
             "ms": sec * 1e3, "real_tokens_per_s": tok_s, "pairs_per_s": n_pairs / sec,
             "mfu": tok_s * flops_per_token / peak if peak else None, "peak_memory_gib": timing.peak_memory_gib,
-            "spread": timing.spread, "timed_steps": len(timing.seconds), "warmup_steps": timing.warmup}
+            "spread": timing.spread, "timed_steps": len(timing.seconds), "warmup_steps": timing.warmup,
+            "pipelined": timing.pipelined, "median_ms": timing.median_s * 1e3,
+            "lap_ms": [round(t * 1e3, 3) for t in timing.seconds]}
 
 
 def run_train_bench(cfg: TrainBenchConfig, command: str | None = None, on_row=None) -> dict[str, Any]:
@@ -194,7 +198,7 @@ def _time_lora(name: str, model, rank: int, batches, cfg: TrainBenchConfig, devi
 def _time_system(system: System, batches, n: int, cfg: TrainBenchConfig, device: torch.device,
                  dtype: torch.dtype | None, flops: float, result: dict[str, Any]) -> dict[str, Any] | None:
     steps = cfg.single_steps if system.mode == "single" else cfg.steps
-    warmup = min(cfg.warmup, 1) if system.mode == "single" else cfg.warmup
+    warmup = min(cfg.warmup, 1) if system.mode == "single" else max(cfg.warmup, len(batches))
     holder = [TrainStep(system, device, cfg.group_size, autocast=dtype)]
     failure = None
     try:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from rerankers.kernels import varlen
+from rerankers.utils.device import to_device
 
 
 @dataclass
@@ -77,10 +78,13 @@ class PackedBatch:
         """(S,) int64 index into T of each sequence's first token ([CLS] pooling)."""
         return varlen.first_token_index(self.cu_seqlens)
 
-    def to(self, device: torch.device | str) -> "PackedBatch":
-        tt = None if self.token_type_ids is None else self.token_type_ids.to(device)
-        return replace(self, input_ids=self.input_ids.to(device), cu_seqlens=self.cu_seqlens.to(device),
-                       position_ids=self.position_ids.to(device), token_type_ids=tt)
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> "PackedBatch":
+        """The batch on ``device``; ``non_blocking``: from the CPU to CUDA through pinned memory, without
+        making the host wait (:func:`rerankers.utils.device.to_device`)."""
+        move = (lambda t: to_device(t, device)) if non_blocking else (lambda t: t.to(device))
+        tt = None if self.token_type_ids is None else move(self.token_type_ids)
+        return replace(self, input_ids=move(self.input_ids), cu_seqlens=move(self.cu_seqlens),
+                       position_ids=move(self.position_ids), token_type_ids=tt)
 
     def to_padded(self, pad_id: int = 0) -> tuple[Tensor, Tensor, Tensor | None]:
         """Right-padded view: input_ids (S, L), attention_mask (S, L), token_type_ids (S, L) or None."""

@@ -79,13 +79,12 @@ def sum_gradients(params: Iterable[torch.nn.Parameter], info: ProcessInfo) -> No
             offset += g.numel()
 
 
-def sum_scalars(values: list[float], info: ProcessInfo, device: torch.device) -> list[float]:
-    """Sum a few numbers over the processes (loss, tokens, pairs of a step)."""
-    if not info.distributed:
-        return values
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(t)
-    return t.tolist()
+def sum_tensor(t: torch.Tensor, info: ProcessInfo) -> torch.Tensor:
+    """``t`` summed over the processes, in place (a step's loss and counts; no host readback: NCCL queues the
+    sum on the stream)."""
+    if info.distributed:
+        dist.all_reduce(t)
+    return t
 
 
 def gather_objects(obj: Any, info: ProcessInfo) -> list[Any]:

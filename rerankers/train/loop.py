@@ -5,6 +5,8 @@ calls :func:`_run_steps`; each optimizer step draws its groups from the sampler,
 micro-batches of whole groups (:mod:`rerankers.train.batches`), accumulates the loss of every
 micro-batch (scaled by ``1 / groups in the step`` so that micro-batching and process count do
 not change the gradient), sums gradients over processes, clips, steps, logs, evaluates and saves.
+Nothing inside a step makes the host wait for the GPU (:mod:`rerankers.train.guard`): step k's loss and
+gradient norm are read once step k+1 is queued, and a NaN / inf step is skipped on the device.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -32,8 +34,9 @@ from rerankers.train.distributed import (
     init_processes,
     shutdown,
     sum_gradients,
-    sum_scalars,
+    sum_tensor,
 )
+from rerankers.train.guard import ReadBack, guarded_step
 from rerankers.train.lora import is_lora, merged_copy, save_lora_state
 from rerankers.train.optim import build_optimizer, build_scheduler
 from rerankers.train.progress import (
@@ -45,6 +48,7 @@ from rerankers.train.progress import (
     training_flops_per_token,
 )
 from rerankers.train.sampler import GroupSampler, usable_queries
+from rerankers.utils.device import to_device
 from rerankers.utils.io import atomic_write, check_writable_dir, publish_folder
 from rerankers.utils.progress import progress_bar
 
@@ -75,7 +79,7 @@ class TrainResult:
         if t:
             mfu = f", MFU {t['mfu']:.1%}" if t.get("mfu") else ""
             lines.append(f"throughput    {t['tokens_per_s']:,.0f} real tokens/s, {t['pairs_per_s']:,.1f} pairs/s"
-                         f"{mfu}, peak {t['peak_memory_gib']:.2f} GiB on {t['card']} (median of "
+                         f"{mfu}, peak {t['peak_memory_gib']:.2f} GiB on {t['card']} (over "
                          f"{t['steps_timed']} steps)")
         return "\n".join(lines) + "\n"
 
@@ -186,19 +190,37 @@ def load_data(cfg: TrainConfig, needs_teacher: bool) -> list:
 # --------------------------------------------------------------------------------------------- steps
 def _forward_loss(forward, loss_fn, mb, device, autocast_dtype, group_size: int):
     """``forward`` (the model, or its compiled forward) on the micro-batch; the loss over its real pairs'
-    scores only (a fixed-shape batch's padding slots come after them)."""
-    batch = mb.batch.to(device)
+    scores only (a fixed-shape batch's padding slots come after them). The micro-batch's labels are
+    checked on the host (:meth:`RankingLoss.check_inputs`) and every copy to the device is asynchronous:
+    nothing here makes the host wait for the GPU."""
+    teacher = mb.teacher if loss_fn.needs_teacher else None
+    loss_fn.check_inputs(mb.labels, teacher)
+    batch = mb.batch.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         scores = forward(batch)
     scores = scores.float()[:mb.num_pairs].view(mb.num_groups, group_size)
-    teacher = None if mb.teacher is None else mb.teacher.to(device)
-    return loss_fn(scores, mb.labels.to(device), teacher)
+    return loss_fn(scores, to_device(mb.labels, device), None if teacher is None else to_device(teacher, device))
 
 
-def _optimizer_step(state: "_RunState", step: int) -> dict[str, float]:
-    """One optimizer step; returns the step's numbers (loss summed over processes, tokens, pairs)."""
+@dataclass
+class _Queued:
+    """An optimizer step queued on the device: what the host knows of it, and its numbers on their way
+    (loss summed over processes, gradient norm, tokens, pairs, truncated pairs)."""
+
+    step: int  # 0-based
+    epoch: int
+    qids: list[str]
+    lr: float
+    numbers: ReadBack
+    lap: Any = None
+
+
+def _optimizer_step(state: "_RunState", step: int) -> _Queued:
+    """Queue one optimizer step (micro-batches, gradient sum, clipping, the guarded AdamW update); its
+    numbers are read later (:func:`_read`), so that the host never waits for the GPU inside a step."""
     cfg, model, info = state.cfg, state.model, state.info
     epoch, groups, n_global = state.sampler.step(step, info.rank, info.world_size)
+    qids = [g.qid for g in groups]
     mbs = micro_batches(model, groups, cfg.micro_batch_tokens, state.static)
     loss_sum = torch.zeros((), dtype=torch.float64, device=state.device)
     tokens = pairs = truncated = 0
@@ -216,26 +238,35 @@ def _optimizer_step(state: "_RunState", step: int) -> dict[str, float]:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
     sum_gradients(state.params, info)
-    loss_total, tokens, pairs, truncated = sum_scalars([float(loss_sum), tokens, pairs, truncated], info,
-                                                       state.device)
-    qids = [g.qid for g in groups]
-    if not math.isfinite(loss_total):
-        raise NonFiniteLossError(f"step {step + 1} (epoch {epoch + 1}): the loss is {loss_total} on the batch of "
-                                 f"queries {', '.join(qids[:8])}{' ...' if len(qids) > 8 else ''}; training stopped, "
-                                 f"the last checkpoint in {cfg.out} is intact (lower --lr, check the data)")
-    grad_norm = float("nan")
-    if cfg.max_grad_norm is not None:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(state.params, cfg.max_grad_norm))
-        if not math.isfinite(grad_norm):
-            raise NonFiniteLossError(f"step {step + 1} (epoch {epoch + 1}): the gradient norm is {grad_norm} on the "
-                                     f"batch of queries {', '.join(qids[:8])}; training stopped, the last "
-                                     f"checkpoint in {cfg.out} is intact")
+    counts = to_device(torch.tensor([tokens, pairs, truncated], dtype=torch.float64), state.device)
+    totals = sum_tensor(torch.cat([loss_sum.view(1), counts]), info)  # (loss, tokens, pairs, truncated)
+
+    def stop(what: str, value: float) -> NoReturn:
+        raise _non_finite(cfg, step, epoch, qids, what, value)
+
     lr = state.optimizer.param_groups[0]["lr"]
-    state.optimizer.step()
+    norm = guarded_step(state.optimizer, state.params, totals[0], cfg.max_grad_norm, stop)
     state.scheduler.step()
     state.optimizer.zero_grad(set_to_none=True)
-    return {"epoch": epoch, "loss": loss_total, "tokens": tokens, "pairs": pairs, "truncated": truncated,
-            "grad_norm": grad_norm, "lr": lr}
+    return _Queued(step, epoch, qids, lr, ReadBack(torch.cat([totals, norm.view(1).double()])))
+
+
+def _non_finite(cfg: TrainConfig, step: int, epoch: int, qids: list[str], what: str, value: float
+                ) -> NonFiniteLossError:
+    return NonFiniteLossError(f"step {step + 1} (epoch {epoch + 1}): the {what} is {value} on the batch of queries "
+                              f"{', '.join(qids[:8])}{' ...' if len(qids) > 8 else ''}; training stopped, the last "
+                              f"checkpoint in {cfg.out} is intact (lower --lr, check the data)")
+
+
+def _read(state: "_RunState", queued: _Queued) -> dict[str, float]:
+    """The numbers of a queued step (waits for that step only); a NonFiniteLossError where its loss or
+    gradient norm is NaN / inf (the guarded update skipped it: the weights are those of the step before)."""
+    loss, tokens, pairs, truncated, grad_norm = queued.numbers.values()
+    for what, value in (("loss", loss), ("gradient norm", grad_norm)):
+        if not math.isfinite(value) and (what == "loss" or state.cfg.max_grad_norm is not None):
+            raise _non_finite(state.cfg, queued.step, queued.epoch, queued.qids, what, value)
+    return {"epoch": queued.epoch, "loss": loss, "tokens": int(tokens), "pairs": int(pairs),
+            "truncated": int(truncated), "grad_norm": grad_norm, "lr": queued.lr}
 
 
 @dataclass
@@ -318,6 +349,9 @@ def _save_checkpoint(state: _RunState, step: int, log: JsonlLog | None) -> None:
 
 
 def _run_steps(state: _RunState, start_step: int, log: JsonlLog | None) -> tuple[StepTimer, list[dict]]:
+    """Every optimizer step from ``start_step``. Step k's numbers are read once step k+1 is queued (the
+    host runs one step ahead of the GPU); a step that logs, evaluates or checkpoints is read at once, so
+    that nothing is written for a step before it is known to be finite."""
     cfg, info = state.cfg, state.info
     timer = StepTimer(state.device, training_flops_per_token(state.model))
     history: list[dict] = []
@@ -325,18 +359,36 @@ def _run_steps(state: _RunState, start_step: int, log: JsonlLog | None) -> tuple
     window = {"loss": 0.0, "n": 0}
     bar = progress_bar(total=state.total_steps, initial=start_step, desc="train", unit="step", delay=0,
                        **({} if info.is_main else {"disable": True}))
-    for step in range(start_step, state.total_steps):
-        timer.start()
-        numbers = _optimizer_step(state, step)
-        timer.stop(numbers["tokens"], numbers["pairs"])
-        done = step + 1
+
+    def finish(queued: _Queued) -> dict[str, float]:
+        numbers = _read(state, queued)
+        timer.record(queued.lap, numbers["tokens"], numbers["pairs"])
         window["loss"] += numbers["loss"]
         window["n"] += 1
-        rates = timer.rates(last=min(cfg.log_every, len(timer.seconds)))
         bar.update(1)
+        rates = timer.rates(last=min(cfg.log_every, len(timer.seconds)))
         bar.set_postfix(loss=f"{numbers['loss']:.4f}", lr=f"{numbers['lr']:.2e}",
                         tok_s=f"{rates['tokens_per_s']:.0f}", refresh=False)
-        if done % cfg.log_every == 0 or done == state.total_steps:
+        return numbers
+
+    pending: _Queued | None = None
+    timer.restart()
+    for step in range(start_step, state.total_steps):
+        queued = _optimizer_step(state, step)
+        queued.lap = timer.lap()
+        if pending is not None:
+            finish(pending)
+        pending = None
+        done = step + 1
+        logs = done % cfg.log_every == 0 or done == state.total_steps
+        evaluates = state.dev is not None and cfg.eval_every and done % cfg.eval_every == 0
+        saves = cfg.save_every and done % cfg.save_every == 0 and done < state.total_steps
+        if not (logs or evaluates or saves):
+            pending = queued
+            continue
+        numbers = finish(queued)
+        if logs:
+            rates = timer.rates(last=min(cfg.log_every, len(timer.seconds)))
             record = {"step": done, "epoch": numbers["epoch"] + 1, "loss": window["loss"] / window["n"],
                       "lr": numbers["lr"], "grad_norm": numbers["grad_norm"], **rates,
                       "peak_memory_gib": peak_memory_gib(state.device), "truncated_pairs": numbers["truncated"]}
@@ -345,10 +397,14 @@ def _run_steps(state: _RunState, start_step: int, log: JsonlLog | None) -> tuple
                 log.write(record)
             logger.debug("step %d: %s", done, record)
             window = {"loss": 0.0, "n": 0}
-        if state.dev is not None and cfg.eval_every and done % cfg.eval_every == 0:
+        if evaluates:
             _evaluate(state, done, log)
-        if cfg.save_every and done % cfg.save_every == 0 and done < state.total_steps:
+        if saves:
             _save_checkpoint(state, done, log)
+        if evaluates or saves:
+            timer.restart()  # the next step's time starts after the pause
+    if pending is not None:  # (the last step always logs; kept for safety)
+        finish(pending)
     bar.close()
     return timer, history
 

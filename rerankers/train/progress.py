@@ -1,10 +1,14 @@
 """What a user watches while a run trains: step timings, throughput, MFU, memory, the JSONL log.
 
-Throughput is measured like llm.c: each step is timed with device synchronisation, the first
-``warmup`` steps are dropped, and the report gives the median of the rest. Tokens are the real
-(unpadded) tokens of the packed batches, summed over all processes. MFU is the matmul work of a
-training step (6 x non-embedding parameters per token) over the card's dense bf16 peak; it is
-left out (None) where the card is not in :data:`PEAK_BF16_FLOPS`.
+Throughput is measured like llm.c (the first ``warmup`` steps dropped), but without a synchronisation
+inside the run: :class:`StepClock` puts a CUDA event on the stream at every step's end, and a step's
+time is the distance between its end and the previous step's end on the GPU's clock. The host may then
+queue step k+1 while the GPU still runs step k (a synchronising step would serialise the two); what a
+step costs includes the time the GPU waited for the host. One step's time depends on how far the host
+ran ahead in the step before, so the rate is the timed steps' tokens over their summed time. Tokens
+are the real (unpadded) tokens of the packed batches, summed over all processes. MFU is the matmul
+work of a training step (6 x non-embedding parameters per token) over the card's dense bf16 peak; it
+is left out (None) where the card is not in :data:`PEAK_BF16_FLOPS`.
 """
 from __future__ import annotations
 
@@ -62,9 +66,56 @@ def peak_memory_gib(device: torch.device) -> float:
     return rss / (2**30 if sys.platform == "darwin" else 2**20)
 
 
+class StepClock:
+    """Seconds of consecutive steps without making the host wait inside them.
+
+    On CUDA every mark is an event recorded on the current stream (the GPU's clock); on the CPU, where
+    every op finishes before the call returns, ``time.perf_counter()``. :meth:`restart` marks the start of
+    a run of steps (at the beginning, and after anything between steps that is not a step: an
+    evaluation, a checkpoint); :meth:`lap` marks a step's end and returns the (start, end) marks of the
+    step, which :meth:`seconds` turns into seconds (waiting for the end mark only).
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self._last: Any = None
+
+    def _mark(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def restart(self) -> None:
+        self._last = self._mark()
+
+    def lap(self) -> tuple[Any, Any]:
+        if self._last is None:
+            raise RuntimeError("StepClock.lap() before restart()")
+        end = self._mark()
+        lap, self._last = (self._last, end), end
+        return lap
+
+    @staticmethod
+    def seconds(lap: tuple[Any, Any]) -> float:
+        start, end = lap
+        if isinstance(end, float):
+            return end - start
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
+
+    @staticmethod
+    def done(lap: tuple[Any, Any]) -> bool:
+        """Whether the lap's end has passed (never waits)."""
+        return isinstance(lap[1], float) or lap[1].query()
+
+
 @dataclass
 class StepTimer:
-    """Per-step seconds, tokens and pairs; :meth:`summary` gives medians after the warm-up steps."""
+    """Per-step seconds, tokens and pairs (:class:`StepClock` laps); :meth:`summary` gives medians after the
+    warm-up steps. ``restart()`` before the first step and after every pause; ``lap()`` at each step's end;
+    ``record(lap, tokens, pairs)`` once the step's numbers are known (in step order)."""
 
     device: torch.device
     flops_per_token: float
@@ -72,19 +123,19 @@ class StepTimer:
     seconds: list[float] = field(default_factory=list)
     tokens: list[float] = field(default_factory=list)
     pairs: list[float] = field(default_factory=list)
-    _t0: float = 0.0
+    clock: StepClock | None = None
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+    def __post_init__(self) -> None:
+        self.clock = self.clock or StepClock(self.device)
 
-    def start(self) -> None:
-        self._sync()
-        self._t0 = time.perf_counter()
+    def restart(self) -> None:
+        self.clock.restart()
 
-    def stop(self, tokens: float, pairs: float) -> float:
-        self._sync()
-        dt = time.perf_counter() - self._t0
+    def lap(self) -> tuple[Any, Any]:
+        return self.clock.lap()
+
+    def record(self, lap: tuple[Any, Any], tokens: float, pairs: float) -> float:
+        dt = self.clock.seconds(lap)
         self.seconds.append(dt)
         self.tokens.append(tokens)
         self.pairs.append(pairs)
@@ -100,17 +151,16 @@ class StepTimer:
                 "mfu": tok_s * self.flops_per_token / peak if peak else None}
 
     def summary(self) -> dict[str, Any]:
-        """Median step time and rates over the steps after the warm-up (all steps if there are too few)."""
+        """Step times and rates over the steps after the warm-up (all steps if there are too few)."""
         keep = slice(self.warmup, None) if len(self.seconds) > self.warmup + 2 else slice(None)
         secs, toks, prs = self.seconds[keep], self.tokens[keep], self.pairs[keep]
         if not secs:
             return {}
-        per_step = [t / s for t, s in zip(toks, secs)]
-        tok_s = statistics.median(per_step)
+        tok_s = sum(toks) / sum(secs)
         peak = peak_flops(self.device)
         return {"steps_timed": len(secs), "warmup_steps_dropped": len(self.seconds) - len(secs),
-                "median_step_s": statistics.median(secs), "tokens_per_s": tok_s,
-                "pairs_per_s": statistics.median([p / s for p, s in zip(prs, secs)]),
+                "median_step_s": statistics.median(secs), "mean_step_s": sum(secs) / len(secs), "tokens_per_s": tok_s,
+                "pairs_per_s": sum(prs) / sum(secs),
                 "mfu": tok_s * self.flops_per_token / peak if peak else None,
                 "peak_memory_gib": peak_memory_gib(self.device), "card": device_name(self.device),
                 "total_train_seconds": sum(self.seconds)}

@@ -156,6 +156,53 @@ def test_a_nan_loss_stops_naming_the_step_and_keeps_the_checkpoint(tiny_bert_dir
     CrossEncoder.from_pretrained(checkpoints[0])  # loads: nothing half-written
 
 
+def _fused_adamw(monkeypatch, deferred: bool) -> None:
+    """The loop's optimizer fused on the CPU (as on CUDA), its non-finite check on the device (``deferred``: the
+    CUDA path, numbers read one step late) or on the host before the update."""
+    import functools
+
+    from rerankers.train import guard, loop, optim
+    monkeypatch.setattr(loop, "build_optimizer", functools.partial(_build_fused, optim.build_optimizer))
+    monkeypatch.setattr(guard, "defers", lambda optimizer: deferred)
+
+
+def _build_fused(build, model, lr, weight_decay, device, head_lr=None):
+    groups = [{k: g[k] for k in ("params", "lr", "weight_decay")} for g in build(model, lr, weight_decay, device,
+                                                                                  head_lr).param_groups]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8, fused=True)
+
+
+def test_the_device_side_check_trains_and_stops_exactly_as_the_host_check(tiny_bert_dir, sample_training, tmp_path,
+                                                                         monkeypatch):
+    """The CUDA path (the update of a non-finite step skipped by the fused AdamW, its numbers read once the next
+    step is queued) against the host check before the update, with the same fused optimizer: the same weights,
+    log and checkpoints for a finite run; for a diverging one the same step named, and the same checkpoints."""
+    runs = {}
+    for deferred in (True, False):
+        _fused_adamw(monkeypatch, deferred)
+        out = tmp_path / f"finite-{deferred}"
+        train(resolve_config(None, _settings(tiny_bert_dir, sample_training, out, max_steps=12, log_every=3,
+                                             save_every=5)))
+        runs[deferred] = out
+        out = tmp_path / f"nan-{deferred}"
+        with pytest.raises(NonFiniteLossError, match=r"step (\d+) .*queries .*last checkpoint .* is intact") as e:
+            train(resolve_config(None, _settings(tiny_bert_dir, sample_training, out, lr=1e30, warmup_steps=0,
+                                                 max_grad_norm=None, save_every=1, max_steps=20)))
+        runs[f"nan-{deferred}"] = (out, str(e.value).split(":")[0])
+    a, b = _weights(runs[True] / "model"), _weights(runs[False] / "model")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = {d: [json.loads(x) for x in (runs[d] / "train_log.jsonl").read_text().splitlines()] for d in (True, False)}
+    assert [r["loss"] for r in log[True]] == [r["loss"] for r in log[False]] and len(log[True]) == 4
+    assert sorted(p.name for p in runs[True].glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+    (nan_a, step_a), (nan_b, step_b) = runs["nan-True"], runs["nan-False"]
+    assert step_a == step_b, (step_a, step_b)
+    kept = sorted(p.name for p in nan_a.glob("checkpoint-*"))
+    assert kept and kept == sorted(p.name for p in nan_b.glob("checkpoint-*")) and not (nan_a / "model").exists()
+    assert int(kept[-1].split("-")[1]) < int(step_a.split()[1])  # no checkpoint of the non-finite step or after
+    c, d = _weights(nan_a / kept[-1]), _weights(nan_b / kept[-1])
+    assert all(torch.isfinite(v).all() and torch.equal(v, d[k]) for k, v in c.items() if v.is_floating_point())
+
+
 def test_bad_input_is_one_clear_error(tiny_bert_dir, tiny_mamba_dir, sample_training, tmp_path):
     with pytest.raises(TrainingDataError, match="group of 40"):
         train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "a", group_size=40)))

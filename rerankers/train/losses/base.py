@@ -36,10 +36,22 @@ class RankingLoss(nn.Module):
         """The constructor arguments (for logs and the train report)."""
         return {}
 
+    def check_inputs(self, labels: Tensor, teacher: Tensor | None = None) -> None:
+        """The checks of the values of ``labels`` / ``teacher`` (ValueError): run on host tensors by the training
+        loop before it copies them to the device, and by :meth:`forward` where they are on the CPU. On CUDA,
+        :meth:`forward` skips them (reading a device tensor's values makes the host wait for the GPU)."""
+        if teacher is not None and not bool(torch.isfinite(teacher).all()):
+            raise ValueError(f"{self.name}: teacher scores hold NaN or inf (a document without a teacher score?)")
+        self._check_labels(labels)
+
+    def _check_labels(self, labels: Tensor) -> None:
+        """A subclass's check of the label values (G, n) (LCE: the positive in column 0)."""
+
     # ---- helpers for subclasses -------------------------------------------------------------------
     def _inputs(self, scores: Tensor, labels: Tensor, teacher: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Checks the shapes and returns (scores, labels, teacher) as (G, n) tensors of at least fp32.
+        """Checks the shapes (and, for host tensors, the values: :meth:`check_inputs`) and returns (scores,
+        labels, teacher) as (G, n) tensors of at least fp32.
 
         bf16 / fp16 / fp32 scores compute in fp32; float64 stays float64 (gradcheck).
         """
@@ -53,11 +65,12 @@ class RankingLoss(nn.Module):
                 raise ValueError(
                     f"{self.name}: teacher shape {tuple(teacher.shape)} != scores shape {tuple(scores.shape)}")
             teacher = teacher.detach().to(dtype)
-            if not bool(torch.isfinite(teacher).all()):
-                raise ValueError(f"{self.name}: teacher scores hold NaN or inf (a document without a teacher score?)")
         elif self.needs_teacher:
             raise ValueError(f"{self.name}: needs teacher scores (teacher=None)")
-        return scores.to(dtype), labels.detach().to(dtype), teacher
+        labels = labels.detach().to(dtype)
+        if labels.device.type == "cpu" and (teacher is None or teacher.device.type == "cpu"):
+            self.check_inputs(labels, teacher)
+        return scores.to(dtype), labels, teacher
 
 
 def masked_mean(values: Tensor, mask: Tensor, dim: int | tuple[int, ...]) -> tuple[Tensor, Tensor]:

@@ -6,9 +6,9 @@ cross-entropy of a softmax over the group with column 0 the target:
     loss_g = -log( exp(s_g0) / sum_j exp(s_gj) ) = logsumexp_j(s_gj) - s_g0        scores (G, n)
     loss   = mean_g loss_g                                                          -> scalar
 
-Labels only check the sampler: column 0 must hold a positive (label > 0) with the group's maximal
-label, else ``ValueError`` (a programming error, not a user's). Ties of column 0 with another
-column are allowed (that column then counts as a negative).
+Labels only check the sampler (on the host: :meth:`RankingLoss.check_inputs`): column 0 must hold a
+positive (label > 0) with the group's maximal label, else ``ValueError`` (a programming error, not a
+user's). Ties of column 0 with another column are allowed (that column then counts as a negative).
 """
 from __future__ import annotations
 
@@ -24,12 +24,14 @@ class LCELoss(RankingLoss):
     name = "lce"
     needs_teacher = False
 
-    def forward(self, scores: Tensor, labels: Tensor, teacher: Tensor | None = None) -> Tensor:
-        s, y, _ = self._inputs(scores, labels)
-        first = y[:, 0]
-        bad = (first < y.max(dim=1).values) | (first <= 0)
+    def _check_labels(self, labels: Tensor) -> None:
+        first = labels[:, 0]
+        bad = (first < labels.max(dim=1).values) | (first <= 0)
         if bool(bad.any()):
             g = int(bad.nonzero()[0, 0])
-            raise ValueError(f"lce: group {g} has no positive in column 0 (labels {y[g].tolist()}); "
+            raise ValueError(f"lce: group {g} has no positive in column 0 (labels {labels[g].tolist()}); "
                              "the sampler must put the group's most relevant document first")
+
+    def forward(self, scores: Tensor, labels: Tensor, teacher: Tensor | None = None) -> Tensor:
+        s, _, _ = self._inputs(scores, labels)
         return (torch.logsumexp(s, dim=1) - s[:, 0]).mean()
