@@ -96,21 +96,36 @@ def _template_overrides(cfg: TrainConfig) -> dict[str, Any]:
             if v is not None}
 
 
-def _enable_recompute_mixer(model, cfg: TrainConfig, device: torch.device) -> None:
+def _enable_recompute_mixer(model, cfg: TrainConfig, device: torch.device) -> bool:
     """``recompute_mixer``: "on" where asked (a TrainingConfigError naming the flag where the backbone has no
     Mamba-1 mixers; check_config refused the other conflicts); "auto" where it applies and pays (eager steps
-    without checkpointing, on CUDA, Mamba-1 from mamba-370m's width up: ``models.mamba.recompute_by_default``)."""
+    without checkpointing, on CUDA, Mamba-1 from mamba-370m's width up: ``models.mamba.recompute_by_default``),
+    then micro-batch by micro-batch: returns True where the loop decides per micro-batch
+    (:func:`_recompute_for`), False otherwise."""
     from rerankers.models.mamba import recompute_by_default, set_recompute_mixer
     if cfg.recompute_mixer == "off" or (cfg.recompute_mixer == "auto" and (
             cfg.gradient_checkpointing or cfg.compile != "off" or not recompute_by_default(model.backbone, device))):
-        return
+        return False
     try:
-        set_recompute_mixer(model.backbone, True)
+        set_recompute_mixer(model.backbone, cfg.recompute_mixer == "on")
     except ModelConfigError as e:
         if cfg.recompute_mixer == "on":
             raise TrainingConfigError(f"--recompute-mixer: {e}") from None
-        return
-    logger.info("recompute_mixer: each Mamba-1 mixer's conv output and delta are rebuilt in the backward")
+        return False
+    if cfg.recompute_mixer == "on":
+        logger.info("recompute_mixer: each Mamba-1 mixer's conv output and delta are rebuilt in the backward")
+        return False
+    from rerankers.models.mamba import RECOMPUTE_AUTO_MIN_TOKENS
+    logger.info("recompute_mixer auto: in micro-batches of %d tokens or more, each Mamba-1 mixer's conv output and "
+                "delta are rebuilt in the backward", RECOMPUTE_AUTO_MIN_TOKENS)
+    return True
+
+
+def _recompute_for(model, tokens: int) -> None:
+    """``--recompute-mixer auto``'s choice for a micro-batch of ``tokens`` (padding included): rebuild from
+    ``models.mamba.RECOMPUTE_AUTO_MIN_TOKENS`` up (bitwise the same gradients either way)."""
+    from rerankers.models import mamba
+    mamba.set_recompute_mixer(model.backbone, tokens >= mamba.RECOMPUTE_AUTO_MIN_TOKENS)
 
 
 def _enable_gradient_checkpointing(model) -> None:
@@ -226,6 +241,8 @@ def _optimizer_step(state: "_RunState", step: int) -> _Queued:
     tokens = pairs = truncated = 0
     forward = model if state.forward is None else state.forward  # (torch.compile's wrapper has no truth value)
     for mb in mbs:
+        if state.recompute_auto:
+            _recompute_for(model, mb.batch.num_tokens)
         loss = _forward_loss(forward, state.loss_fn, mb, state.device, state.autocast_dtype,
                              cfg.group_size)
         scaled = loss * (mb.num_groups / n_global)
@@ -286,6 +303,7 @@ class _RunState:
     params: list = field(default_factory=list)
     static: StaticShape | None = None  # --static-tokens: every micro-batch padded to this shape
     forward: Any = None  # the training forward (--compile: compiled); None: the model
+    recompute_auto: bool = False  # --recompute-mixer auto where it applies: decided micro-batch by micro-batch
     best: dict[str, Any] = field(default_factory=dict)
     dev_history: list[dict[str, Any]] = field(default_factory=list)
 
@@ -460,14 +478,14 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
             model = build_model(cfg, device)
         if cfg.gradient_checkpointing:
             _enable_gradient_checkpointing(model)
-        _enable_recompute_mixer(model, cfg, device)
+        recompute_auto = _enable_recompute_mixer(model, cfg, device)
         model.to(device)
         static = static_shape(cfg, model)
         optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, device, head_lr=cfg.head_lr)
         scheduler = build_scheduler(optimizer, total, cfg.warmup_steps, cfg.schedule)
         state = _RunState(cfg, info, device, _autocast_dtype(cfg, device), model, loss_fn, sampler, optimizer,
                           scheduler, total, dev, out, params=[p for p in model.parameters() if p.requires_grad],
-                          static=static, forward=training_forward(model, cfg.compile))
+                          static=static, forward=training_forward(model, cfg.compile), recompute_auto=recompute_auto)
         start, log_lines = 0, None
         if latest:
             start, folder = latest[0]

@@ -321,7 +321,7 @@ def test_recompute_mixer_trains_bitwise_as_without_and_is_mamba_only(tiny_bert_d
     """--recompute-mixer rebuilds the same activations from the same kernels: the same losses and final weights,
     bit for bit (CPU). The default, auto, leaves it off on the CPU (what it saves is GPU memory); on CUDA it turns
     it on for Mamba-1 from mamba-370m's width up and leaves a backbone without such mixers as it is. Asked for (on)
-    there, it says so, naming the flag."""
+    there, it says so, naming the flag; auto then rebuilds micro-batch by micro-batch, the large ones only."""
     import logging
 
     from rerankers.errors import TrainingConfigError
@@ -345,16 +345,32 @@ def test_recompute_mixer_trains_bitwise_as_without_and_is_mamba_only(tiny_bert_d
     cuda = torch.device("cuda")
     auto = resolve_config(None, _settings(tiny_mamba_dir, sample_training, tmp_path / "x", recompute_mixer="auto"))
     tiny = CrossEncoder.from_pretrained(tiny_mamba_dir)
-    _enable_recompute_mixer(tiny, auto, cuda)
+    assert not _enable_recompute_mixer(tiny, auto, cuda)
     assert not tiny.backbone.recompute_mixer  # narrower than mamba-370m
     monkeypatch.setattr(mamba, "RECOMPUTE_AUTO_MIN_HIDDEN", 1)
-    _enable_recompute_mixer(tiny, auto, cuda)
-    assert tiny.backbone.recompute_mixer
+    assert _enable_recompute_mixer(tiny, auto, cuda)  # then decided micro-batch by micro-batch
+    assert not tiny.backbone.recompute_mixer
     bert = CrossEncoder.from_pretrained(tiny_bert_dir)
-    _enable_recompute_mixer(bert, auto, cuda)  # no Mamba-1 mixers: left as it is, no error
+    assert not _enable_recompute_mixer(bert, auto, cuda)  # no Mamba-1 mixers: left as it is, no error
     with pytest.raises(TrainingConfigError, match="--recompute-mixer: the .* backbone has no mixer"):
         _enable_recompute_mixer(bert, resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "y",
                                                                      recompute_mixer="on")), cuda)
+    # auto's per-micro-batch rule through the loop (as on CUDA): the larger micro-batches rebuild, the smaller keep,
+    # and the run is still bitwise the one without
+    monkeypatch.setattr(mamba, "recompute_by_default", lambda backbone, device: True)
+    monkeypatch.setattr(mamba, "RECOMPUTE_AUTO_MIN_TOKENS", 580)  # its micro-batches: 549-593 tokens
+    flags, real_set = [], mamba.set_recompute_mixer
+    monkeypatch.setattr(mamba, "set_recompute_mixer", lambda backbone, on: (flags.append(on), real_set(backbone, on)))
+    mixed = {}
+    for on in ("off", "auto"):
+        out = tmp_path / f"rec-mixed-{on}"
+        result = train(resolve_config(None, _settings(tiny_mamba_dir, sample_training, out, max_steps=6, log_every=1,
+                                                      micro_batch_tokens=600, recompute_mixer=on)))
+        mixed[on] = ([h["loss"] for h in result.history], _weights(out / "model"))
+    assert flags[0] is False and True in flags[1:] and False in flags[1:], flags
+    assert mixed["auto"][0] == mixed["off"][0]
+    a, b = mixed["off"][1], mixed["auto"][1]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     monkeypatch.undo()
     with pytest.raises(TrainingConfigError, match="--recompute-mixer: the .* backbone has no mixer"):
         train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "bert", max_steps=2,
