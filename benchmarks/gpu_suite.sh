@@ -44,7 +44,11 @@
 #                                        13's ratios in one run with both anchors
 #   bash benchmarks/gpu_suite.sh ninth   (eighth session) the walks' instruction cuts against .gpu/old; then ninth2
 #                                        (profiles); ninth3 (direct launches, all four backbones); ninth4 (host cuts)
-#   next session: eighth, then eighth2 (< 30 s later): every ratio of issue 13 in one run with both anchors
+#   bash benchmarks/gpu_suite.sh tenth   (ninth session) the no-wait step: CUDA no-sync tests, find_syncs.py, the
+#                                        step timed back to back and synchronised, beside .gpu/old; then tenth2 (the
+#                                        anchors' build with the CUDA tests and kernel checks) and tenth3 (< 30 s
+#                                        later): every ratio of issue 13 in one run with both anchors
+#   next session: tenth2, then tenth3 (< 30 s later), with .gpu/old's 64-pair rows run first (the order check)
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
