@@ -205,7 +205,9 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                      "tokens and a fixed number of sequence slots (one shape per step, for --compile; the loss "
                      "ignores the padding; replaces --micro-batch-tokens)")
     opt.add_argument("--compile", default=S, choices=COMPILE_MODES,
-                     help="torch.compile the training forward (reduce-overhead: CUDA graphs; default off)")
+                     help="torch.compile the training forward (reduce-overhead: with CUDA graphs), or cuda-graphs: "
+                          "the eager forward and backward captured once and replayed (CUDA, --static-tokens); "
+                          "default off")
     opt.add_argument("--lr", type=float, default=S, help="peak learning rate (default 2e-5)")
     opt.add_argument("--head-lr", type=float, default=S, help="learning rate of the scoring head (default: --lr); "
                      "a fresh head on a pretrained encoder learns little in few steps at an encoder's rate")
@@ -356,7 +358,8 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
                            help="mode static: pad every batch to N tokens (default: per --pairs, the largest batch "
                            "+ 1 rounded up to 256)")
             m.add_argument("--compile", default=None, choices=COMPILE_MODES,
-                           help="torch.compile ours packed / static (reduce-overhead: CUDA graphs; default off)")
+                           help="torch.compile ours packed / static (reduce-overhead: with CUDA graphs), or "
+                                "cuda-graphs (static only: the eager forward and backward captured); default off")
             m.add_argument("--lora", nargs="+", type=int, default=None, metavar="R",
                            help="also rows of ours packed under LoRA adapters of each rank R (needs peft)")
             m.add_argument("--qlora", nargs="+", type=int, default=None, metavar="R",

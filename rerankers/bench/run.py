@@ -53,6 +53,8 @@ def _check_options(mode: str, cfg) -> None:
         raise UsageError(f"--step {cfg.step}: {' or '.join(STEPS)}")
     if getattr(cfg, "compile", "off") not in COMPILE_MODES:
         raise UsageError(f"--compile {cfg.compile}: one of {', '.join(COMPILE_MODES)}")
+    if getattr(cfg, "compile", "off") == "cuda-graphs" and (mode != "train" or "static" not in cfg.modes):
+        raise UsageError("--compile cuda-graphs: rerank bench train with --modes static (graphs replay one shape)")
     if getattr(cfg, "host", 0) < 0:
         raise UsageError(f"--host {cfg.host}: the number of functions listed (0: none)")
     if getattr(cfg, "length", None) is not None and cfg.length < 2:

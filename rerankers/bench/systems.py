@@ -89,7 +89,8 @@ class Ours(System):
         if mode == "recompute" and not recomputes(model):
             raise UsageError(f"--modes recompute: {name} has no Mamba-1 mixers (its activations are all kept)")
         self.causal = model.pooling == "last"  # last-token pooling: a causal backbone (Mamba, decoders)
-        self.compile = compile if mode in ("packed", "static") else "off"
+        # cuda-graphs replays one shape: the static mode's only (packed batches change shape every step)
+        self.compile = compile if mode == "static" or (mode == "packed" and compile != "cuda-graphs") else "off"
         self.forward = training_forward(model, self.compile)
 
     def scores(self, batch: PackedBatch) -> Tensor:
@@ -147,7 +148,7 @@ class TrainStep:
             self.system.module.train()
         loss = self.system.backward(batch, self.loss_fn, self.group_size, self.autocast)
         guarded_step(self.optimizer, self.params, loss, 1.0, _stop)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=self.system.compile != "cuda-graphs")  # (see GraphedForward)
         return loss
 
 

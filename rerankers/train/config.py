@@ -19,7 +19,8 @@ from rerankers.errors import TrainingConfigError
 SCHEDULES = ("linear", "cosine", "constant")
 INITS = ("pretrained", "random")
 DTYPES = ("auto", "float32", "bfloat16")
-COMPILE_MODES = ("off", "default", "reduce-overhead")  # reduce-overhead: CUDA graphs on the GPU
+# reduce-overhead: torch.compile with CUDA graphs; cuda-graphs: the eager forward + backward captured (train.compile)
+COMPILE_MODES = ("off", "default", "reduce-overhead", "cuda-graphs")
 RECOMPUTE_MIXER = ("auto", "on", "off")  # auto: on where it applies and pays (models.mamba.recompute_by_default)
 
 
@@ -36,7 +37,8 @@ class TrainConfig:
     micro-batch padded to exactly that many tokens (and a fixed number of sequence slots; the loss
     ignores the padding), so that every step has one shape; it replaces ``micro_batch_tokens`` as the
     budget. ``compile``: the model's training forward through torch.compile ("default", or
-    "reduce-overhead" = CUDA graphs, which want ``static_tokens``). ``recompute_mixer`` (Mamba-1):
+    "reduce-overhead" = CUDA graphs, which want ``static_tokens``), or "cuda-graphs": the eager forward and
+    backward captured once and replayed (CUDA, ``static_tokens`` required). ``recompute_mixer`` (Mamba-1):
     each mixer's conv output and delta rebuilt in the backward instead of kept (eager steps: not with
     ``compile``; not with ``gradient_checkpointing``, which rebuilds every activation already). "auto"
     (the default) turns it on where it applies and pays, on CUDA from mamba-370m's width up, in micro-batches of
@@ -242,6 +244,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise bad("recompute_mixer", "not with --gradient-checkpointing, which rebuilds every activation already")
     if cfg.recompute_mixer == "on" and cfg.compile != "off":
         raise bad("recompute_mixer", "eager steps only: not with --compile (its saved-tensor hooks are not traced)")
+    if cfg.compile == "cuda-graphs" and cfg.static_tokens is None:
+        raise bad("compile", "cuda-graphs replays one captured shape: give every micro-batch one with --static-tokens")
+    if cfg.compile == "cuda-graphs" and cfg.gradient_checkpointing:
+        raise bad("compile", "cuda-graphs: not with --gradient-checkpointing (its recomputation is not captured)")
     if cfg.static_tokens is not None and cfg.static_tokens < 2:
         raise bad("static_tokens", f"must hold a pair and a padding token (>= 2), got {cfg.static_tokens}")
     if not cfg.lr > 0:

@@ -264,7 +264,7 @@ def _optimizer_step(state: "_RunState", step: int) -> _Queued:
     lr = state.optimizer.param_groups[0]["lr"]
     norm = guarded_step(state.optimizer, state.params, totals[0], cfg.max_grad_norm, stop)
     state.scheduler.step()
-    state.optimizer.zero_grad(set_to_none=True)
+    state.optimizer.zero_grad(set_to_none=cfg.compile != "cuda-graphs")  # (graphs: see GraphedForward)
     return _Queued(step, epoch, qids, lr, ReadBack(torch.cat([totals, norm.view(1).double()])))
 
 
@@ -458,6 +458,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> TrainResult:
     check_config(cfg)
     info, device = init_processes(cfg.device)
     try:
+        if cfg.compile == "cuda-graphs" and device.type != "cuda":
+            raise TrainingConfigError(f"--compile cuda-graphs: CUDA graphs need a CUDA device, this run is on {device}")
         loss_fn = build_loss(cfg.loss, **cfg.loss_args)
         out = _prepare_out(cfg, resume, info)
         dev = load_dev_set(cfg.eval_candidates, cfg.eval_qrels, cfg.eval_metric) if cfg.eval_candidates else None

@@ -296,8 +296,9 @@ def test_profile_classes():
     ({"device": "cuda:0"} if not torch.cuda.is_available() else {"steps": -1}, "--"),
     ({"candidates": "/nonexistent/cands.jsonl"}, "--candidates /nonexistent"),
     ({"min_length": 4}, "no option --min-length"),
-    ({"compile": "max"}, "--compile max: one of off, default, reduce-overhead"),
+    ({"compile": "max"}, "--compile max: one of off, default, reduce-overhead, cuda-graphs"),
     ({"static_tokens": 1}, "--static-tokens 1: must hold"),
+    ({"compile": "cuda-graphs"}, "--compile cuda-graphs: rerank bench train with --modes static"),
 ])
 def test_bad_options_are_usage_errors(tiny_backbones, tmp_path, options, needle):
     opts = {"backbones": [tiny_backbones["bert"]], **FAST, **options}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -278,12 +279,55 @@ def test_compile_inductor_matches_eager_on_the_gpu(tiny_mamba_dir, sample_traini
             assert a["loss"] == pytest.approx(b["loss"], rel=1e-4, abs=1e-5)
 
 
+def test_cuda_graphs_need_a_cuda_device(tiny_mamba_dir, sample_training, tmp_path):
+    from rerankers.train.compile import GraphedForward
+    from rerankers.train.loop import train
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU's refusal; the GPU test below runs the graphs")
+    with pytest.raises(TrainingConfigError, match="^--compile cuda-graphs: CUDA graphs need a CUDA device, this run "
+                                                  "is on cpu$"):
+        train(resolve_config(None, _settings(tiny_mamba_dir, sample_training, tmp_path / "g", static_tokens=512,
+                                             compile="cuda-graphs")))
+    assert not (tmp_path / "g" / "model").exists()
+    model = _model(tiny_mamba_dir)
+    with pytest.raises(ValueError, match="need a CUDA device, the batch is on cpu"):
+        GraphedForward(model)(random_batch([5, 7], 20, torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1",
+                    reason="CUDA graphs of the compiled Triton kernels: a CUDA device")
+@pytest.mark.parametrize("kind", ["bert", "mamba"])
+def test_cuda_graphs_train_as_the_eager_static_run(kind, tiny_bert_for, tiny_mamba_dir, sample_training, tmp_path):
+    """--compile cuda-graphs replays the captured forward and backward; over 2-3 micro-batches a step (gradients
+    accumulated into .grad across replays) the losses and the final weights are the eager static run's."""
+    from safetensors.torch import load_file
+
+    from rerankers.train.loop import train
+
+    model_dir = tiny_bert_for(tmp_path / "bert", dropout=0.0) if kind == "bert" else tiny_mamba_dir
+    runs = {}
+    for mode in ("off", "cuda-graphs"):
+        out = tmp_path / mode
+        result = train(resolve_config(None, _settings(model_dir, sample_training, out, device="cuda", dtype="float32",
+                                                      static_tokens=512, compile=mode, max_steps=4, log_every=1)))
+        weights = {k: v for f in sorted((out / "model").rglob("*.safetensors")) for k, v in load_file(f).items()}
+        runs[mode] = ([h["loss"] for h in result.history], weights)
+    assert runs["off"][0] == pytest.approx(runs["cuda-graphs"][0], rel=1e-4, abs=1e-5)
+    for k, v in runs["off"][1].items():
+        torch.testing.assert_close(runs["cuda-graphs"][1][k], v, rtol=1e-3, atol=1e-5, msg=k)
+
+
 # -------------------------------------------------------------------------------------------- settings
 @pytest.mark.parametrize("values,needle", [
     ({"static_tokens": 1}, "--static-tokens: must hold a pair and a padding token (>= 2), got 1"),
     ({"static_tokens": 0}, "--static-tokens: must be a positive integer, got 0"),
     ({"static_tokens": "512"}, "--static-tokens: expected an integer, got '512'"),
-    ({"compile": "fast"}, "--compile: one of off, default, reduce-overhead, got 'fast'"),
+    ({"compile": "fast"}, "--compile: one of off, default, reduce-overhead, cuda-graphs, got 'fast'"),
+    ({"compile": "cuda-graphs"}, "--compile: cuda-graphs replays one captured shape: give every micro-batch one "
+                                 "with --static-tokens"),
+    ({"compile": "cuda-graphs", "static_tokens": 512, "gradient_checkpointing": True},
+     "--compile: cuda-graphs: not with --gradient-checkpointing (its recomputation is not captured)"),
     ({"compile": True}, "--compile: expected a string, got True"),
 ])
 def test_settings_are_validated(values, needle, sample_training, tmp_path):
