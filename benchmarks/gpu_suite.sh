@@ -54,7 +54,7 @@
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|tenth|tenth2|tenth3|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|tenth|tenth2|tenth3|tenth4|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -443,6 +443,15 @@ tenth)  # (ninth session; carry .whl (with bm25s, PyStemmer) .gpu/COMMIT .gpu/ol
   pack > /dev/null
   timeout -s INT 120 $OLD_CLI bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
      --out $RES/s9-train-old > $OUT/s9-train-old.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s9-train-old.log | tail -6
+  pack ;;
+tenth4)  # (carry .whl .gpu/COMMIT) --compile cuda-graphs: its CUDA tests (losses and weights = the eager static run,
+         # 2-3 micro-batches a step), then mamba-130m and bert-base at 64 and 256 pairs, packed eager beside static
+         # replayed from the graphs
+  CUDA_VISIBLE_DEVICES_FOR_TESTS=1 timeout 80 python3 -m pytest -q -p no:cacheprovider -rs tests/train/test_static_shapes.py \
+    -k cuda_graphs 2>&1 | tail -3
+  timeout -s INT 130 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed static \
+     --compile cuda-graphs --anchors none --out $RES/s9-graphs > $OUT/s9-graphs.log 2>&1
+  grep -E "^\| (mamba|bert)" $OUT/s9-graphs.log | tail -8; grep -iE "error|skipped" $OUT/s9-graphs.log | tail -4
   pack ;;
 tenth2)  # (carry .whl .gpu/COMMIT .anchors) the anchors' build in the background (nothing is timed beside it: the
          # build's 14 compile jobs would slow the host-bound steps), the CUDA tests and the kernels' checks; then tenth3
