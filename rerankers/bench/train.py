@@ -211,6 +211,8 @@ def _time_system(system: System, batches, n: int, cfg: TrainBenchConfig, device:
     finally:
         holder.clear()  # the optimizer state and gradients go before the next system
         system.module.zero_grad(set_to_none=True)
+        if hasattr(getattr(system, "forward", None), "clear"):
+            system.forward.clear()  # cuda-graphs: this row's captured graphs and their memory
         release(device)
     if failure is not None:
         result["skipped"].append({"system": system.label, "pairs": n, "reason": failure})

@@ -18,6 +18,7 @@ launches). What it removes is the host's per-op cost of the model, which sets th
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable
 
 import torch
@@ -25,6 +26,8 @@ from torch import Tensor
 
 from rerankers.data.packing import PackedBatch
 from rerankers.train.config import COMPILE_MODES
+
+logger = logging.getLogger(__name__)
 
 
 def training_forward(model: torch.nn.Module, mode: str) -> Callable[[PackedBatch], Tensor]:
@@ -59,46 +62,43 @@ class _TensorsForward(torch.nn.Module):
 
 
 class GraphedForward:
-    """The model's forward and backward as CUDA graphs for batches of one shape (``--static-tokens``).
+    """The model's forward and backward as CUDA graphs for fixed-shape batches (``--static-tokens``).
 
-    The first call captures them on that batch (three warm-up passes on a side stream first: the Triton
-    kernels compile there), under the caller's autocast (its weight-cast cache off, as graphs need); every
-    later call copies its batch into the captured inputs and replays, and its backward replays the
-    captured backward. A batch of another shape is a ValueError: pad every micro-batch to one
-    :class:`rerankers.data.packing.StaticShape`. Parameters' ``.grad`` are allocated before the first
+    The first call with a shape captures them on that batch (three warm-up passes on a side stream first: the
+    Triton kernels compile there), under the caller's autocast (its weight-cast cache off, as graphs need);
+    every later call of that shape copies its batch into the captured inputs and replays, and its backward
+    replays the captured backward. A training run has one shape; each new one is captured once more (its own
+    memory pool; :meth:`clear` frees them all). Batches must come from
+    :func:`rerankers.data.packing.pad_to_static`. Parameters' ``.grad`` are allocated before the first
     backward and must be zeroed in place (``zero_grad(set_to_none=False)``): the graph hands out its own
     static gradient buffers, which autograd would otherwise adopt as ``.grad`` and the next replay overwrite.
     """
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
-        self._graphed = None
-        self._shape: tuple | None = None
+        self._graphs: dict[tuple, Callable[..., Tensor]] = {}
 
-    @staticmethod
-    def _shape_of(batch: PackedBatch) -> tuple:
-        return (batch.num_tokens, batch.num_sequences, batch.max_seqlen, batch.token_type_ids is not None)
+    def clear(self) -> None:
+        self._graphs.clear()
 
     def __call__(self, batch: PackedBatch) -> Tensor:
         device = batch.input_ids.device
         if device.type != "cuda":
             raise ValueError(f"--compile cuda-graphs: CUDA graphs need a CUDA device, the batch is on {device}")
-        shape = self._shape_of(batch)
+        if batch.real_sequences is None:
+            raise ValueError("--compile cuda-graphs: every micro-batch must have one fixed shape (--static-tokens)")
         args = tuple(t for t in (batch.input_ids, batch.cu_seqlens, batch.position_ids, batch.token_type_ids)
                      if t is not None)
         for p in self.model.parameters():
             if p.requires_grad and p.grad is None:
                 p.grad = torch.zeros_like(p)
+        shape = (batch.num_tokens, batch.num_sequences, batch.max_seqlen, len(args))
         enabled = torch.is_autocast_enabled("cuda")
         with torch.autocast("cuda", dtype=torch.get_autocast_dtype("cuda"), enabled=enabled, cache_enabled=False):
-            if self._graphed is None:
-                if batch.real_sequences is None:
-                    raise ValueError("--compile cuda-graphs: every micro-batch must have one fixed shape "
-                                     "(--static-tokens)")
-                self._shape = shape
-                self._graphed = torch.cuda.make_graphed_callables(_TensorsForward(self.model, batch.max_seqlen),
-                                                                  args, allow_unused_input=True)
-            elif shape != self._shape:
-                raise ValueError(f"--compile cuda-graphs: a batch of (tokens, sequences, max_seqlen, token types) "
-                                 f"{shape}, but the graphs were captured for {self._shape}")
-            return self._graphed(*args)
+            graphed = self._graphs.get(shape)
+            if graphed is None:
+                logger.info("cuda-graphs: capturing the forward and backward of %d tokens in %d slots", shape[0],
+                            shape[1])
+                graphed = self._graphs[shape] = torch.cuda.make_graphed_callables(
+                    _TensorsForward(self.model, batch.max_seqlen), args, allow_unused_input=True)
+            return graphed(*args)
