@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from rerankers.data.packing import PackedBatch
+from rerankers.errors import ModelConfigError, one_line
 from rerankers.train.config import COMPILE_MODES
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,12 @@ class GraphedForward:
             if graphed is None:
                 logger.info("cuda-graphs: capturing the forward and backward of %d tokens in %d slots", shape[0],
                             shape[1])
-                graphed = self._graphs[shape] = torch.cuda.make_graphed_callables(
-                    _TensorsForward(self.model, batch.max_seqlen), args, allow_unused_input=True)
+                try:
+                    graphed = torch.cuda.make_graphed_callables(_TensorsForward(self.model, batch.max_seqlen), args,
+                                                                allow_unused_input=True)
+                except RuntimeError as e:  # an op that reads the device from the host, or copies from pageable memory
+                    raise ModelConfigError(f"--compile cuda-graphs: the training forward of this "
+                                           f"{type(self.model).__name__} cannot be captured as a CUDA graph "
+                                           f"({one_line(e, 300)}); train without --compile cuda-graphs") from e
+                self._graphs[shape] = graphed
             return graphed(*args)
