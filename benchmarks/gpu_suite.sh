@@ -351,7 +351,7 @@ seventh)  # (for the next session, one call of ~9 min; carry .whl .gpu/COMMIT .a
           # step after the squeeze (ff19b07: 72 strided copies fewer) beside transformers at 64 and 256 pairs and its
           # profile (seventh2, next: the 64-pair targets with every anchor, once the build is done)
   start_build
-  timeout -s INT 100 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed recompute \
+  timeout -s INT 150 $R bench train --backbone mamba-370m bert-large --pairs 256 --modes packed recompute \
      --anchors none --out $RES/s7-370m > $OUT/s7-370m.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s7-370m.log | tail -4
   pack > /dev/null
   timeout -s INT 90 $R bench train --backbone mamba-130m bert-base --pairs 256 --modes packed recompute \

@@ -191,7 +191,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
                        help="Mamba-1: rebuild each mixer's conv output and delta in the backward (2 x T x d_inner "
                             "activations a layer fewer kept); auto (default): where it applies and pays (eager steps, "
                             "no --gradient-checkpointing, on CUDA, hidden size >= 1024: mamba-370m and up, in "
-                            "micro-batches of >= 16384 tokens); "
+                            "micro-batches of >= 8192 tokens); "
                             "on (the bare flag): required")
     opt = p.add_argument_group("objective and optimisation")
     opt.add_argument("--loss", default=S, help="lce (default), bce, margin-mse, ranknet, listnet, lambdaloss")

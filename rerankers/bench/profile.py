@@ -8,7 +8,7 @@ multi-tensor kernels before element-wise work, the scan before anything named ``
 Batches: ``pairs`` MS MARCO-shaped random pairs, or with ``length`` ``pairs`` sequences of exactly that many
 tokens (the scaling sweep's shape, where padding costs the anchors nothing; BERT-family models then get
 ``max_position_embeddings`` = length). The result: per system, milliseconds per step and share of each
-class, the top kernels, and the wall time of a step timed outside the profiler (synchronised, median): the
+class, the top kernels, and the wall time of a step timed outside the profiler (back to back, the mean): the
 kernels' total over it is the share of the step the GPU is busy (low: the host is the bottleneck, launches
 and Python between kernels). With ``host`` = N, the same steps again under cProfile: the N Python functions with
 the most self time (where a host-bound step's CPU goes: kernel launchers, autograd, custom-op dispatch).

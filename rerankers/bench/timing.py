@@ -65,7 +65,8 @@ class Timing:
 
     @property
     def spread(self) -> float:
-        """(max - min) / median of the timed calls: how steady the card was."""
+        """(max - min) / median of the timed calls: how steady the card was (pipelined laps also vary with how far
+        the host ran ahead; their mean, :attr:`step_s`, does not)."""
         return (max(self.seconds) - min(self.seconds)) / self.median_s if self.median_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -86,7 +87,10 @@ def time_calls(fn: Callable[[int], Any], device: torch.device, warmup: int, repe
     ``repeats`` >= 1."""
     if repeats < 1 or warmup < 0:
         raise ValueError(f"time_calls: repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
-    pipelined = device.type == "cuda" and os.environ.get(TIMING_ENV, "pipelined") != "synced"
+    how = os.environ.get(TIMING_ENV) or "pipelined"
+    if how not in ("pipelined", "synced"):
+        raise ValueError(f"{TIMING_ENV}={how}: pipelined (the default) or synced")
+    pipelined = device.type == "cuda" and how == "pipelined"
     reset_peak_memory(device)
     for i in range(warmup):
         fn(i)

@@ -1,9 +1,10 @@
 """``rerank bench train``: the full training step of each backbone, packed vs padded vs one sequence at a
 time (and packed to one fixed shape, ``static``), beside the anchors, on MS MARCO-shaped pairs or on real texts.
 
-A row: system (backbone, whose code, mode), pairs per step, real (unpadded) and padded tokens, median
-step time, real tokens/s, pairs/s, MFU (6 x non-embedding parameters per real token over the card's
-bf16 peak; 4 x under LoRA, whose frozen weights get no gradient), peak memory and trained parameters.
+A row: system (backbone, whose code, mode), pairs per step, real (unpadded) and padded tokens, the step
+time (steps back to back, their mean: :func:`rerankers.bench.timing.time_calls`), real tokens/s, pairs/s,
+MFU (6 x non-embedding parameters per real token over the card's bf16 peak; 4 x under LoRA, whose frozen
+weights get no gradient), peak memory and trained parameters.
 Before any timing, each system is checked on fresh inputs: ours in bf16
 against the fp32 reference path (and fp32 packed against fp32 padded), each anchor in fp32 against
 ours with the same weights.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -201,8 +203,12 @@ def _time_system(system: System, batches, n: int, cfg: TrainBenchConfig, device:
     warmup = min(cfg.warmup, 1) if system.mode == "single" else max(cfg.warmup, len(batches))
     holder = [TrainStep(system, device, cfg.group_size, autocast=dtype)]
     failure = None
+    losses: list = []
     try:
-        timing = time_calls(lambda i: holder[0](batches[i % len(batches)]), device, warmup, steps)
+        timing = time_calls(lambda i: losses.append(holder[0](batches[i % len(batches)])), device, warmup, steps)
+        last = float(losses[-1])  # (the step skips a non-finite update on the device; a row must not hide one)
+        if not math.isfinite(last):
+            failure = f"the loss is {last} after {len(losses)} steps: not a training step worth timing"
     except torch.OutOfMemoryError:
         failure = "out of memory"
     except Exception as e:  # noqa: BLE001 - e.g. torch.compile failing on one system: recorded, the others go on

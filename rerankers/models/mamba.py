@@ -53,13 +53,14 @@ logger = logging.getLogger(__name__)
 __all__ = ["MambaBackbone", "MambaConfig", "MambaAdapter", "set_recompute_mixer", "recompute_by_default"]
 
 #: ``rerank train --recompute-mixer auto`` turns it on from this hidden size up. Measured on the H200 (BENCHMARKS.md,
-#: seventh session): +0.3% of mamba-370m's step (H 1024) at 256 pairs for 8.6 GiB less, but +1.5% to +17% of
-#: mamba-130m's (H 768, three calls), a step nearer to host-bound (the rebuild's launches and the hooks are host time)
+#: seventh and ninth sessions): +0.3% and +3.6% of mamba-370m's step (H 1024) at 256 pairs for 8.6 GiB less, but
+#: +1.5% to +17% of mamba-130m's (H 768, three calls), a step nearer to host-bound (the rebuild's launches and the
+#: hooks are host time)
 RECOMPUTE_AUTO_MIN_HIDDEN = 1024
-#: ... and only for micro-batches of at least this many tokens, where the activations it saves are large and the
-#: step GPU-bound: mamba-370m at 256 pairs (23.3K tokens) +3.6% a step for 8.6 GiB less, at 64 pairs (5.8K tokens,
-#: a host-bound step of 12.6 GiB) +36% (BENCHMARKS.md, ninth session)
-RECOMPUTE_AUTO_MIN_TOKENS = 16384
+#: ... and only in micro-batches of at least this many tokens: mamba-370m's step at 64 pairs (5.8K tokens, 12.6 GiB,
+#: host-bound) lost 36% to it, at 256 pairs (one micro-batch of 23.3K tokens) 3.6% (ninth session). Between the two
+#: it is not measured; 8,192 keeps it on for the micro-batches a large step fills up to the default budget (16,384)
+RECOMPUTE_AUTO_MIN_TOKENS = 8192
 
 
 def _base(backbone: nn.Module) -> nn.Module:

@@ -42,9 +42,9 @@ class TrainConfig:
     each mixer's conv output and delta rebuilt in the backward instead of kept (eager steps: not with
     ``compile``; not with ``gradient_checkpointing``, which rebuilds every activation already). "auto"
     (the default) turns it on where it applies and pays, on CUDA from mamba-370m's width up, in micro-batches of
-    16,384 tokens or more: on the H200 it keeps mamba-370m's step at 256 pairs in 26.7 instead of 35.3 GiB for 3.6%
-    of its time, but cost mamba-130m's 1.5-17% and mamba-370m's at 64 pairs 36% (BENCHMARKS.md); "on" asks for it
-    (an error where it does not apply), "off" keeps every activation.
+    8,192 tokens or more: on the H200 it keeps mamba-370m's step over one 23.3K-token micro-batch in 26.7 instead of
+    35.3 GiB for 3.6% of its time, but cost mamba-130m's 1.5-17% and mamba-370m's at 64 pairs 36% (BENCHMARKS.md);
+    "on" asks for it (an error where it does not apply), "off" keeps every activation.
     """
 
     backbone: str = ""

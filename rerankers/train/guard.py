@@ -9,9 +9,10 @@ forward is host-bound layer by layer). So the numbers of a step stay on the devi
   kernel skips that step's update (as it does for ``torch.amp.GradScaler``); the weights stay those of
   the step before. Other optimizers (the CPU's deterministic for-loop AdamW) get the host check, which
   raises before the update.
-* :class:`ReadBack` copies a few numbers (loss, gradient norm, counts) into pinned host memory behind
-  the step's work; :meth:`ReadBack.values` waits for that copy only. The loop reads step k's numbers
-  once step k+1 is queued, and raises for a non-finite step k then: its update never happened.
+* :class:`rerankers.utils.device.ReadBack` copies a few numbers (loss, gradient norm, counts) into pinned
+  host memory behind the step's work. The loop reads step k's numbers once step k+1 is queued, and raises
+  for a non-finite step k then: its update never happened (step k+1's may have, in memory; nothing is
+  saved after a non-finite step).
 """
 from __future__ import annotations
 
@@ -49,31 +50,15 @@ def guarded_step(optimizer: torch.optim.Optimizer, params: list[Tensor], loss: T
             value = float(norm)
             if not math.isfinite(value):
                 on_bad("gradient norm", value)
-    if deferred:
-        bad = ~torch.isfinite(loss)
-        if max_grad_norm is not None:
-            bad = bad | ~torch.isfinite(norm)
-        optimizer.found_inf = bad.float()
-    optimizer.step()
+    if not deferred:
+        optimizer.step()
+        return norm
+    bad = ~torch.isfinite(loss)
+    if max_grad_norm is not None:
+        bad = bad | ~torch.isfinite(norm)
+    optimizer.found_inf = bad.float()
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.found_inf  # (as GradScaler does: a later plain step() must not see it)
     return norm
-
-
-class ReadBack:
-    """Numbers of a step on their way to the host: ``values`` (n,) on any device, float64."""
-
-    def __init__(self, values: Tensor):
-        values = values.detach().to(torch.float64)
-        self._event = None
-        if values.is_cuda:
-            self._host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-            self._host.copy_(values, non_blocking=True)
-            self._event = torch.cuda.Event()
-            self._event.record()
-        else:
-            self._host = values
-
-    def values(self) -> list[float]:
-        """The numbers (waits for their copy, not for later work)."""
-        if self._event is not None:
-            self._event.synchronize()
-        return self._host.tolist()

@@ -36,7 +36,7 @@ from rerankers.train.distributed import (
     sum_gradients,
     sum_tensor,
 )
-from rerankers.train.guard import ReadBack, guarded_step
+from rerankers.train.guard import guarded_step
 from rerankers.train.lora import is_lora, merged_copy, save_lora_state
 from rerankers.train.optim import build_optimizer, build_scheduler
 from rerankers.train.progress import (
@@ -48,7 +48,7 @@ from rerankers.train.progress import (
     training_flops_per_token,
 )
 from rerankers.train.sampler import GroupSampler, usable_queries
-from rerankers.utils.device import to_device
+from rerankers.utils.device import ReadBack, to_device
 from rerankers.utils.io import atomic_write, check_writable_dir, publish_folder
 from rerankers.utils.progress import progress_bar
 
@@ -277,7 +277,8 @@ def _non_finite(cfg: TrainConfig, step: int, epoch: int, qids: list[str], what: 
 
 def _read(state: "_RunState", queued: _Queued) -> dict[str, float]:
     """The numbers of a queued step (waits for that step only); a NonFiniteLossError where its loss or
-    gradient norm is NaN / inf (the guarded update skipped it: the weights are those of the step before)."""
+    gradient norm is NaN / inf (the guarded update skipped it; the step queued after it may have updated the
+    weights in memory, but nothing is logged, evaluated or saved after a non-finite step)."""
     loss, tokens, pairs, truncated, grad_norm = queued.numbers.values()
     for what, value in (("loss", loss), ("gradient norm", grad_norm)):
         if not math.isfinite(value) and (what == "loss" or state.cfg.max_grad_norm is not None):
@@ -368,8 +369,8 @@ def _save_checkpoint(state: _RunState, step: int, log: JsonlLog | None) -> None:
 
 def _run_steps(state: _RunState, start_step: int, log: JsonlLog | None) -> tuple[StepTimer, list[dict]]:
     """Every optimizer step from ``start_step``. Step k's numbers are read once step k+1 is queued (the
-    host runs one step ahead of the GPU); a step that logs, evaluates or checkpoints is read at once, so
-    that nothing is written for a step before it is known to be finite."""
+    host runs one step ahead of the GPU), its log record written then; a step that evaluates or
+    checkpoints is read at once, so that nothing is written for a step before it is known to be finite."""
     cfg, info = state.cfg, state.info
     timer = StepTimer(state.device, training_flops_per_token(state.model))
     history: list[dict] = []
@@ -378,7 +379,9 @@ def _run_steps(state: _RunState, start_step: int, log: JsonlLog | None) -> tuple
     bar = progress_bar(total=state.total_steps, initial=start_step, desc="train", unit="step", delay=0,
                        **({} if info.is_main else {"disable": True}))
 
-    def finish(queued: _Queued) -> dict[str, float]:
+    def finish(queued: _Queued) -> None:
+        """Read a queued step (a NonFiniteLossError for a non-finite one), count it, log it if it logs."""
+        nonlocal window
         numbers = _read(state, queued)
         timer.record(queued.lap, numbers["tokens"], numbers["pairs"])
         window["loss"] += numbers["loss"]
@@ -387,26 +390,8 @@ def _run_steps(state: _RunState, start_step: int, log: JsonlLog | None) -> tuple
         rates = timer.rates(last=min(cfg.log_every, len(timer.seconds)))
         bar.set_postfix(loss=f"{numbers['loss']:.4f}", lr=f"{numbers['lr']:.2e}",
                         tok_s=f"{rates['tokens_per_s']:.0f}", refresh=False)
-        return numbers
-
-    pending: _Queued | None = None
-    timer.restart()
-    for step in range(start_step, state.total_steps):
-        queued = _optimizer_step(state, step)
-        queued.lap = timer.lap()
-        if pending is not None:
-            finish(pending)
-        pending = None
-        done = step + 1
-        logs = done % cfg.log_every == 0 or done == state.total_steps
-        evaluates = state.dev is not None and cfg.eval_every and done % cfg.eval_every == 0
-        saves = cfg.save_every and done % cfg.save_every == 0 and done < state.total_steps
-        if not (logs or evaluates or saves):
-            pending = queued
-            continue
-        numbers = finish(queued)
-        if logs:
-            rates = timer.rates(last=min(cfg.log_every, len(timer.seconds)))
+        done = queued.step + 1
+        if done % cfg.log_every == 0 or done == state.total_steps:
             record = {"step": done, "epoch": numbers["epoch"] + 1, "loss": window["loss"] / window["n"],
                       "lr": numbers["lr"], "grad_norm": numbers["grad_norm"], **rates,
                       "peak_memory_gib": peak_memory_gib(state.device), "truncated_pairs": numbers["truncated"]}
@@ -415,13 +400,27 @@ def _run_steps(state: _RunState, start_step: int, log: JsonlLog | None) -> tuple
                 log.write(record)
             logger.debug("step %d: %s", done, record)
             window = {"loss": 0.0, "n": 0}
-        if evaluates:
-            _evaluate(state, done, log)
-        if saves:
-            _save_checkpoint(state, done, log)
+
+    pending: _Queued | None = None
+    timer.restart()
+    for step in range(start_step, state.total_steps):
+        queued = _optimizer_step(state, step)
+        queued.lap = timer.lap()
+        if pending is not None:
+            finish(pending)
+        pending = queued
+        done = step + 1
+        evaluates = state.dev is not None and cfg.eval_every and done % cfg.eval_every == 0
+        saves = cfg.save_every and done % cfg.save_every == 0 and done < state.total_steps
         if evaluates or saves:
+            finish(pending)
+            pending = None
+            if evaluates:
+                _evaluate(state, done, log)
+            if saves:
+                _save_checkpoint(state, done, log)
             timer.restart()  # the next step's time starts after the pause
-    if pending is not None:  # (the last step always logs; kept for safety)
+    if pending is not None:
         finish(pending)
     bar.close()
     return timer, history

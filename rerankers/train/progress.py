@@ -77,13 +77,14 @@ class StepClock:
     """
 
     def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self._last: Any = None
 
     def _mark(self) -> Any:
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))  # the device's stream, not the current device's
             return event
         return time.perf_counter()
 
@@ -105,17 +106,13 @@ class StepClock:
         end.synchronize()
         return start.elapsed_time(end) / 1e3
 
-    @staticmethod
-    def done(lap: tuple[Any, Any]) -> bool:
-        """Whether the lap's end has passed (never waits)."""
-        return isinstance(lap[1], float) or lap[1].query()
-
 
 @dataclass
 class StepTimer:
-    """Per-step seconds, tokens and pairs (:class:`StepClock` laps); :meth:`summary` gives medians after the
-    warm-up steps. ``restart()`` before the first step and after every pause; ``lap()`` at each step's end;
-    ``record(lap, tokens, pairs)`` once the step's numbers are known (in step order)."""
+    """Per-step seconds, tokens and pairs (:class:`StepClock` laps); :meth:`summary` gives the rates over the steps
+    after the warm-up (their tokens over their summed time). ``restart()`` before the first step and after every
+    pause; ``lap()`` at each step's end; ``record(lap, tokens, pairs)`` once the step's numbers are known (in step
+    order)."""
 
     device: torch.device
     flops_per_token: float

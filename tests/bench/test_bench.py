@@ -115,6 +115,12 @@ def test_single_mode_gradient_equals_packed(tiny_models):
         torch.testing.assert_close(grads["single"][name], g, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_an_unknown_timing_switch_is_an_error(monkeypatch):
+    monkeypatch.setenv("RERANKERS_TIMING", "sync")
+    with pytest.raises(ValueError, match="RERANKERS_TIMING=sync: pipelined .* or synced"):
+        time_calls(lambda i: None, torch.device("cpu"), warmup=0, repeats=1)
+
+
 def test_train_step_changes_the_weights_and_timing_counts_calls(tiny_models):
     import copy
     model = copy.deepcopy(tiny_models["mamba"])

@@ -203,6 +203,64 @@ def test_the_device_side_check_trains_and_stops_exactly_as_the_host_check(tiny_b
     assert all(torch.isfinite(v).all() and torch.equal(v, d[k]) for k, v in c.items() if v.is_floating_point())
 
 
+@pytest.mark.parametrize("deferred", [True, False])
+def test_a_step_gone_non_finite_while_the_next_is_queued_stops_there(deferred, tiny_bert_dir, sample_training, tmp_path,
+                                                                      monkeypatch):
+    """Step 5 of 8 gives a NaN loss (saved every 4, logged every 3): read only once step 6 is queued on the device
+    path. Either way the error names step 5, checkpoint-4 is the last one, the log ends at step 3, and the
+    checkpoint equals the one of a run that never went wrong."""
+    from rerankers.train import loop
+
+    _fused_adamw(monkeypatch, deferred)
+    settings = dict(max_steps=8, log_every=3, save_every=4)
+    train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "clean", **settings)))
+    real, calls = loop._forward_loss, []
+
+    def poisoned(forward, loss_fn, mb, *args):
+        calls.append(1)
+        loss = real(forward, loss_fn, mb, *args)
+        return loss * float("nan") if len(calls) == 5 else loss  # one micro-batch a step here: step 5
+
+    monkeypatch.setattr(loop, "_forward_loss", poisoned)
+    out = tmp_path / "poisoned"
+    with pytest.raises(NonFiniteLossError, match=r"^step 5 \(epoch 1\): the loss is nan"):
+        train(resolve_config(None, _settings(tiny_bert_dir, sample_training, out, **settings)))
+    assert len(calls) == 6 if deferred else len(calls) == 5  # the device path had queued step 6
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"] and not (out / "model").exists()
+    assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()] == [3]
+    a, b = _weights(out / "checkpoint-4"), _weights(tmp_path / "clean" / "checkpoint-4")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_loop_checks_labels_on_the_host_before_copying_them(tiny_bert_dir, sample_training, tmp_path,
+                                                                monkeypatch):
+    """On CUDA the loss's forward skips its value checks (they would read the device), so the loop runs them on
+    the micro-batch's host tensors itself: once before the forward (and, on the CPU, the forward again)."""
+    from rerankers.train import loop
+    from rerankers.train.losses.base import RankingLoss
+
+    seen = []
+    real = RankingLoss.check_inputs
+
+    def spy(self, labels, teacher=None):
+        seen.append(labels.device.type)
+        return real(self, labels, teacher)
+
+    monkeypatch.setattr(RankingLoss, "check_inputs", spy)
+    real_forward_loss = loop._forward_loss
+    per_call = []
+
+    def counted(*args):
+        before = len(seen)
+        out = real_forward_loss(*args)
+        per_call.append(len(seen) - before)
+        return out
+
+    monkeypatch.setattr(loop, "_forward_loss", counted)
+    train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "r", max_steps=2, log_every=1)))
+    assert per_call and all(n == 2 for n in per_call) and set(seen) == {"cpu"}
+
+
 def test_bad_input_is_one_clear_error(tiny_bert_dir, tiny_mamba_dir, sample_training, tmp_path):
     with pytest.raises(TrainingDataError, match="group of 40"):
         train(resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "a", group_size=40)))
@@ -327,7 +385,7 @@ def test_recompute_mixer_trains_bitwise_as_without_and_is_mamba_only(tiny_bert_d
     from rerankers.errors import TrainingConfigError
     from rerankers.models import mamba
     from rerankers.models.cross_encoder import CrossEncoder
-    from rerankers.train.loop import _enable_recompute_mixer
+    from rerankers.train.loop import _enable_recompute_mixer, _recompute_for
     runs = {}
     for on in ("off", "auto", True):
         out = tmp_path / f"rec-{on}"
@@ -355,6 +413,11 @@ def test_recompute_mixer_trains_bitwise_as_without_and_is_mamba_only(tiny_bert_d
     with pytest.raises(TrainingConfigError, match="--recompute-mixer: the .* backbone has no mixer"):
         _enable_recompute_mixer(bert, resolve_config(None, _settings(tiny_bert_dir, sample_training, tmp_path / "y",
                                                                      recompute_mixer="on")), cuda)
+    # auto's rule with its real threshold: a micro-batch the default budget fills rebuilds, a 64-pair step does not
+    assert mamba.RECOMPUTE_AUTO_MIN_TOKENS <= auto.micro_batch_tokens // 2
+    for tokens, on in ((auto.micro_batch_tokens, True), (auto.micro_batch_tokens // 2, True), (5819, False)):
+        _recompute_for(tiny, tokens)
+        assert tiny.backbone.recompute_mixer is on, tokens
     # auto's per-micro-batch rule through the loop (as on CUDA): the larger micro-batches rebuild, the smaller keep,
     # and the run is still bitwise the one without
     monkeypatch.setattr(mamba, "recompute_by_default", lambda backbone, device: True)

@@ -11,6 +11,7 @@ Every document is an independent binary example, relevant where its label is > 0
 """
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -33,5 +34,6 @@ class BCELoss(RankingLoss):
     def forward(self, scores: Tensor, labels: Tensor, teacher: Tensor | None = None) -> Tensor:
         s, y, _ = self._inputs(scores, labels)
         target = (y > 0).to(s.dtype)
-        pos_weight = s.new_tensor(self.pos_weight) if self.pos_weight != 1.0 else None
+        # a fill, not a copy of a host scalar (which would make the host wait for the GPU)
+        pos_weight = torch.full((), self.pos_weight, dtype=s.dtype, device=s.device) if self.pos_weight != 1.0 else None
         return F.binary_cross_entropy_with_logits(s, target, pos_weight=pos_weight)
