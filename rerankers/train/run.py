@@ -66,7 +66,8 @@ def plan_training(cfg: TrainConfig, resume: bool = False) -> str:
         f"{cfg.group_size} documents, micro-batches "
         + (f"padded to exactly {cfg.static_tokens} tokens" if cfg.static_tokens
            else f"<= {cfg.micro_batch_tokens} tokens")
-        + ("" if cfg.compile == "off" else f", torch.compile {cfg.compile}"),
+        + {"off": "", "cuda-graphs": ", forward + backward replayed from CUDA graphs"}.get(
+            cfg.compile, f", torch.compile {cfg.compile}"),
         f"objective     {cfg.loss} {cfg.loss_args or ''}".rstrip(),
         f"optimizer     AdamW lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, warmup {cfg.warmup_steps}, "
         f"{cfg.schedule}, clip {cfg.max_grad_norm}",

@@ -282,7 +282,11 @@ def test_compile_inductor_matches_eager_on_the_gpu(tiny_mamba_dir, sample_traini
 def test_cuda_graphs_need_a_cuda_device(tiny_mamba_dir, sample_training, tmp_path):
     from rerankers.train.compile import GraphedForward
     from rerankers.train.loop import train
+    from rerankers.train.run import plan_training
 
+    plan = plan_training(resolve_config(None, _settings(tiny_mamba_dir, sample_training, tmp_path / "p",
+                                                        static_tokens=512, compile="cuda-graphs")))
+    assert "padded to exactly 512 tokens, forward + backward replayed from CUDA graphs" in plan
     if torch.cuda.is_available():
         pytest.skip("the CPU's refusal; the GPU test below runs the graphs")
     with pytest.raises(TrainingConfigError, match="^--compile cuda-graphs: CUDA graphs need a CUDA device, this run "
