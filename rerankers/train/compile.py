@@ -70,9 +70,10 @@ class GraphedForward:
     every later call of that shape copies its batch into the captured inputs and replays, and its backward
     replays the captured backward. A training run has one shape; each new one is captured once more (its own
     memory pool; :meth:`clear` frees them all). Batches must come from
-    :func:`rerankers.data.packing.pad_to_static`. Parameters' ``.grad`` are allocated before the first
-    backward and must be zeroed in place (``zero_grad(set_to_none=False)``): the graph hands out its own
-    static gradient buffers, which autograd would otherwise adopt as ``.grad`` and the next replay overwrite.
+    :func:`rerankers.data.packing.pad_to_static`. Every call first allocates the ``.grad`` a parameter lacks
+    (zeros), so that autograd accumulates into it in place: the graph hands out its own static gradient
+    buffers, which autograd would otherwise adopt as ``.grad`` and the next replay overwrite. Callers zero the
+    gradients in place (``zero_grad(set_to_none=False)``) so that these allocations happen once, not every step.
     """
 
     def __init__(self, model: torch.nn.Module):
