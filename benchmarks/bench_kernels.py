@@ -586,6 +586,12 @@ LEVERS = (("default", {}), ("fit_fwd", dict(fit_fwd=True)), ("fit_fwd reg128", d
 # the sixth session's: the default (block_t 4, fit_fwd, registers 128) beside the fifth session's and chunk lengths
 LEVERS6 = (("default", {}), ("fifth default", dict(block_t=8, fit_fwd=False, registers=0)),
            ("bt8 fit reg128", dict(block_t=8)), ("bt2 bh2", dict(block_t=2, bwd_history=2)))
+# the tenth session's: the backward walk with the states split over two lanes (bwd_split), at register caps
+# (128: 4 programs of 4 warps per SM, 168 B of spills on sm_90; 168: 3, no spills), warps and histories
+LEVERS10 = (("default", {}), ("split", dict(bwd_split=True)), ("split reg168", dict(bwd_split=True, registers_bwd=168)),
+            ("split reg248", dict(bwd_split=True, registers_bwd=248)),
+            ("split bh2", dict(bwd_split=True, bwd_history=2)),
+            ("split 2 warps", dict(bwd_split=True, warps_bwd=2)), ("split 8 warps", dict(bwd_split=True, warps_bwd=8)))
 LEVER_SHAPES = (("B8xL2048 D2048", 8, 2048, 2048),)
 
 
@@ -659,7 +665,8 @@ def main() -> int:
                          "log-s (the search-depth floor off and on), waves (windows against whole waves), "
                          "fixed (issue 13's equal-length shapes, with mamba-ssm where --mamba-ext holds it), "
                          "levers5 (the fifth session's untimed ScanConfig levers: checks, then timings), "
-                         "levers6 (the sixth session's default beside the fifth's and other chunk lengths)")
+                         "levers6 (the sixth session's default beside the fifth's and other chunk lengths), "
+                         "levers10 (the split backward walk's variants beside the default)")
     ap.add_argument("--windows", default=None,
                     help="','-separated windows for 'waves' (0: the launchers' pick; default: 0 and 192..512)")
     ap.add_argument("--configs", default=None,
@@ -878,6 +885,9 @@ def main() -> int:
         save()
     if "levers5" in parts:
         all_ok &= time_levers(gen)
+        save()
+    if "levers10" in parts:  # the split backward walk beside the default, at the training and fixed shapes
+        all_ok &= time_levers(gen, LEVERS10, FIXED_SHAPES[:3])
         save()
     if "levers6" in parts:  # the sixth session's default beside the fifth's, at the training and fixed shapes
         all_ok &= time_levers(gen, LEVERS6, FIXED_SHAPES[:3])

@@ -25,7 +25,7 @@ PTR_FP32 = {"B_ptr", "C_ptr", "part_ptr", "A_ptr", "states_ptr", "hin_ptr", "sen
             "dw_ptr", "db_ptr", "w_ptr", "b_ptr"}
 
 
-def compile_kernel(fn, consts: dict, warps: int, dtype: str = "bf16"):
+def compile_kernel(fn, consts: dict, warps: int, dtype: str = "bf16", maxnreg: int = 0):
     """Compile ``fn`` with bf16 activations, fp32 parameters / buffers and B / C (as Mamba's mixer passes them),
     int32 scalars; pointers and unmarked integers get Triton's usual 16-divisibility unless the kernel says
     do_not_specialize
@@ -45,7 +45,7 @@ def compile_kernel(fn, consts: dict, warps: int, dtype: str = "bf16"):
             if n not in nospec and n not in ("T", "S", "n_win") and not n.startswith("one"):
                 attrs[(i,)] = [["tt.divisibility", 16]]
     return triton.compile(ASTSource(fn, sig, cst, attrs), target=GPUTarget("cuda", 90, 32),
-                          options=dict(num_warps=warps))
+                          options=dict(num_warps=warps, **({"maxnreg": maxnreg} if maxnreg else {})))
 
 
 def report(name: str, k, sass_dir: str | None) -> dict:
@@ -80,6 +80,7 @@ def main() -> None:
     from rerankers.kernels.causal_conv1d import backward as conv_bwd
     from rerankers.kernels.causal_conv1d import forward as conv_fwd
     from rerankers.kernels.selective_scan import backward as scan_bwd
+    from rerankers.kernels.selective_scan import backward_split as scan_split
     from rerankers.kernels.selective_scan import forward as scan_fwd
     ap = argparse.ArgumentParser()
     ap.add_argument("--warps", type=int, default=4)
@@ -88,9 +89,13 @@ def main() -> None:
     ap.add_argument("--bwd-history", type=int, default=4)
     ap.add_argument("--conv-rows", type=int, default=8, help="rows per chunk of the conv walks")
     ap.add_argument("--sass", default=None, help="folder to write each kernel's SASS into")
+    ap.add_argument("--runtime-window", action="store_true", help="the walks' window at run time (as fitted)")
+    ap.add_argument("--split-registers", type=int, default=128, help="maxnreg of the split backward walk (0: none)")
+    ap.add_argument("--only", default="", help="comma-separated kernel names")
     a = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    base = dict(LOG_S=7, W=a.window, BT=a.block_t, BD=32 * a.warps, NP=16, EVEN_N=True, HAS_BIAS=True, SOFTPLUS=True)
+    base = dict(LOG_S=7, W=a.window, BT=a.block_t, BD=32 * a.warps, NP=16, EVEN_N=True, HAS_BIAS=True, SOFTPLUS=True,
+                RUNTIME_WL=a.runtime_window)
     full = dict(base, HAS_D=True, HAS_Z=True, STORE_STATES=True)
     todo = [
         ("fwd_local", scan_fwd._scan_fwd_local_kernel, base, a.warps),
@@ -98,14 +103,19 @@ def main() -> None:
         ("chain", scan_fwd._scan_chain_kernel, dict(REVERSE=False, G=8, BD=32, NP=16), 1),
         ("bwd_local", scan_bwd._scan_bwd_local_kernel, dict(base, HAS_Z=True), a.warps),
         ("bwd", scan_bwd._scan_bwd_kernel, dict(full, BH=a.bwd_history, BFLY=True), a.warps),
+        ("bwd_split", scan_split._scan_bwd_split_kernel, dict(full, BH=a.bwd_history, BV=32 * a.warps, NH=8, ROUNDS=4,
+                                                              EXTRA=0), a.warps, a.split_registers),
         ("states_recompute", scan_bwd._scan_states_kernel, base, a.warps),
         ("conv_fwd_walk", conv_fwd._conv_fwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
                                                                BT=a.conv_rows, R=16, BD=32 * a.warps), a.warps),
         ("conv_bwd_walk", conv_bwd._conv_bwd_walk_kernel, dict(W=4, LOG_S=7, HAS_BIAS=True, SILU=True,
                                                                BT=a.conv_rows, R=16, BD=32 * a.warps), a.warps),
     ]
-    for name, fn, consts, warps in todo:
-        report(name, compile_kernel(fn, {k: v for k, v in consts.items() if k in fn.arg_names}, warps), a.sass)
+    for name, fn, consts, warps, *regs in todo:
+        if a.only and name not in a.only.split(","):
+            continue
+        k = compile_kernel(fn, {k: v for k, v in consts.items() if k in fn.arg_names}, warps, maxnreg=sum(regs))
+        report(name, k, a.sass)
 
 
 if __name__ == "__main__":

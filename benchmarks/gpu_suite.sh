@@ -54,7 +54,7 @@
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|tenth|tenth2|tenth3|tenth4|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|tenth|tenth2|tenth3|tenth4|eleventh|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -443,6 +443,25 @@ tenth)  # (ninth session; carry .whl (with bm25s, PyStemmer) .gpu/COMMIT .gpu/ol
   pack > /dev/null
   timeout -s INT 120 $OLD_CLI bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
      --out $RES/s9-train-old > $OUT/s9-train-old.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s9-train-old.log | tail -6
+  pack ;;
+eleventh)  # (tenth session; carry .whl .gpu/COMMIT) the backward walk split over two lanes a channel (bwd_split):
+           # the scan's GPU checks with it on, each variant checked then timed beside the default (bench_kernels
+           # levers10), then mamba-130m's step with it off and on beside bert-base in one run, and BERT's bf16
+           # cuda-graphs test
+  RERANKERS_SCAN_CONFIG=bwd_split=1 timeout -s INT 100 python3 benchmarks/bench_kernels.py --only scancheck \
+     --out $RES/s10-check 2>&1 | grep -E "PASS|FAIL|Error|rror" | tail -20
+  timeout -s INT 240 python3 benchmarks/bench_kernels.py --only levers10 --out $RES/s10-levers 2>&1 \
+     | grep -E "lever |PASS|FAIL|rror" | tail -60
+  pack > /dev/null
+  timeout -s INT 100 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
+     --out $RES/s10-train > $OUT/s10-train.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s10-train.log | tail -6
+  pack > /dev/null
+  RERANKERS_SCAN_CONFIG=bwd_split=1 timeout -s INT 70 $R bench train --backbone mamba-130m --pairs 64 256 \
+     --modes packed --anchors none --out $RES/s10-train-split > $OUT/s10-train-split.log 2>&1
+  grep -E "^\| mamba" $OUT/s10-train-split.log | tail -4
+  pack > /dev/null
+  CUDA_VISIBLE_DEVICES_FOR_TESTS=1 timeout 80 python3 -m pytest -q -p no:cacheprovider -rs \
+    tests/train/test_static_shapes.py -k "gpu or cuda" 2>&1 | tail -4
   pack ;;
 tenth4)  # (carry .whl .gpu/COMMIT) --compile cuda-graphs: its CUDA tests (losses and weights = the eager static run,
          # 2-3 micro-batches a step), then mamba-130m and bert-base at 64 and 256 pairs, packed eager beside static

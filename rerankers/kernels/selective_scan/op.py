@@ -19,6 +19,7 @@ from ..custom_op import kernel_op
 from ..precision import as_dtype
 from ..triton_utils import cdiv, check_device, int32_cu, interpreting, launch, log_s, next_pow2, row_major
 from .backward import _scan_bwd_kernel, _scan_bwd_local_kernel, _scan_states_kernel
+from .backward_split import _scan_bwd_split_kernel
 from .forward import _scan_chain_kernel, _scan_fwd_kernel, _scan_fwd_local_kernel
 
 
@@ -37,6 +38,8 @@ class ScanConfig:
     backward (one more pass like the forward, without C, z and y, into a buffer freed after it);
     fit_fwd: the forward's auto window fitted to whole waves at run time like the backward's (off: a
     power of two, which compiles the forward walk to 119 registers, against 143 at a run-time window);
+    bwd_split: the backward walk with each channel's 16 states split over two lanes
+    (:mod:`.backward_split`: half the state registers per thread, 16 channels a warp);
     registers / registers_bwd: a cap on the registers per thread of the forward walks (walk, local
     pass, state rebuild) / of the backward walk (ptxas ``maxnreg``; 0 = the compiler's choice; GPU only):
     128 keeps 4 forward programs per SM at a run-time window (28 bytes of spills, sm_90; the default since the
@@ -54,6 +57,7 @@ class ScanConfig:
     fit_fwd: bool = False
     registers: int = 0
     registers_bwd: int = 0
+    bwd_split: bool = False
 
 
 # measured on an H100 (benchmarks/KERNEL_NOTES.md); recompute_states on by default since the H200 run of the
@@ -128,8 +132,8 @@ def _check_config(cfg: ScanConfig) -> None:
 
 # the custom ops' order
 _FLAT = ("window", "block_t", "warps", "window_bwd", "warps_bwd", "bwd_history", "recompute_states", "fit_fwd",
-         "registers", "registers_bwd")
-_BOOLS = ("recompute_states", "fit_fwd")
+         "registers", "registers_bwd", "bwd_split")
+_BOOLS = ("recompute_states", "fit_fwd", "bwd_split")
 
 
 @functools.lru_cache(maxsize=64)
@@ -162,15 +166,16 @@ def _sms(device: torch.device) -> int:
     return _num_sms(device.index or 0) if device.type == "cuda" else 132
 
 
-def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: torch.device) -> int:
+def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: torch.device,
+                channels: int = 0) -> int:
     """``window`` if set, else the largest power of two (block_t..256) that still gives about four
     programs per SM (a constexpr window: a power of two compiles the forward walk to 119 registers, 4
-    programs per SM, where other windows take 143)."""
+    programs per SM, where other windows take 143). ``channels``: per program (0: one a thread, 32 * warps)."""
     if window:
         return window
     want = 4 * _sms(device)
     w = 256
-    while w > block_t and cdiv(T, w) * cdiv(Dm, 32 * warps) < want:
+    while w > block_t and cdiv(T, w) * cdiv(Dm, channels or 32 * warps) < want:
         w //= 2
     return w
 
@@ -180,6 +185,7 @@ def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: 
 # backward walk 255 either way (2 per SM: 264 programs in one wave on an H200).
 FWD_REGISTERS_RUNTIME = 143
 BWD_REGISTERS = 255
+BWD_SPLIT_REGISTERS = 128  # the split backward walk (bwd_split) at its default cap (compile_sm90.py)
 WINDOW_MAX = 512  # the longest window a fit considers (tokens); the chunk loops' bound at run-time windows
 PROGRAM_COST = 16  # a program's fixed work (binary search over cu_seqlens, loads of A / the carry), in token steps
 
@@ -191,12 +197,12 @@ def resident_programs(warps: int, registers: int = BWD_REGISTERS) -> int:
 
 
 @functools.lru_cache(maxsize=1024)
-def _fit_window(T: int, Dm: int, warps: int, block_t: int, slots: int) -> int:
+def _fit_window(T: int, Dm: int, channels: int, block_t: int, slots: int) -> int:
     """The window (a multiple of block_t, at most WINDOW_MAX) that minimises
     ceil(programs / slots) * (min(window, T) + PROGRAM_COST): every program walks its window's tokens one
     after another, so a grid takes as many window walks as it has waves, and a part-filled last wave costs
-    a whole one. Ties go to the longer window (fewer carries between windows)."""
-    blocks = cdiv(Dm, 32 * warps)
+    a whole one. Ties go to the longer window (fewer carries between windows). ``channels``: per program."""
+    blocks = cdiv(Dm, channels)
     best, best_cost = block_t, None
     for w in range(block_t, max(WINDOW_MAX, block_t) + 1, block_t):
         cost = cdiv(cdiv(T, w) * blocks, slots) * (min(w, T) + PROGRAM_COST)
@@ -208,22 +214,24 @@ def _fit_window(T: int, Dm: int, warps: int, block_t: int, slots: int) -> int:
 
 
 def _fitted(T: int, S: int, Dm: int, warps: int, block_t: int, registers: int, pow2: int,
-            device: torch.device) -> int | None:
+            device: torch.device, channels: int = 0) -> int | None:
     """The window fitted to whole waves of programs of ``registers`` per thread (:func:`_fit_window`), or None
     where the sequences are on average longer than the power-of-two window ``pow2``: there every window's
     first piece is carried and the local pass walks whole windows, which the waves count does not see (the
     fit measured 5-6% slower at B8xL2048 and B1xL16384)."""
     if S <= 0 or T > S * pow2:
         return None
-    return _fit_window(max(int(T), 1), int(Dm), warps, block_t, resident_programs(warps, registers) * _sms(device))
+    return _fit_window(max(int(T), 1), int(Dm), channels or 32 * warps, block_t,
+                       resident_programs(warps, registers) * _sms(device))
 
 
 def _auto_window(T: int, S: int, Dm: int, warps: int, block_t: int, registers: int, fit: bool,
-                 device: torch.device) -> tuple[int, bool]:
+                 device: torch.device, channels: int = 0) -> tuple[int, bool]:
     """(window length, run time?) chosen for a walk: with ``fit`` the fitted window (:func:`_fitted`, a
-    run-time length) where it applies, else :func:`pick_window`'s power of two (a constexpr)."""
-    pow2 = pick_window(0, T, Dm, warps, block_t, device)
-    w = _fitted(T, S, Dm, warps, block_t, registers, pow2, device) if fit else None
+    run-time length) where it applies, else :func:`pick_window`'s power of two (a constexpr). ``channels``:
+    per program (0: one a thread)."""
+    pow2 = pick_window(0, T, Dm, warps, block_t, device, channels)
+    w = _fitted(T, S, Dm, warps, block_t, registers, pow2, device, channels) if fit else None
     return (w, True) if w else (pow2, False)
 
 
@@ -247,6 +255,9 @@ def backward_window(cfg: ScanConfig, T: int, S: int, Dm: int, device: torch.devi
     step at 256 pairs 141.6 -> 132.6 ms."""
     if cfg.window_bwd:
         return cfg.window_bwd, False
+    if cfg.bwd_split:
+        return _auto_window(T, S, Dm, cfg.warps_bwd, cfg.block_t, cfg.registers_bwd or BWD_SPLIT_REGISTERS, True,
+                            device, channels=16 * cfg.warps_bwd)
     return _auto_window(T, S, Dm, cfg.warps_bwd, cfg.block_t, cfg.registers_bwd or BWD_REGISTERS, True, device)
 
 
@@ -362,6 +373,15 @@ def recompute_chunk_states(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, delta
     return states
 
 
+def _split_consts(consts: dict, N: int, warps: int) -> dict:
+    """The plain walk's constexprs as the split walk takes them: BV threads (two a channel), NH states a lane
+    (NP = 2 NH >= N, at least 2) and its butterfly's rounds (:func:`.backward_split._channel_sums`)."""
+    out = {k: v for k, v in consts.items() if k not in ("BD", "NP", "EVEN_N")}
+    NP = max(2, next_pow2(N))
+    rounds = min((NP).bit_length() - 1, 4)  # log2(2 NH) halvings, at most the 4 channel bits of a lane
+    return dict(out, BV=32 * warps, NH=NP // 2, EVEN_N=NP == N, ROUNDS=rounds, EXTRA=4 - rounds)
+
+
 def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None,
                     z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor, states: Tensor,
                     delta_softplus: bool, cfg: ScanConfig, stats: dict | None = None
@@ -404,13 +424,18 @@ def launch_backward(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
         _record(stats, "bwd_local", k)
         gout = _chain(gin, dts, flag, A_t, reverse=True)
         dzp = dz if z is not None else du
-        k = launch(_scan_bwd_kernel, grid,
-            dy, u, delta, A_t, B, C, D if D is not None else u, zp, bp, states, gout, cu,
-            du, ddelta, dzp, dB, dC, dA_t, dD, dbias,
-            dy.stride(0), u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0),
-            du.stride(0), ddelta.stride(0), dzp.stride(0), Dm, T, Dm, N, S, W,
-            HAS_D=D is not None, BH=cfg.bwd_history, BFLY=next_pow2(N) == 16 and not interpreting(), **consts,
-            **_launch_options(warps, cfg.registers_bwd))
+        args = (dy, u, delta, A_t, B, C, D if D is not None else u, zp, bp, states, gout, cu,
+                du, ddelta, dzp, dB, dC, dA_t, dD, dbias,
+                dy.stride(0), u.stride(0), delta.stride(0), B.stride(0), C.stride(0), zp.stride(0),
+                du.stride(0), ddelta.stride(0), dzp.stride(0), Dm, T, Dm, N, S, W)
+        if cfg.bwd_split:
+            k = launch(_scan_bwd_split_kernel, (n_win, cdiv(Dm, 16 * warps)), *args, HAS_D=D is not None,
+                       BH=cfg.bwd_history, **_split_consts(consts, N, warps),
+                       **_launch_options(warps, cfg.registers_bwd or BWD_SPLIT_REGISTERS))
+        else:
+            k = launch(_scan_bwd_kernel, grid, *args,
+                       HAS_D=D is not None, BH=cfg.bwd_history, BFLY=next_pow2(N) == 16 and not interpreting(),
+                       **consts, **_launch_options(warps, cfg.registers_bwd))
         _record(stats, "bwd", k)
     else:
         du.zero_(), ddelta.zero_(), dz.zero_()
@@ -427,17 +452,17 @@ def _fwd_impl(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tens
               z: Tensor | None, delta_bias: Tensor | None, cu_seqlens: Tensor,
               delta_softplus: bool, window: int, block_t: int, warps: int, window_bwd: int,
               warps_bwd: int, bwd_history: int, recompute_states: bool, fit_fwd: bool, registers: int,
-              registers_bwd: int) -> tuple[Tensor, Tensor]:
+              registers_bwd: int, bwd_split: bool) -> tuple[Tensor, Tensor]:
     cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history, recompute_states, fit_fwd, registers,
-                  registers_bwd)
+                  registers_bwd, bwd_split)
     return launch_forward(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, cfg)
 
 
 def _fwd_fake(u, delta, A, B, C, D, z, delta_bias, cu_seqlens, delta_softplus, window, block_t, warps, window_bwd,
-              warps_bwd, bwd_history, recompute_states, fit_fwd, registers, registers_bwd):
+              warps_bwd, bwd_history, recompute_states, fit_fwd, registers, registers_bwd, bwd_split):
     T, Dm = u.shape
     cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history, recompute_states, fit_fwd, registers,
-                  registers_bwd)
+                  registers_bwd, bwd_split)
     S = cu_seqlens.shape[0] - 1
     stride = forward_window(cfg, T, S, Dm, u.device)[0] if recompute_states else block_t
     return u.new_empty((T, Dm)), u.new_empty((cdiv(T, stride), A.shape[1], Dm), dtype=torch.float32)
@@ -447,15 +472,15 @@ def _bwd_impl(dy: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Ten
               D: Tensor | None, z: Tensor | None, delta_bias: Tensor | None,
               cu_seqlens: Tensor, states: Tensor, delta_softplus: bool, window: int, block_t: int,
               warps: int, window_bwd: int, warps_bwd: int, bwd_history: int, recompute_states: bool,
-              fit_fwd: bool, registers: int, registers_bwd: int
+              fit_fwd: bool, registers: int, registers_bwd: int, bwd_split: bool
               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     cfg = _unflat(window, block_t, warps, window_bwd, warps_bwd, bwd_history, recompute_states, fit_fwd, registers,
-                  registers_bwd)
+                  registers_bwd, bwd_split)
     return launch_backward(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplus, cfg)
 
 
 def _bwd_fake(dy, u, delta, A, B, C, D, z, delta_bias, cu_seqlens, states, delta_softplus, window, block_t, warps,
-              window_bwd, warps_bwd, bwd_history, recompute_states, fit_fwd, registers, registers_bwd):
+              window_bwd, warps_bwd, bwd_history, recompute_states, fit_fwd, registers, registers_bwd, bwd_split):
     e = u.new_empty((0,))
     return (torch.empty_like(u), torch.empty_like(delta), torch.empty_like(A), torch.empty_like(B),
             torch.empty_like(C), torch.empty_like(D) if D is not None else e,
