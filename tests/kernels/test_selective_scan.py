@@ -39,6 +39,8 @@ CFG_SMALL = ScanConfig(window=8, window_bwd=4, block_t=4, warps=1, warps_bwd=1, 
 CFG_WIDE = ScanConfig(window=64, window_bwd=128, block_t=8, warps=1, warps_bwd=1, bwd_history=8)
 # the launchers' own windows (small at these T)
 CFG_AUTO = ScanConfig(window=0, window_bwd=0, block_t=8, warps=1, warps_bwd=1, bwd_history=4)
+# the backward walk with each channel's states over two lanes (16 channels a warp)
+CFG_SPLIT = replace(CFG, bwd_split=True)
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
 
@@ -120,7 +122,9 @@ LENGTHS = {
 @pytest.mark.parametrize("case,cfg", [(c, CFG) for c in LENGTHS] + [("random", CFG_SMALL),
                                                                      ("several_segments", CFG_SMALL),
                                                                      ("edges", CFG_WIDE),
-                                                                     ("random", CFG_AUTO)])
+                                                                     ("random", CFG_AUTO),
+                                                                     ("edges", CFG_SPLIT),
+                                                                     ("random", replace(CFG_SMALL, bwd_split=True))])
 def test_triton_equals_reference_output_and_every_gradient(case, cfg):
     lengths = LENGTHS[case]
     if lengths is None:
@@ -128,7 +132,7 @@ def test_triton_equals_reference_output_and_every_gradient(case, cfg):
         cuts = sorted(torch.randperm(127, generator=g)[:6].add(1).tolist())
         lengths = [b - a for a, b in zip([0] + cuts, cuts + [128])]
     # 40 channels: a full block of 32 and a partial one
-    T, Dm, N = sum(lengths), 40 if cfg in (CFG, CFG_AUTO) else 24, 4
+    T, Dm, N = sum(lengths), 40 if cfg in (CFG, CFG_AUTO, CFG_SPLIT) else 24, 4
     cu = cu_seqlens_from_lengths(lengths)
     xs = make(T, Dm, N, seed=len(case))
     assert_matches_reference(selective_scan_triton(*xs, cu, config=cfg), xs, cu, gy_seed=3)
@@ -149,6 +153,18 @@ def test_states_not_a_power_of_two_and_A_as_mamba_passes_it():
     y = selective_scan_triton(*xs, cu, config=CFG)
     (dA,) = torch.autograd.grad(y.sum(), [xs[2]])
     assert dA.stride() == xs[2].stride()
+
+
+@pytest.mark.parametrize("N", [1, 3, 16, 32])
+def test_split_backward_at_every_state_count(N):
+    """bwd_split at N = 1 and 3 (padded to 2 and 4 states: one or two a lane, masked), 16 (Mamba's: 8 a lane)
+    and 32: the halving butterfly's rounds change with the states a lane holds; 40 channels cross a block of
+    16 (two lanes a channel, one warp) and end in a partial one."""
+    lengths = [9, 1, 22]
+    T, Dm = sum(lengths), 40
+    cu = cu_seqlens_from_lengths(lengths)
+    xs = make(T, Dm, N, seed=40 + N)
+    assert_matches_reference(selective_scan_triton(*xs, cu, config=CFG_SPLIT), xs, cu, gy_seed=N, what=f" N={N}")
 
 
 @pytest.mark.parametrize("floor", [1, 12])
@@ -445,9 +461,9 @@ CPU = torch.device("cpu")
 BIG = ScanConfig()  # the GPU's warps and block_t (4, 8): windows are only picked here, no kernel runs
 
 
-def _waves_cost(T: int, Dm: int, warps: int, W: int, slots: int) -> int:
+def _waves_cost(T: int, Dm: int, channels: int, W: int, slots: int) -> int:
     from rerankers.kernels.selective_scan.op import PROGRAM_COST
-    return -(-(-(-T // W) * -(-Dm // (32 * warps))) // slots) * (min(W, T) + PROGRAM_COST)
+    return -(-(-(-T // W) * -(-Dm // channels)) // slots) * (min(W, T) + PROGRAM_COST)
 
 
 @pytest.mark.parametrize("T,Dm", [(23272, 1536), (23272, 2048), (5819, 1536), (5819, 2048), (16384, 2048),
@@ -456,14 +472,14 @@ def test_fitted_window_is_the_cheapest_whole_wave_fit(T, Dm):
     """The fit is a multiple of block_t, at most WINDOW_MAX, no longer than T needs, and no candidate window
     makes fewer window walks (waves x tokens per program); the longest of equal ones."""
     warps, bt = 4, 8
-    slots = resident_programs(warps) * 132
-    W = _fit_window(T, Dm, warps, bt, slots)
+    channels, slots = 32 * warps, resident_programs(warps) * 132
+    W = _fit_window(T, Dm, channels, bt, slots)
     assert backward_window(BIG, T, T, Dm, CPU) == (W, True)  # sequences of one token: fitted, at run time
     assert W % bt == 0 and bt <= W <= WINDOW_MAX and W < T + bt
     cands = range(bt, min(WINDOW_MAX, -(-T // bt) * bt) + 1, bt)
-    best = min(_waves_cost(T, Dm, warps, w, slots) for w in cands)
-    assert _waves_cost(T, Dm, warps, W, slots) == best
-    assert W == max(w for w in cands if _waves_cost(T, Dm, warps, w, slots) == best)
+    best = min(_waves_cost(T, Dm, channels, w, slots) for w in cands)
+    assert _waves_cost(T, Dm, channels, W, slots) == best
+    assert W == max(w for w in cands if _waves_cost(T, Dm, channels, w, slots) == best)
 
 
 def test_fitted_window_fills_whole_waves_at_the_training_shapes():
@@ -478,7 +494,20 @@ def test_fitted_window_fills_whole_waves_at_the_training_shapes():
     assert -(-5819 // backward_window(BIG, 5819, 64, 1536, CPU)[0]) * 12 <= 264
     # a register cap of 168 makes room for 3 backward programs per SM: the fit counts 396 slots
     W = backward_window(replace(BIG, registers_bwd=168), 23272, 250, 1536, CPU)[0]
-    assert W == _fit_window(23272, 1536, 4, 8, 396)
+    assert W == _fit_window(23272, 1536, 128, 8, 396)
+
+
+def test_split_backward_fits_its_window_to_its_own_programs():
+    """bwd_split: 16 channels a warp (64 a program of 4 warps) at its register cap of 128 (4 programs per SM):
+    the fit counts those programs and slots, and the register cap set in the config replaces the default."""
+    from rerankers.kernels.selective_scan.op import BWD_SPLIT_REGISTERS
+    split = replace(BIG, bwd_split=True)
+    for T, Dm in [(23272, 1536), (5819, 2048)]:
+        slots = resident_programs(4, BWD_SPLIT_REGISTERS) * 132
+        assert backward_window(split, T, T // 93, Dm, CPU) == (_fit_window(T, Dm, 64, 8, slots), True)
+    W = backward_window(replace(split, registers_bwd=168), 23272, 250, 1536, CPU)[0]
+    assert W == _fit_window(23272, 1536, 64, 8, resident_programs(4, 168) * 132)
+    assert backward_window(split, 16384, 8, 2048, CPU) == (pick_window(0, 16384, 2048, 4, 8, CPU, 64), False)
 
 
 def test_long_sequences_keep_the_power_of_two_window():
@@ -496,9 +525,9 @@ def test_forward_window_is_a_power_of_two_unless_fit_fwd():
     assert forward_window(BIG, 23272, 250, 1536, CPU) == (pick_window(0, 23272, 1536, 4, 8, CPU), False)
     assert forward_window(replace(BIG, window=24), 23272, 250, 1536, CPU) == (24, False)
     W, runtime = forward_window(replace(BIG, fit_fwd=True), 23272, 250, 1536, CPU)
-    assert runtime and W == _fit_window(23272, 1536, 4, 8, 3 * 132)
+    assert runtime and W == _fit_window(23272, 1536, 128, 8, 3 * 132)
     W, runtime = forward_window(replace(BIG, fit_fwd=True, registers=128), 23272, 250, 1536, CPU)
-    assert runtime and W == _fit_window(23272, 1536, 4, 8, 4 * 132)
+    assert runtime and W == _fit_window(23272, 1536, 128, 8, 4 * 132)
 
 
 def test_register_caps_warps_and_windows_are_checked():
