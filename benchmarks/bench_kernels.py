@@ -595,29 +595,47 @@ LEVERS10 = (("default", {}), ("split", dict(bwd_split=True)), ("split reg168", d
 LEVER_SHAPES = (("B8xL2048 D2048", 8, 2048, 2048),)
 
 
-def time_levers(gen: torch.Generator, levers=LEVERS, fixed=LEVER_SHAPES, waves: int = 3) -> bool:
+def time_levers(gen: torch.Generator, levers=LEVERS, fixed=LEVER_SHAPES, waves: int = 3, pick: str | None = None,
+                checks: bool = True, warm: bool = False) -> bool:
     """ScanConfig levers (KERNEL_NOTES.md; the fifth session's untimed ones by default), each a set of fields
     replaced in the default config: each checked against the fp32 reference first, bf16 on an MS MARCO-shaped
     pack (short sequences: the fitted, run-time windows) and on a ragged pack of long ones (the power-of-two
     fallback), fp32 for the last; then timed at the training shapes (the first ``waves`` of WAVE_SHAPES) and at
-    the equal-length ``fixed`` shapes beside the default, with each kernel's registers and spills."""
+    the equal-length ``fixed`` shapes beside the default, with each kernel's registers and spills.
+
+    ``pick``: ','-separated lever names to run (default all); ``checks`` off skips the checks (shown on an earlier
+    call); ``warm``: only compile, one forward and backward a shape and lever, untimed (several processes warming
+    Triton's disk cache at once cut a timed run's compile time; the pack shapes come from the same seed)."""
     base = CFG or DEFAULT_CONFIG
+    if pick:
+        names = pick.split(",")
+        unknown = sorted(set(names) - {n for n, _ in levers})
+        if unknown:
+            raise SystemExit(f"--levers: unknown {unknown}; known: {[n for n, _ in levers]}")
+        levers = tuple(lv for lv in levers if lv[0] in names)
     ok = True
-    for name, kw in levers[1:]:
+    for name, kw in levers[1:] if checks and not warm else ():
         cfg = replace(base, **kw)
         lens = msmarco_lengths(gen, 8192)
         Wf, Wb = auto_windows(sum(lens), len(lens), 1536, cfg)
         log(f"lever {name}: windows {Wf}/{Wb} at the 8K check pack")
         ok &= check_scan(f"lever {name} 8K", lens, 1536, seed=12, cfg=cfg)
         ok &= check_scan(f"lever {name} ragged", [2048, 1, 300, 90, 1, 255, 257, 2627, 77], 1536, seed=14, cfg=cfg)
-    ok &= check_scan(f"lever {levers[-1][0]} fp32", msmarco_lengths(gen, 4096), 1536, dtype=torch.float32, seed=13,
-                     cfg=replace(base, **levers[-1][1]))
-    log(f"LEVER CHECKS {'PASS' if ok else 'FAIL'}")
+    if checks and not warm and len(levers) > 1:
+        ok &= check_scan(f"lever {levers[-1][0]} fp32", msmarco_lengths(gen, 4096), 1536, dtype=torch.float32,
+                         seed=13, cfg=replace(base, **levers[-1][1]))
+        log(f"LEVER CHECKS {'PASS' if ok else 'FAIL'}")
     shapes = ([(tag, msmarco_lengths(gen, total), D) for tag, total, D in WAVE_SHAPES[:waves]]
               + [(tag, [L] * b, D) for tag, b, L, D in fixed])
     for tag, lens, D in shapes:
         for name, kw in levers:
             cfg = replace(base, **kw)
+            if warm:
+                fwd, fb = scan_timer(lens, D, cfg=cfg)
+                fwd(0), fb(0)
+                torch.cuda.synchronize()
+                log(f"lever {name} {tag}: compiled")
+                continue
             r = time_scan(f"{name} {tag}", lens, D, cfg=cfg)
             Wf, Wb = auto_windows(sum(lens), len(lens), D, cfg)
             RESULTS.setdefault("levers", []).append(dict(lever=name, tag=tag, T=sum(lens), D=D, window_fwd=Wf,
@@ -667,6 +685,10 @@ def main() -> int:
                          "levers5 (the fifth session's untimed ScanConfig levers: checks, then timings), "
                          "levers6 (the sixth session's default beside the fifth's and other chunk lengths), "
                          "levers10 (the split backward walk's variants beside the default)")
+    ap.add_argument("--levers", default=None, help="levers10: ','-separated lever names (default all)")
+    ap.add_argument("--no-lever-checks", action="store_true", help="levers10: time only (checked on an earlier call)")
+    ap.add_argument("--warm", action="store_true",
+                    help="levers10: compile only (fill Triton's disk cache for a timed run; run several at once)")
     ap.add_argument("--windows", default=None,
                     help="','-separated windows for 'waves' (0: the launchers' pick; default: 0 and 192..512)")
     ap.add_argument("--configs", default=None,
@@ -887,7 +909,8 @@ def main() -> int:
         all_ok &= time_levers(gen)
         save()
     if "levers10" in parts:  # the split backward walk beside the default, at the training and fixed shapes
-        all_ok &= time_levers(gen, LEVERS10, FIXED_SHAPES[:3])
+        all_ok &= time_levers(gen, LEVERS10, FIXED_SHAPES[:3], pick=args.levers, checks=not args.no_lever_checks,
+                              warm=args.warm)
         save()
     if "levers6" in parts:  # the sixth session's default beside the fifth's, at the training and fixed shapes
         all_ok &= time_levers(gen, LEVERS6, FIXED_SHAPES[:3])

@@ -48,13 +48,14 @@
 #                                        step timed back to back and synchronised, beside .gpu/old; then tenth2 (the
 #                                        anchors' build with the CUDA tests and kernel checks) and tenth3 (< 30 s
 #                                        later): every ratio of issue 13 in one run with both anchors
-#   next session: tenth2, then tenth3 (< 30 s later), with .gpu/old's 64-pair rows run first (the order check)
+#   bash benchmarks/gpu_suite.sh twelfth (tenth session) the split backward walk timed: the disk cache warmed by
+#                                        parallel compiles, then the scan's variants and mamba-130m's step, off and on
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|tenth|tenth2|tenth3|tenth4|eleventh|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|tenth|tenth2|tenth3|tenth4|eleventh|twelfth|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -443,6 +444,30 @@ tenth)  # (ninth session; carry .whl (with bm25s, PyStemmer) .gpu/COMMIT .gpu/ol
   pack > /dev/null
   timeout -s INT 120 $OLD_CLI bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
      --out $RES/s9-train-old > $OUT/s9-train-old.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s9-train-old.log | tail -6
+  pack ;;
+twelfth)  # (eleventh session; carry .whl .gpu/COMMIT) the eleventh stage timed this time (its checks all passed on the
+          # GPU; Triton's compiles ate its time boxes): Triton's disk cache filled first by processes compiling at
+          # once (the split's variants at every timed shape; mamba-130m's step with the split off and on), then
+          # the default scan beside split, split reg168 and split bh2, and mamba-130m (off, on) beside bert-base
+  L="default,split,split reg168,split bh2"
+  for lv in default split "split reg168" "split bh2"; do
+    timeout -s INT 200 python3 benchmarks/bench_kernels.py --only levers10 --levers "$lv" --no-lever-checks --warm \
+      --out /tmp/warm-"${lv// /_}" > $OUT/warm-"${lv// /_}".log 2>&1 &
+  done
+  timeout -s INT 200 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
+    --steps 1 --warmup 1 --no-plots --out /tmp/warm-train > $OUT/warm-train.log 2>&1 &
+  RERANKERS_SCAN_CONFIG=bwd_split=1 timeout -s INT 200 $R bench train --backbone mamba-130m --pairs 64 256 \
+    --modes packed --anchors none --steps 1 --warmup 1 --no-plots --out /tmp/warm-split > $OUT/warm-split.log 2>&1 &
+  t0=$SECONDS; wait; echo "warm: $((SECONDS - t0)) s"; tail -qn 2 $OUT/warm-*.log | grep -v "^$"
+  timeout -s INT 150 python3 benchmarks/bench_kernels.py --only levers10 --levers "$L" --no-lever-checks \
+     --out $RES/s11-levers 2>&1 | grep -E "lever |rror" | tail -40
+  pack > /dev/null
+  timeout -s INT 110 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
+     --out $RES/s11-train > $OUT/s11-train.log 2>&1; grep -E "^\| (mamba|bert)" $OUT/s11-train.log | tail -6
+  pack > /dev/null
+  RERANKERS_SCAN_CONFIG=bwd_split=1 timeout -s INT 80 $R bench train --backbone mamba-130m --pairs 64 256 \
+     --modes packed --anchors none --out $RES/s11-train-split > $OUT/s11-train-split.log 2>&1
+  grep -E "^\| mamba" $OUT/s11-train-split.log | tail -4
   pack ;;
 eleventh)  # (tenth session; carry .whl .gpu/COMMIT) the backward walk split over two lanes a channel (bwd_split):
            # the scan's GPU checks with it on, each variant checked then timed beside the default (bench_kernels
