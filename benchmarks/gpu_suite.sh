@@ -55,7 +55,7 @@
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|tenth|tenth2|tenth3|tenth4|eleventh|twelfth|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|tenth|tenth2|tenth3|tenth4|eleventh|twelfth|twelfth2|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -468,6 +468,17 @@ twelfth)  # (eleventh session; carry .whl .gpu/COMMIT) the eleventh stage timed 
   RERANKERS_SCAN_CONFIG=bwd_split=1 timeout -s INT 80 $R bench train --backbone mamba-130m --pairs 64 256 \
      --modes packed --anchors none --out $RES/s11-train-split > $OUT/s11-train-split.log 2>&1
   grep -E "^\| mamba" $OUT/s11-train-split.log | tail -4
+  pack ;;
+twelfth2)  # (carry .whl .gpu/COMMIT) the split's variants beside the default again, each also replayed from a CUDA
+           # graph (the GPU's time alone: the 5.8K rows of twelfth were host-bound), the cache warmed as in twelfth
+  L="default,split,split reg168,split bh2"
+  for lv in default split "split reg168" "split bh2"; do
+    timeout -s INT 200 python3 benchmarks/bench_kernels.py --only levers10 --levers "$lv" --no-lever-checks --warm \
+      --out /tmp/warm-"${lv// /_}" > $OUT/warm-"${lv// /_}".log 2>&1 &
+  done
+  t0=$SECONDS; wait; echo "warm: $((SECONDS - t0)) s"; tail -qn 1 $OUT/warm-*.log
+  timeout -s INT 150 python3 benchmarks/bench_kernels.py --only levers10 --levers "$L" --no-lever-checks \
+     --out $RES/s11-levers-graphed 2>&1 | grep -E "lever |rror" | tail -40
   pack ;;
 eleventh)  # (tenth session; carry .whl .gpu/COMMIT) the backward walk split over two lanes a channel (bwd_split):
            # the scan's GPU checks with it on, each variant checked then timed beside the default (bench_kernels
