@@ -39,7 +39,8 @@ class ScanConfig:
     fit_fwd: the forward's auto window fitted to whole waves at run time like the backward's (off: a
     power of two, which compiles the forward walk to 119 registers, against 143 at a run-time window);
     bwd_split: the backward walk with each channel's 16 states split over two lanes
-    (:mod:`.backward_split`: half the state registers per thread, 16 channels a warp);
+    (:mod:`.backward_split`: half the state registers per thread, 16 channels a warp; opt-in: on an H200 it
+    ties the default at 23K-token packs and is 1-11% slower elsewhere, KERNEL_NOTES.md "Eleventh session");
     registers / registers_bwd: a cap on the registers per thread of the forward walks (walk, local
     pass, state rebuild) / of the backward walk (ptxas ``maxnreg``; 0 = the compiler's choice; GPU only):
     128 keeps 4 forward programs per SM at a run-time window (28 bytes of spills, sm_90; the default since the
@@ -185,7 +186,7 @@ def pick_window(window: int, T: int, Dm: int, warps: int, block_t: int, device: 
 # backward walk 255 either way (2 per SM: 264 programs in one wave on an H200).
 FWD_REGISTERS_RUNTIME = 143
 BWD_REGISTERS = 255
-BWD_SPLIT_REGISTERS = 128  # the split backward walk (bwd_split) at its default cap (compile_sm90.py)
+BWD_SPLIT_REGISTERS = 128  # the split backward walk (bwd_split) at its default cap: 4 programs per SM (168: 3, slower)
 WINDOW_MAX = 512  # the longest window a fit considers (tokens); the chunk loops' bound at run-time windows
 PROGRAM_COST = 16  # a program's fixed work (binary search over cu_seqlens, loads of A / the carry), in token steps
 
