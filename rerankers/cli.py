@@ -65,6 +65,9 @@ def _add_eval_args(p: argparse.ArgumentParser) -> None:
     rr.add_argument("--quantize", default=None, metavar="MODE",
                     help="int8: score with the backbone's Linear layers as int8 weights (per-channel scales; the "
                          "head stays fp32); the report shows the model's size before and after")
+    rr.add_argument("--cuda-graphs", action="store_true",
+                    help="replay each batch's forward from a CUDA graph (batches padded to shape buckets; CUDA, "
+                         "packed backbones): removes the host's per-launch cost, which sets Mamba's pace")
     rr.add_argument("--fuse", choices=("rrf", "wsum"), default=None,
                     help="also report the reranked run fused with its first stage (reciprocal rank fusion, or a "
                          "weighted sum of min-max normalised scores)")
@@ -80,7 +83,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
                            max_p=args.max_p, model=args.model, candidates=args.candidates, corpus=args.corpus,
                            queries=args.queries, depth=args.depth, output=args.output, device=args.device,
                            dtype=args.dtype, batch_tokens=args.batch_tokens, save_report=args.save_report,
-                           fuse=args.fuse, fuse_weight=args.fuse_weight, quantize=args.quantize)
+                           fuse=args.fuse, fuse_weight=args.fuse_weight, quantize=args.quantize,
+                           cuda_graphs=args.cuda_graphs)
     sys.stdout.write(report.render(args.format))
     return 0
 
@@ -344,10 +348,12 @@ def _add_bench_args(p: argparse.ArgumentParser) -> None:
             m.add_argument("--depth", type=int, default=None, help="top-k of each query in --candidates")
             m.add_argument("--modes", nargs="+", default=None,
                            choices=("packed", "padded", "static", "single", "recompute") if mode == "train" else
-                           ("packed", "padded", "single"),
+                           ("packed", "padded", "single", "graphed"),
                            help="how ours runs a batch" + (" (static: packed to one fixed shape; recompute: packed, "
                                                            "Mamba-1's mixers rebuilding their conv output and delta "
-                                                           "in the backward)" if mode == "train" else ""))
+                                                           "in the backward)" if mode == "train" else
+                                                           " (graphed: packed, each batch padded to a shape bucket "
+                                                           "and replayed from a CUDA graph; CUDA only)"))
             m.add_argument("--init", default=None, choices=("random", "pretrained"), help="weights (default random)")
         if mode == "train":
             m.add_argument("--pairs", nargs="+", type=int, default=None, help="pairs per step (default 64 256)")

@@ -37,7 +37,8 @@ DEMO_METRICS = ("MRR@10", "nDCG@10", "MAP@1000", "R@100", "P@10")
 # ------------------------------------------------------------------------------------ reranking
 def rerank_with_model(model: str | os.PathLike, run: Run, queries: Mapping[str, str], docs: Mapping[str, str], *,
                       device: str | None = None, dtype: str | None = None, batch_tokens: int | None = None,
-                      depth: int | None = None, quantize: str | None = None) -> tuple[Run, dict[str, float]]:
+                      depth: int | None = None, quantize: str | None = None, cuda_graphs: bool = False
+                      ) -> tuple[Run, dict[str, float]]:
     """Rerank ``run`` with the cross-encoder ``model``.
 
     Args:
@@ -50,6 +51,7 @@ def rerank_with_model(model: str | os.PathLike, run: Run, queries: Mapping[str, 
         batch_tokens: token budget per packed batch; None = 16384.
         depth: how many candidates of each query to rerank; None = every candidate.
         quantize: ``int8``: the backbone's Linear layers as int8 weights (:mod:`rerankers.models.quantize`).
+        cuda_graphs: each batch's forward replayed from a CUDA graph (``Reranker(cuda_graphs=True)``).
 
     Returns:
         ``(reranked_run, throughput)``: model scores for each query's top ``depth``, the rest of
@@ -64,7 +66,7 @@ def rerank_with_model(model: str | os.PathLike, run: Run, queries: Mapping[str, 
     depth = depth or max((len(d) for d in run.values()), default=1)
     try:
         reranker = Reranker.from_pretrained(model, device=device, dtype=dtype, batch_tokens=batch_tokens,
-                                            quantize=quantize)
+                                            quantize=quantize, cuda_graphs=cuda_graphs)
     except (ModelLoadingError, ImportError) as e:  # ImportError: a preset's optional package is missing
         raise ModelLoadingError(f"--model {model}: {e}") from None
     reranked = reranker.rerank_run(run, queries, docs, depth=depth)
@@ -139,7 +141,8 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
                   corpus: str | os.PathLike | None = None, queries: str | None = None, depth: int = 100,
                   output: str | os.PathLike | None = None, device: str | None = None, dtype: str | None = None,
                   batch_tokens: int | None = None, save_report: str | os.PathLike | None = None,
-                  fuse: str | None = None, fuse_weight: float = 0.5, quantize: str | None = None) -> Report:
+                  fuse: str | None = None, fuse_weight: float = 0.5, quantize: str | None = None,
+                  cuda_graphs: bool = False) -> Report:
     """Evaluate TREC ``runs`` (the first is the baseline of the significance tests); with ``model``,
     rerank the first-stage run first and report the reranked run second.
 
@@ -158,6 +161,7 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
         fuse: with ``model``, also a row of the reranked run fused with its first stage: ``rrf`` or
             ``wsum`` (:func:`rerankers.eval.fusion.fuse_runs`; ``fuse_weight`` on the reranked run).
         quantize: with ``model``, score with its int8-quantized twin (:func:`rerank_with_model`).
+        cuda_graphs: with ``model``, replay its forward from CUDA graphs (:func:`rerank_with_model`).
 
     Returns:
         The report, one row per run: the first run, the reranked one (with throughput columns), the others.
@@ -173,6 +177,8 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
         check_quantize(quantize)
         if not model:
             raise UsageError("--quantize applies to the reranking model: it needs --model")
+    if cuda_graphs and not model:
+        raise UsageError("--cuda-graphs applies to the reranking model: it needs --model")
     if fuse:
         from rerankers.eval.fusion import check_fusion
         check_fusion(fuse, fuse_weight)
@@ -189,7 +195,8 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
         if not entries:
             entries.append((base_name, base_source, run, {}))
         reranked, throughput = rerank_with_model(model, run, query_texts, doc_texts, device=device, dtype=dtype,
-                                                 batch_tokens=batch_tokens, depth=depth, quantize=quantize)
+                                                 batch_tokens=batch_tokens, depth=depth, quantize=quantize,
+                                                 cuda_graphs=cuda_graphs)
         if output:
             write_run(reranked, output, tag=_model_name(model).replace(" ", "_") or "rerankers")
             logger.info("wrote the reranked run to %s", output)

@@ -89,6 +89,19 @@ def parse_dtype(dtype: Any) -> torch.dtype | None:
     return _DTYPES[key]
 
 
+def _check_graphable(model: CrossEncoder, device: torch.device, batch_tokens: int) -> None:
+    """``cuda_graphs=True``'s preconditions, each a one-line RerankersError naming the argument."""
+    from rerankers.train.batches import STATIC_KINDS
+
+    if device.type != "cuda":
+        raise RerankersError(f"cuda_graphs=True needs a CUDA device, got device {str(device)!r}")
+    if model.backbone_type not in STATIC_KINDS:
+        raise RerankersError(f"cuda_graphs=True: the {model.backbone_type} backbone has no fixed-shape packed path "
+                             f"(supported: {', '.join(STATIC_KINDS)})")
+    if batch_tokens < 2:
+        raise RerankersError(f"cuda_graphs=True needs batch_tokens >= 2 (one token of padding), got {batch_tokens}")
+
+
 class Reranker:
     """Scores and reranks documents for queries with a :class:`CrossEncoder`.
 
@@ -103,11 +116,15 @@ class Reranker:
         chunk_pairs:   pairs encoded at a time (bounds host memory on big runs)
         quantize:      "int8": the backbone's Linear layers as int8 weights (in place; the head stays fp32;
                        :mod:`rerankers.models.quantize`); ``quantization`` then holds the sizes before/after
+        cuda_graphs:   replay each batch's forward from a CUDA graph (:mod:`rerankers.models.graphed`: batches
+                       padded to shape buckets, one capture per bucket; CUDA and packed backbones only). It
+                       removes the host's per-launch cost, which sets the pace of Mamba's forward; batches are
+                       then filled to ``batch_tokens - 1`` real tokens (a full one pads to the budget)
     """
 
     def __init__(self, model: CrossEncoder | str | os.PathLike, device: str | torch.device | None = None,
                  dtype: Any = None, batch_tokens: int = 16384, max_pairs: int | None = None, chunk_pairs: int = 32768,
-                 quantize: str | None = None):
+                 quantize: str | None = None, cuda_graphs: bool = False):
         from rerankers.models.quantize import check_quantize, quantize_model
 
         check_quantize(quantize)
@@ -131,8 +148,16 @@ class Reranker:
         for name, value in (("batch_tokens", batch_tokens), ("max_pairs", max_pairs), ("chunk_pairs", chunk_pairs)):
             if value is not None and value < 1:
                 raise RerankersError(f"{name} must be positive, got {value}")
+        if cuda_graphs:
+            _check_graphable(model, self.device, batch_tokens)
         self.quantization = quantize_model(model, quantize) if quantize else None
         self.model = model.to(self.device).eval()
+        self.graphed = None
+        if cuda_graphs:
+            from rerankers.models.graphed import GraphedScorer
+
+            pad_id = getattr(model.tokenizer, "pad_token_id", None)
+            self.graphed = GraphedScorer(self.model, int(model.template.max_length), 0 if pad_id is None else pad_id)
         self.batch_tokens = int(batch_tokens)
         self.max_pairs = max_pairs
         self.chunk_pairs = int(chunk_pairs)
@@ -169,16 +194,18 @@ class Reranker:
                 docs_cut += len(enc.truncated)
                 queries_cut += len(enc.queries_truncated)
                 results = []
-                for idx in token_budget_batches(enc.lengths, self.batch_tokens, sort=True,
+                budget = self.batch_tokens - 1 if self.graphed is not None else self.batch_tokens
+                for idx in token_budget_batches(enc.lengths, budget, sort=True,
                                                 padded=self.model.pads, max_pairs=self.max_pairs):
                     batch = pack_encoded(enc, idx).to(self.device)
                     self._sync()
                     m0 = time.perf_counter()
+                    forward = self.model if self.graphed is None else self.graphed
                     if self.autocast_dtype is not None:
                         with torch.autocast(self.device.type, dtype=self.autocast_dtype):
-                            s = self.model(batch)
+                            s = forward(batch)
                     else:
-                        s = self.model(batch)
+                        s = forward(batch)
                     s = s.float().cpu()  # synchronises
                     stats.model_seconds += time.perf_counter() - m0
                     stats.tokens += batch.num_tokens

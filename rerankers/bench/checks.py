@@ -85,6 +85,23 @@ def check_anchor(system: System, model, device: torch.device, seed: int) -> dict
             "ok": not nan and err < FP32_TOL}
 
 
+def check_graphed(system: System, model, device: torch.device, autocast: torch.dtype | None, seed: int
+                  ) -> dict[str, Any]:
+    """Mode graphed's scores (padded to a bucket, replayed from a CUDA graph) against eager packed scores under
+    the same autocast, on a fresh batch replayed twice (the second from the captured graph): within BF16_TOL
+    (bf16 matmuls of another row count round differently), FP32_TOL without autocast."""
+    batch = _fresh_batch(model, device, seed)
+    model.eval()
+    with torch.no_grad():
+        eager = infer_scores(Ours(system.name, "packed", model), batch, autocast).float()
+        first = infer_scores(system, batch, autocast).float()
+        again = infer_scores(system, batch, autocast).float()
+    err = max(rel_err(first, eager), rel_err(again, eager))
+    nan = bool(torch.isnan(again).any())
+    return {"backbone": system.name, "system": system.label, "graphed_vs_eager": err, "nan": nan,
+            "ok": not nan and err < (BF16_TOL if autocast is not None else FP32_TOL)}
+
+
 # ------------------------------------------------------------------------------ before a mode times
 def ours_passes(name: str, model, device: torch.device, autocast: torch.dtype | None, seed: int,
                 result: dict[str, Any]) -> bool:

@@ -17,7 +17,7 @@ import torch
 
 from rerankers.bench import anchors as anchor_mod
 from rerankers.bench.build import build_model
-from rerankers.bench.checks import checked_system, ours_passes, put_back
+from rerankers.bench.checks import check_graphed, checked_system, ours_passes, put_back
 from rerankers.bench.systems import Ours, infer_scores
 from rerankers.bench.timing import new_result, release, time_calls
 from rerankers.bench.train import autocast_dtype
@@ -47,17 +47,19 @@ class InferBenchConfig:
     seed: int = 0
 
 
-def _id_batches(model, texts, cfg: InferBenchConfig, padded: bool):
-    """The pairs as batches of a token budget (padded systems: batch size x longest)."""
+def _id_batches(model, texts, cfg: InferBenchConfig, padded: bool, graphed: bool = False):
+    """The pairs as batches of a token budget (padded systems: batch size x longest; graphed: one token under
+    the budget, as the Reranker fills them, so that a full batch pads to the budget)."""
+    budget = cfg.batch_tokens - 1 if graphed else cfg.batch_tokens
     if texts is not None:
         enc = model.encode(texts.queries, texts.docs, warn=False)
-        return [pack_encoded(enc, idx) for idx in token_budget_batches(enc.lengths, cfg.batch_tokens,
+        return [pack_encoded(enc, idx) for idx in token_budget_batches(enc.lengths, budget,
                                                                        sort=True, padded=padded)]
     gen = torch.Generator().manual_seed(cfg.seed)
     fit = model_workload(model)
     lengths = sorted(msmarco_lengths(cfg.pairs, gen, fit["max_length"]), reverse=True)
     out = []
-    for idx in token_budget_batches(lengths, cfg.batch_tokens, sort=False, padded=padded):
+    for idx in token_budget_batches(lengths, budget, sort=False, padded=padded):
         out.append(random_batch([lengths[i] for i in idx], fit["vocab_size"], gen, token_types=fit["token_types"]))
     return out
 
@@ -72,6 +74,8 @@ def _row(label: dict[str, Any], n_pairs: int, tokens: int, timing, scope: str) -
 def run_infer_bench(cfg: InferBenchConfig, command: str | None = None, on_row=None) -> dict[str, Any]:
     """Check, then time every system over all pairs; returns {"env", "config", "checks", "rows", "skipped"}."""
     device = torch.device(cfg.device)
+    if "graphed" in cfg.modes and device.type != "cuda":
+        raise UsageError(f"--modes graphed: CUDA graphs need a CUDA device, got --device {cfg.device}")
     dtype = autocast_dtype(cfg.dtype, device)
     texts = load_text_pairs(cfg.candidates, cfg.depth) if cfg.candidates else None
     result = new_result("infer", cfg, device, command,
@@ -98,7 +102,14 @@ def run_infer_bench(cfg: InferBenchConfig, command: str | None = None, on_row=No
             system = checked_system(kind, name, model, device, cfg.seed, result)
             if system is None:
                 continue
-            batches = [b.to(device) for b in _id_batches(model, texts, cfg, padded=system.mode == "padded")]
+            if system.mode == "graphed":
+                result["checks"].append(check_graphed(system, model, device, dtype, cfg.seed))
+                if not result["checks"][-1]["ok"]:
+                    logger.error("%s: correctness check failed, not timed: %s", system.label, result["checks"][-1])
+                    result["skipped"].append({"system": system.label, "reason": "correctness check failed"})
+                    continue
+            batches = [b.to(device) for b in _id_batches(model, texts, cfg, padded=system.mode == "padded",
+                                                         graphed=system.mode == "graphed")]
             n_pairs = sum(b.num_sequences for b in batches)
             tokens = sum(b.num_tokens for b in batches)
 

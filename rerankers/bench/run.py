@@ -49,6 +49,8 @@ def _check_options(mode: str, cfg) -> None:
             raise UsageError("--modes static: rerank bench train only (a training step of one fixed shape)")
         if m == "recompute" and mode != "train":
             raise UsageError("--modes recompute: rerank bench train only (what the backward keeps)")
+        if m == "graphed" and mode != "infer":
+            raise UsageError("--modes graphed: rerank bench infer only (a forward replayed from CUDA graphs)")
     if getattr(cfg, "step", "train") not in STEPS:
         raise UsageError(f"--step {cfg.step}: {' or '.join(STEPS)}")
     if getattr(cfg, "compile", "off") not in COMPILE_MODES:

@@ -31,7 +31,9 @@ from rerankers.train.optim import build_optimizer
 
 class System(abc.ABC):
     """name: the backbone (``mamba-130m``); impl: whose code (``ours``, ``mamba-ssm``, ...); mode:
-    ``packed`` | ``padded`` | ``static`` | ``single`` | ``recompute``; module: the nn.Module whose parameters train;
+    ``packed`` | ``padded`` | ``static`` | ``single`` | ``recompute`` | ``graphed`` (inference: packed, each batch
+    padded to a shape bucket and replayed from a CUDA graph, :mod:`rerankers.models.graphed`); module: the
+    nn.Module whose parameters train;
     compile: the torch.compile mode of its forward ("off": eager)."""
 
     impl = "ours"
@@ -92,9 +94,21 @@ class Ours(System):
         # cuda-graphs replays one shape: the static mode's only (packed batches change shape every step)
         self.compile = compile if mode == "static" or (mode == "packed" and compile != "cuda-graphs") else "off"
         self.forward = training_forward(model, self.compile)
+        if mode == "graphed":
+            from rerankers.models.graphed import GraphedScorer
+            from rerankers.train.batches import STATIC_KINDS
+
+            if model.backbone_type not in STATIC_KINDS:
+                raise UsageError(f"--modes graphed: {name} ({model.backbone_type}) has no fixed-shape packed path "
+                                 f"(supported: {', '.join(STATIC_KINDS)})")
+
+            pad_id = getattr(model.tokenizer, "pad_token_id", None)
+            self.forward = GraphedScorer(model, int(model.template.max_length), 0 if pad_id is None else pad_id)
 
     def scores(self, batch: PackedBatch) -> Tensor:
         model = self.model
+        if self.mode == "graphed":
+            return self.forward(batch)
         if self.mode in ("packed", "static"):  # static: the batch padded to its fixed shape, real pairs first
             return self.forward(batch)[:batch.num_real_sequences]
         if self.mode == "recompute":  # packed, the mixers' conv output and delta rebuilt in the backward

@@ -24,8 +24,9 @@ from rerankers.errors import UsageError
 from rerankers.kernels.varlen import cu_seqlens_from_lengths, position_ids_from_cu_seqlens
 
 # static: rerank bench train only (pad_to_static); recompute: train only, packed with Mamba-1's mixers rebuilding
-# their conv output and delta in the backward (``rerank train --recompute-mixer``)
-MODES = ("packed", "padded", "static", "single", "recompute")
+# their conv output and delta in the backward (``rerank train --recompute-mixer``); graphed: infer only, packed
+# batches padded to shape buckets and replayed from CUDA graphs (rerankers.models.graphed)
+MODES = ("packed", "padded", "static", "single", "recompute", "graphed")
 
 
 def msmarco_lengths(n: int, gen: torch.Generator, max_length: int = 256) -> list[int]:
