@@ -55,7 +55,7 @@
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
 # bench_<mode>.{json,md,png} files; unpack into benchmarks/results/ and run benchmarks/render.py) and logs.
 set -uo pipefail
-STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|tenth|tenth2|tenth3|tenth4|eleventh|twelfth|twelfth2|twelfth3|smoke}
+STAGE=${1:?usage: gpu_suite.sh first|second|levers|anchored|build|finish|qlora-static|sweep|leftover|fifth|windows|windows2|windows3|sixth|verify6|final6|seventh|seventh2|seventh3|seventh4|seventh5|seventh6|eighth|eighth2|ninth|ninth2|ninth3|ninth4|tenth|tenth2|tenth3|tenth4|eleventh|twelfth|twelfth2|twelfth3|twelfth4|smoke}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-/tmp/out}
 A=/tmp/anchors
@@ -468,6 +468,25 @@ twelfth)  # (eleventh session; carry .whl .gpu/COMMIT) the eleventh stage timed 
   RERANKERS_SCAN_CONFIG=bwd_split=1 timeout -s INT 80 $R bench train --backbone mamba-130m --pairs 64 256 \
      --modes packed --anchors none --out $RES/s11-train-split > $OUT/s11-train-split.log 2>&1
   grep -E "^\| mamba" $OUT/s11-train-split.log | tail -4
+  pack ;;
+twelfth4)  # (carry .whl .gpu/COMMIT) after the review: the graphed scorer's CUDA tests, the scan's checks compiled
+           # (default and bwd_split: their chunk-start walk moved into triton_utils._start_bits_down, the window
+           # bounds into forward._window_bounds) and two warm-up runs, all at once; then bench infer packed beside
+           # graphed (batches padded to their buckets on the host, untimed, as the Reranker does)
+  CUDA_VISIBLE_DEVICES_FOR_TESTS=1 timeout 240 python3 -m pytest -q -p no:cacheprovider -rs tests/models/test_graphed.py \
+    > $OUT/graphed-tests.log 2>&1 &
+  timeout -s INT 240 python3 benchmarks/bench_kernels.py --only scancheck --out /tmp/chk > $OUT/scancheck.log 2>&1 &
+  RERANKERS_SCAN_CONFIG=bwd_split=1 timeout -s INT 240 python3 benchmarks/bench_kernels.py --only scancheck \
+    --out /tmp/chk-split > $OUT/scancheck-split.log 2>&1 &
+  for b in mamba-130m bert-base; do
+    timeout -s INT 200 $R bench infer --backbone $b --modes packed graphed --anchors none --repeats 1 --no-plots \
+      --out /tmp/warm-infer-$b > $OUT/warm-infer-$b.log 2>&1 &
+  done
+  t0=$SECONDS; wait; echo "warm: $((SECONDS - t0)) s"; tail -n 4 $OUT/graphed-tests.log
+  grep -hE "PASS|FAIL|rror" $OUT/scancheck.log $OUT/scancheck-split.log | tail -24
+  timeout -s INT 150 $R bench infer --backbone mamba-130m bert-base --modes packed graphed --anchors none \
+     --out $RES/s11-infer-graphed2 > $OUT/s11-infer-graphed2.log 2>&1
+  grep -E "^\| (mamba|bert)|rror" $OUT/s11-infer-graphed2.log | tail -12
   pack ;;
 twelfth3)  # (carry .whl .gpu/COMMIT) inference replayed from CUDA graphs (Reranker(cuda_graphs=True), bench infer
            # --modes graphed): its CUDA tests and two warm-up runs at once (Triton's cache), then mamba-130m and

@@ -179,6 +179,13 @@ def evaluate_runs(runs: Sequence[str | os.PathLike] = (), *, qrels: str | None =
             raise UsageError("--quantize applies to the reranking model: it needs --model")
     if cuda_graphs and not model:
         raise UsageError("--cuda-graphs applies to the reranking model: it needs --model")
+    if cuda_graphs:  # before any file is read: the device is known now
+        import torch
+
+        if (device is None and not torch.cuda.is_available()) or (device is not None and
+                                                                 not str(device).startswith("cuda")):
+            raise UsageError(f"--cuda-graphs: CUDA graphs need a CUDA device, got "
+                             f"{device or 'cpu (no CUDA available)'}")
     if fuse:
         from rerankers.eval.fusion import check_fusion
         check_fusion(fuse, fuse_weight)

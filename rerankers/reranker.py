@@ -24,6 +24,7 @@ from rerankers.models.cross_encoder import CrossEncoder
 from rerankers.utils.progress import progress_bar
 
 logger = logging.getLogger(__name__)
+GRAPHS_ARG = "cuda_graphs (--cuda-graphs)"  # how errors name the option
 
 _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
            "float16": torch.float16, "fp16": torch.float16}
@@ -89,19 +90,6 @@ def parse_dtype(dtype: Any) -> torch.dtype | None:
     return _DTYPES[key]
 
 
-def _check_graphable(model: CrossEncoder, device: torch.device, batch_tokens: int) -> None:
-    """``cuda_graphs=True``'s preconditions, each a one-line RerankersError naming the argument."""
-    from rerankers.train.batches import STATIC_KINDS
-
-    if device.type != "cuda":
-        raise RerankersError(f"cuda_graphs=True needs a CUDA device, got device {str(device)!r}")
-    if model.backbone_type not in STATIC_KINDS:
-        raise RerankersError(f"cuda_graphs=True: the {model.backbone_type} backbone has no fixed-shape packed path "
-                             f"(supported: {', '.join(STATIC_KINDS)})")
-    if batch_tokens < 2:
-        raise RerankersError(f"cuda_graphs=True needs batch_tokens >= 2 (one token of padding), got {batch_tokens}")
-
-
 class Reranker:
     """Scores and reranks documents for queries with a :class:`CrossEncoder`.
 
@@ -149,15 +137,19 @@ class Reranker:
             if value is not None and value < 1:
                 raise RerankersError(f"{name} must be positive, got {value}")
         if cuda_graphs:
-            _check_graphable(model, self.device, batch_tokens)
+            from rerankers.models.graphed import check_graphable
+
+            check_graphable(model, self.device, self.autocast_dtype, GRAPHS_ARG)
+            if batch_tokens < 2:
+                raise RerankersError(f"{GRAPHS_ARG}: needs batch_tokens >= 2 (one token of padding), "
+                                     f"got {batch_tokens}")
         self.quantization = quantize_model(model, quantize) if quantize else None
         self.model = model.to(self.device).eval()
         self.graphed = None
         if cuda_graphs:
-            from rerankers.models.graphed import GraphedScorer
+            from rerankers.models.graphed import graphed_scorer_for
 
-            pad_id = getattr(model.tokenizer, "pad_token_id", None)
-            self.graphed = GraphedScorer(self.model, int(model.template.max_length), 0 if pad_id is None else pad_id)
+            self.graphed = graphed_scorer_for(self.model)
         self.batch_tokens = int(batch_tokens)
         self.max_pairs = max_pairs
         self.chunk_pairs = int(chunk_pairs)
@@ -197,7 +189,10 @@ class Reranker:
                 budget = self.batch_tokens - 1 if self.graphed is not None else self.batch_tokens
                 for idx in token_budget_batches(enc.lengths, budget, sort=True,
                                                 padded=self.model.pads, max_pairs=self.max_pairs):
-                    batch = pack_encoded(enc, idx).to(self.device)
+                    batch = pack_encoded(enc, idx)
+                    if self.graphed is not None:  # padded to its bucket on the host: no device read
+                        batch = self.graphed.pad(batch)
+                    batch = batch.to(self.device)
                     self._sync()
                     m0 = time.perf_counter()
                     forward = self.model if self.graphed is None else self.graphed
@@ -208,7 +203,7 @@ class Reranker:
                         s = forward(batch)
                     s = s.float().cpu()  # synchronises
                     stats.model_seconds += time.perf_counter() - m0
-                    stats.tokens += batch.num_tokens
+                    stats.tokens += batch.num_real_tokens
                     results.append((idx, s))
                     bar.update(len(idx))
                 scores.extend(restore_order(len(enc.input_ids), results))

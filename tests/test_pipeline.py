@@ -84,7 +84,8 @@ def test_evaluate_runs_reranks_the_first_run_and_writes_it(toy, monkeypatch):
     assert model == "some/model dir" and run == read_run(toy / "x" / "run.trec")
     assert queries == {"q1": "red fruit", "q2": "cherry trees"}
     assert docs == {"b": "bananas are yellow", "d": "concrete is grey"}  # the texts of the top 1 only
-    assert options == {"device": None, "dtype": None, "batch_tokens": 512, "depth": 1, "quantize": None}
+    assert options == {"device": None, "dtype": None, "batch_tokens": 512, "depth": 1, "quantize": None,
+                       "cuda_graphs": False}
     assert [r.name for r in report.rows] == ["x/run", "x/run >> model dir@1", "y/run"]
     assert report.rows[1].source == str(output) and report.rows[1].extra == {"pairs/s": 7.0}
     assert read_run(output)["q1"] == {"b": -2.0, "a": -1.0}

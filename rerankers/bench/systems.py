@@ -94,16 +94,10 @@ class Ours(System):
         # cuda-graphs replays one shape: the static mode's only (packed batches change shape every step)
         self.compile = compile if mode == "static" or (mode == "packed" and compile != "cuda-graphs") else "off"
         self.forward = training_forward(model, self.compile)
-        if mode == "graphed":
-            from rerankers.models.graphed import GraphedScorer
-            from rerankers.train.batches import STATIC_KINDS
+        if mode == "graphed":  # checked by the caller (rerankers.models.graphed.check_graphable)
+            from rerankers.models.graphed import graphed_scorer_for
 
-            if model.backbone_type not in STATIC_KINDS:
-                raise UsageError(f"--modes graphed: {name} ({model.backbone_type}) has no fixed-shape packed path "
-                                 f"(supported: {', '.join(STATIC_KINDS)})")
-
-            pad_id = getattr(model.tokenizer, "pad_token_id", None)
-            self.forward = GraphedScorer(model, int(model.template.max_length), 0 if pad_id is None else pad_id)
+            self.forward = graphed_scorer_for(model)
 
     def scores(self, batch: PackedBatch) -> Tensor:
         model = self.model

@@ -211,6 +211,21 @@ def _start_bits(cu_ptr, S, p, lo, n: tl.constexpr, WIDE: tl.constexpr):
 
 
 @triton.jit
+def _start_bits_down(cu_ptr, q, lo):
+    """The backward walks' :func:`_start_bits`, chunk by chunk from the end: bit j of the returned int32 mask is
+    set where row lo + j starts a sequence, for the cu entries below index ``q`` that are >= lo (a walk's ``q``
+    starts one past the last entry below its window's end, so those rows lie in the chunk); returns (mask, the
+    first index of those entries: the next chunk's ``q``)."""
+    sm = lo * 0
+    c = tl.load(cu_ptr + tl.maximum(q - 1, 0))
+    while (q > 0) & (c >= lo):
+        sm = sm | (1 << (c - lo))
+        q -= 1
+        c = tl.load(cu_ptr + tl.maximum(q - 1, 0))
+    return sm, q
+
+
+@triton.jit
 def _tile(ptr, rows, stride, offs_d, mask):
     """(BT, BD) fp32 tile of rows ``rows`` (int64) and channels ``offs_d`` of a row-major buffer."""
     return tl.load(ptr + rows[:, None] * stride + offs_d[None, :], mask=mask, other=0.0).to(tl.float32)

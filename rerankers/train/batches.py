@@ -22,6 +22,7 @@ from torch import Tensor
 from rerankers.data.batching import pack_encoded, token_budget_batches
 from rerankers.data.packing import PackedBatch, StaticShape, pad_to_static
 from rerankers.errors import TrainingConfigError
+from rerankers.models.graphed import STATIC_KINDS
 from rerankers.train.sampler import Group
 
 
@@ -58,15 +59,13 @@ class MicroBatch:
         return self.batch.num_real_tokens
 
 
-#: backbone kinds whose packed path is tested on fixed-shape batches (empty sequences, padding pieces); not T5
-#: (it pads internally) nor the BiLSTM (pack_padded_sequence refuses an empty sequence)
-STATIC_KINDS = ("bert", "mamba", "mamba2", "decoder")
 
 
 def static_shape_for(model, tokens: int, max_pairs: int) -> StaticShape:
     """The fixed shape ``--static-tokens tokens`` gives ``model``'s micro-batches of at most ``max_pairs``
     pairs: slots for them and the padding pieces, every sequence bounded by the template's max_length,
-    padding of the tokenizer's pad id. A kind outside :data:`STATIC_KINDS` is a TrainingConfigError."""
+    padding of the tokenizer's pad id. A kind outside :data:`rerankers.models.graphed.STATIC_KINDS` is a
+    TrainingConfigError."""
     if model.backbone_type not in STATIC_KINDS:
         raise TrainingConfigError(f"--static-tokens: fixed-shape packing is supported for the "
                                   f"{', '.join(STATIC_KINDS)} backbones, not {model.backbone_type}")

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from rerankers.data.packing import PackedBatch
 from rerankers.errors import ModelConfigError, one_line
+from rerankers.models.graphed import TensorsForward
 from rerankers.train.config import COMPILE_MODES
 
 logger = logging.getLogger(__name__)
@@ -46,20 +47,6 @@ def training_forward(model: torch.nn.Module, mode: str) -> Callable[[PackedBatch
     if mode == "cuda-graphs":
         return GraphedForward(model)
     return model if mode == "off" else torch.compile(model, mode=mode)
-
-
-class _TensorsForward(torch.nn.Module):
-    """``model`` over a batch's tensors (what ``make_graphed_callables`` takes): (input_ids, cu_seqlens,
-    position_ids[, token_type_ids]) -> scores (S,)."""
-
-    def __init__(self, model: torch.nn.Module, max_seqlen: int):
-        super().__init__()
-        self.model, self.max_seqlen = model, max_seqlen
-
-    def forward(self, input_ids: Tensor, cu_seqlens: Tensor, position_ids: Tensor, token_type_ids: Tensor | None = None
-                ) -> Tensor:
-        return self.model(PackedBatch(input_ids=input_ids, cu_seqlens=cu_seqlens, max_seqlen=self.max_seqlen,
-                                      position_ids=position_ids, token_type_ids=token_type_ids))
 
 
 class GraphedForward:
@@ -102,7 +89,7 @@ class GraphedForward:
                 logger.info("cuda-graphs: capturing the forward and backward of %d tokens in %d slots", shape[0],
                             shape[1])
                 try:
-                    graphed = torch.cuda.make_graphed_callables(_TensorsForward(self.model, batch.max_seqlen), args,
+                    graphed = torch.cuda.make_graphed_callables(TensorsForward(self.model, batch.max_seqlen), args,
                                                                 allow_unused_input=True)
                 except RuntimeError as e:  # an op that reads the device from the host, or copies from pageable memory
                     raise ModelConfigError(f"--compile cuda-graphs: the training forward of this "

@@ -6,7 +6,7 @@ semantics for one sequence), then the pure-PyTorch varlen reference, then the Tr
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 import torch
@@ -319,15 +319,19 @@ def test_custom_op_opcheck(monkeypatch):
     monkeypatch.setattr(op, "_fitted", lambda *a: 16)
     assert op.forward_window(replace(CFG_AUTO, fit_fwd=True), 17, 2, 8, torch.device("cpu")) == (16, True)
     for cfg in (CFG, replace(CFG, recompute_states=True), replace(CFG_AUTO, recompute_states=True),
-                replace(CFG_AUTO, recompute_states=True, fit_fwd=True, registers=128, registers_bwd=168)):
-        args = (*xs, cu, True, cfg.window, cfg.block_t, cfg.warps, cfg.window_bwd, cfg.warps_bwd, cfg.bwd_history,
-                cfg.recompute_states, cfg.fit_fwd, cfg.registers, cfg.registers_bwd)
+                replace(CFG_AUTO, recompute_states=True, fit_fwd=True, registers=128, registers_bwd=168), CFG_SPLIT):
+        args = (*xs, cu, True, *op._flat(cfg))
+        assert len(op._flat(cfg)) == len(fields(ScanConfig))  # every field reaches the op
         torch.library.opcheck(torch.ops.rerankers.selective_scan_fwd.default, args,
                               test_utils=("test_schema", "test_faketensor"))
     # the backward with A in the transposed strides Mamba's mixer gives it: the fake's dA has the real one's layout
-    cfg = replace(CFG, recompute_states=True)
-    flat = (cfg.window, cfg.block_t, cfg.warps, cfg.window_bwd, cfg.warps_bwd, cfg.bwd_history, cfg.recompute_states,
-            cfg.fit_fwd, cfg.registers, cfg.registers_bwd)
+    for cfg in (replace(CFG, recompute_states=True), replace(CFG_SPLIT, recompute_states=True)):
+        flat = op._flat(cfg)
+        _opcheck_backward(xs, cu, flat)
+
+
+def _opcheck_backward(xs, cu, flat):
+    xs = list(xs)
     xs[2] = xs[2].t().contiguous().t()
     y, states = torch.ops.rerankers.selective_scan_fwd.default(*xs, cu, True, *flat)
     torch.library.opcheck(torch.ops.rerankers.selective_scan_bwd.default, (torch.randn_like(y), *xs, cu, states, True,

@@ -367,11 +367,17 @@ def test_qlora_run_saves_a_plain_fp32_model_that_scores_as_the_nf4_one(kind, tin
     a = Reranker(live, device="cpu").score("what is the capital of turkey", docs)
     b = Reranker(saved, device="cpu").score("what is the capital of turkey", docs)
     assert a == pytest.approx(b, rel=1e-4, abs=1e-4)
-    # NF4 changed the base: the plain LoRA model of the same adapters scores differently
+    # NF4 changed the base: the saved (dequantised) base weights are not the plain LoRA model's fp32 ones (the
+    # tiny BERT's scores are nearly constant, ~1e-4 apart, so they cannot show it reliably: the weights do)
     plain = build_model(resolve_config(None, {**settings, "qlora": False}))
     load_lora_state(plain, result.model_dir)
-    c = Reranker(plain, device="cpu").score("what is the capital of turkey", docs)
-    assert c != pytest.approx(b, rel=1e-4, abs=1e-4)
+    from rerankers.train.lora import merged_copy
+
+    ours, theirs = saved.state_dict(), merged_copy(plain).state_dict()  # both plain: base (+ merged adapters)
+    assert ours.keys() == theirs.keys()
+    changed = [k for k, v in ours.items() if k in theirs and v.dim() == 2 and v.shape == theirs[k].shape
+               and float((v.float() - theirs[k].float()).norm() / theirs[k].float().norm()) > 1e-3]
+    assert changed, "the NF4 base equals the fp32 one"
     with pytest.raises(TrainingConfigError, match="--qlora: QLoRA is LoRA over a 4-bit base"):
         resolve_config(None, {**settings, "lora": None})
 

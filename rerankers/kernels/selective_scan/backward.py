@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..triton_utils import _lower_bound, _row, _sigmoid, _start_bits, _tile
+from ..triton_utils import _lower_bound, _row, _sigmoid, _start_bits, _start_bits_down, _tile
 from .forward import LOG2E, _bc_row, _chunk, _dt_tile, _params, _reset_dt, _window
 
 
@@ -170,12 +170,7 @@ def _scan_bwd_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, b
     for cc in range(W // BT):
         t0 = w0 + (W // BT - 1 - cc) * BT
         if t0 < w1:
-            sm = t0 * 0
-            c = tl.load(cu_ptr + tl.maximum(q - 1, 0))
-            while (q > 0) & (c >= t0):
-                sm = sm | (1 << (c - t0))
-                q -= 1
-                c = tl.load(cu_ptr + tl.maximum(q - 1, 0))
+            sm, q = _start_bits_down(cu_ptr, q, t0)
             h0 = tl.load(states_ptr + (t0 // BT).to(tl.int64) * Dm * N + hn_off, mask=mdn, other=0.0)
             for j in tl.static_range(BT // BH - 1, -1, -1):
                 h = h0

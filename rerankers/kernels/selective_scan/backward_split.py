@@ -18,8 +18,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from ..triton_utils import LOG2E, _lower_bound, _sigmoid, _softplus, interpreting
-from .forward import A2_FLOOR, _reset_dt
+from ..triton_utils import LOG2E, _lower_bound, _sigmoid, _softplus, _start_bits_down, interpreting
+from .forward import A2_FLOOR, _reset_dt, _window_bounds
 
 PTX: tl.constexpr = tl.constexpr(not interpreting())
 
@@ -118,13 +118,7 @@ def _scan_bwd_split_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_
                            EVEN_N: tl.constexpr, ROUNDS: tl.constexpr, EXTRA: tl.constexpr):
     """The walk of :func:`.backward._scan_bwd_kernel` over window ``program_id(0)`` and channels
     ``program_id(1) * BV / 2 ..`` (BV threads, two per channel, NH states each: NP = 2 NH >= N)."""
-    w = tl.program_id(0)
-    if RUNTIME_WL:
-        w0 = w * WL
-        w1 = tl.minimum(w0 + WL, T)
-    else:
-        w0 = w * W
-        w1 = tl.minimum(w0 + W, T)
+    w, w0, w1 = _window_bounds(T, WL, W, RUNTIME_WL)
     lane = tl.arange(0, BV)
     half = lane & 1
     offs_d = tl.program_id(1) * (BV // 2) + (lane >> 1)
@@ -156,12 +150,7 @@ def _scan_bwd_split_kernel(dy_ptr, u_ptr, dl_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_
     for cc in range(W // BT):
         t0 = w0 + (W // BT - 1 - cc) * BT
         if t0 < w1:
-            sm = t0 * 0
-            c = tl.load(cu_ptr + tl.maximum(q - 1, 0))
-            while (q > 0) & (c >= t0):
-                sm = sm | (1 << (c - t0))
-                q -= 1
-                c = tl.load(cu_ptr + tl.maximum(q - 1, 0))
+            sm, q = _start_bits_down(cu_ptr, q, t0)
             h0 = ()
             for k in tl.static_range(NH):
                 h0 = h0 + (tl.load(states_ptr + (t0 // BT).to(tl.int64) * Dm * N + base + k * s_h, mask=mk[k],

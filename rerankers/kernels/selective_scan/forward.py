@@ -91,10 +91,10 @@ def _dt_tile(dl_t, bias, valid, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr):
 
 
 @triton.jit
-def _window(T, WL, W: tl.constexpr, RUNTIME_WL: tl.constexpr, BD: tl.constexpr, Dm, N, NP: tl.constexpr):
-    """Window ``w`` of the program: tokens [w0, w1), with its channels / states and their masks. RUNTIME_WL: the
-    window's length is ``WL`` (run time; ``W`` only bounds the chunk loops), else the constexpr ``W`` (a power of
-    two there compiles to fewer registers: 119 against 143 for the forward walk, sm_90)."""
+def _window_bounds(T, WL, W: tl.constexpr, RUNTIME_WL: tl.constexpr):
+    """Window ``w = program_id(0)``: (w, w0, w1), its tokens [w0, w1). RUNTIME_WL: the window's length is ``WL``
+    (run time; ``W`` only bounds the chunk loops), else the constexpr ``W`` (a power of two there compiles to
+    fewer registers: 119 against 143 for the forward walk, sm_90)."""
     w = tl.program_id(0)
     if RUNTIME_WL:
         w0 = w * WL
@@ -102,6 +102,14 @@ def _window(T, WL, W: tl.constexpr, RUNTIME_WL: tl.constexpr, BD: tl.constexpr, 
     else:
         w0 = w * W
         w1 = tl.minimum(w0 + W, T)
+    return w, w0, w1
+
+
+@triton.jit
+def _window(T, WL, W: tl.constexpr, RUNTIME_WL: tl.constexpr, BD: tl.constexpr, Dm, N, NP: tl.constexpr):
+    """Window ``w`` of the program (:func:`_window_bounds`): tokens [w0, w1), with its channels / states and
+    their masks."""
+    w, w0, w1 = _window_bounds(T, WL, W, RUNTIME_WL)
     offs_d = tl.program_id(1) * BD + tl.arange(0, BD)
     md = offs_d < Dm
     offs_n = tl.arange(0, NP)
