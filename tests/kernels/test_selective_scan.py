@@ -271,7 +271,12 @@ def test_empty_sequences_everywhere_output_and_gradients():
         assert rel(a, b) <= 1e-5, name
 
 
-def test_torch_compile_traces_the_custom_op():
+@pytest.mark.parametrize("env", ["", "bwd_split=1"])
+def test_torch_compile_traces_the_custom_op(monkeypatch, env):
+    """fullgraph under aot_eager, with and without RERANKERS_SCAN_CONFIG (its parsing is not traced: the GPU run of
+    the eleventh session failed on dataclasses.fields inside the graph)."""
+    monkeypatch.setenv("RERANKERS_SCAN_CONFIG", env)
+    torch._dynamo.reset()
     lengths = [6, 13]
     cu = cu_seqlens_from_lengths(lengths)
     xs = make(sum(lengths), 8, 4, seed=4)

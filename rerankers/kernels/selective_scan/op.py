@@ -103,12 +103,21 @@ def default_config() -> ScanConfig:
     """:data:`DEFAULT_CONFIG` (:data:`INTERPRET_CONFIG` under the interpreter), ``recompute_states`` as the
     environment variable ``RERANKERS_SCAN_RECOMPUTE`` says (0 / 1; unset or anything else: the default, on),
     then the fields that ``RERANKERS_SCAN_CONFIG`` sets ("fit_fwd=1,registers=128")."""
+    if not os.environ.get(RECOMPUTE_ENV, "").strip() and not os.environ.get(CONFIG_ENV, "").strip():
+        return INTERPRET_CONFIG if interpreting() else DEFAULT_CONFIG
+    return _unflat(*_env_config())
+
+
+@torch.compiler.assume_constant_result
+def _env_config() -> tuple[int | bool, ...]:
+    """:func:`default_config` under the environment's settings, flat (:func:`_flat`): run eagerly, also while
+    torch.compile traces a caller (the parsing's ``dataclasses.fields`` cannot be traced)."""
     cfg = INTERPRET_CONFIG if interpreting() else DEFAULT_CONFIG
     flag = os.environ.get(RECOMPUTE_ENV, "").strip().lower()
     if flag in _ON or flag in _OFF:
         cfg = replace(cfg, recompute_states=flag in _ON)
     text = os.environ.get(CONFIG_ENV, "")
-    return replace(cfg, **_config_overrides(text)) if text.strip() else cfg
+    return _flat(replace(cfg, **_config_overrides(text)) if text.strip() else cfg)
 
 
 def _check_config(cfg: ScanConfig) -> None:
