@@ -48,8 +48,10 @@
 #                                        step timed back to back and synchronised, beside .gpu/old; then tenth2 (the
 #                                        anchors' build with the CUDA tests and kernel checks) and tenth3 (< 30 s
 #                                        later): every ratio of issue 13 in one run with both anchors
-#   bash benchmarks/gpu_suite.sh twelfth (tenth session) the split backward walk timed: the disk cache warmed by
-#                                        parallel compiles, then the scan's variants and mamba-130m's step, off and on
+#   bash benchmarks/gpu_suite.sh twelfth (eleventh session) the split backward walk timed: the disk cache warmed by
+#                                        parallel compiles, then the scan's variants and mamba-130m's step, off and on;
+#                                        twelfth2 (the same, graphed), twelfth3 / twelfth4 (inference from CUDA graphs)
+#   next session: twelfth4 first (its graphed GPU test's final form has not run on the card)
 # Each mode is time-boxed (timeout -s INT): rows are saved as they come and a cut-off run is marked interrupted.
 # Carry: .anchors (mamba-ssm and causal-conv1d sdists from PyPI), .whl (ranx & co, which the image lacks),
 # .gpu/tok (MiniLM's tokenizer files, for real texts), .gpu/data/BM25. Results: $OUT/results.tar.gz (the
