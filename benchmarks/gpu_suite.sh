@@ -104,6 +104,20 @@ laps() {  # each row's timed laps (ms), from a bench_train.json folder
     $1/bench_train.json
 }
 pack() { tar czf "$OUT/results.tar.gz" -C $RES . ; ls -la $RES/*; }
+# Triton's disk cache filled by processes compiling at once, in the background (the caller waits): the split walk's
+# lever variants at every timed shape (bench_kernels.py --warm), and bench infer's packed and graphed rows
+warm_levers() {
+  for lv in default split "split reg168" "split bh2"; do
+    timeout -s INT 200 python3 benchmarks/bench_kernels.py --only levers10 --levers "$lv" --no-lever-checks --warm \
+      --out /tmp/warm-"${lv// /_}" > $OUT/warm-"${lv// /_}".log 2>&1 &
+  done
+}
+warm_infer() {
+  for b in mamba-130m bert-base; do
+    timeout -s INT 200 $R bench infer --backbone $b --modes packed graphed --anchors none --repeats 1 --no-plots \
+      --out /tmp/warm-infer-$b > $OUT/warm-infer-$b.log 2>&1 &
+  done
+}
 # the fourth session's checkout (.gpu/old: `git archive <commit> rerankers | tar -x -C .gpu/old`, carried): scripts see
 # it through PYTHONPATH, but `python3 -m` puts the working directory first, so its CLI runs from inside that folder
 OLD="env -u RERANKERS_COMMIT PYTHONPATH=$PWD/.gpu/old:$PYTHONPATH"
@@ -452,10 +466,7 @@ twelfth)  # (eleventh session; carry .whl .gpu/COMMIT) the eleventh stage timed 
           # once (the split's variants at every timed shape; mamba-130m's step with the split off and on), then
           # the default scan beside split, split reg168 and split bh2, and mamba-130m (off, on) beside bert-base
   L="default,split,split reg168,split bh2"
-  for lv in default split "split reg168" "split bh2"; do
-    timeout -s INT 200 python3 benchmarks/bench_kernels.py --only levers10 --levers "$lv" --no-lever-checks --warm \
-      --out /tmp/warm-"${lv// /_}" > $OUT/warm-"${lv// /_}".log 2>&1 &
-  done
+  warm_levers
   timeout -s INT 200 $R bench train --backbone mamba-130m bert-base --pairs 64 256 --modes packed --anchors none \
     --steps 1 --warmup 1 --no-plots --out /tmp/warm-train > $OUT/warm-train.log 2>&1 &
   RERANKERS_SCAN_CONFIG=bwd_split=1 timeout -s INT 200 $R bench train --backbone mamba-130m --pairs 64 256 \
@@ -480,10 +491,7 @@ twelfth4)  # (carry .whl .gpu/COMMIT) after the review: the graphed scorer's CUD
   timeout -s INT 240 python3 benchmarks/bench_kernels.py --only scancheck --out /tmp/chk > $OUT/scancheck.log 2>&1 &
   RERANKERS_SCAN_CONFIG=bwd_split=1 timeout -s INT 240 python3 benchmarks/bench_kernels.py --only scancheck \
     --out /tmp/chk-split > $OUT/scancheck-split.log 2>&1 &
-  for b in mamba-130m bert-base; do
-    timeout -s INT 200 $R bench infer --backbone $b --modes packed graphed --anchors none --repeats 1 --no-plots \
-      --out /tmp/warm-infer-$b > $OUT/warm-infer-$b.log 2>&1 &
-  done
+  warm_infer
   t0=$SECONDS; wait; echo "warm: $((SECONDS - t0)) s"; tail -n 4 $OUT/graphed-tests.log
   grep -hE "PASS|FAIL|rror" $OUT/scancheck.log $OUT/scancheck-split.log | tail -24
   timeout -s INT 150 $R bench infer --backbone mamba-130m bert-base --modes packed graphed --anchors none \
@@ -495,10 +503,7 @@ twelfth3)  # (carry .whl .gpu/COMMIT) inference replayed from CUDA graphs (Reran
            # bert-base packed beside graphed in one process, and the kernels' share (bench profile --step infer)
   CUDA_VISIBLE_DEVICES_FOR_TESTS=1 timeout 200 python3 -m pytest -q -p no:cacheprovider -rs tests/models/test_graphed.py \
     -k cuda > $OUT/graphed-tests.log 2>&1 &
-  for b in mamba-130m bert-base; do
-    timeout -s INT 200 $R bench infer --backbone $b --modes packed graphed --anchors none --repeats 1 --no-plots \
-      --out /tmp/warm-infer-$b > $OUT/warm-infer-$b.log 2>&1 &
-  done
+  warm_infer
   t0=$SECONDS; wait; echo "warm: $((SECONDS - t0)) s"; tail -n 3 $OUT/graphed-tests.log; tail -qn 2 $OUT/warm-infer-*.log
   timeout -s INT 150 $R bench infer --backbone mamba-130m bert-base --modes packed graphed --anchors none \
      --out $RES/s11-infer-graphed > $OUT/s11-infer-graphed.log 2>&1
@@ -507,10 +512,7 @@ twelfth3)  # (carry .whl .gpu/COMMIT) inference replayed from CUDA graphs (Reran
 twelfth2)  # (carry .whl .gpu/COMMIT) the split's variants beside the default again, each also replayed from a CUDA
            # graph (the GPU's time alone: the 5.8K rows of twelfth were host-bound), the cache warmed as in twelfth
   L="default,split,split reg168,split bh2"
-  for lv in default split "split reg168" "split bh2"; do
-    timeout -s INT 200 python3 benchmarks/bench_kernels.py --only levers10 --levers "$lv" --no-lever-checks --warm \
-      --out /tmp/warm-"${lv// /_}" > $OUT/warm-"${lv// /_}".log 2>&1 &
-  done
+  warm_levers
   t0=$SECONDS; wait; echo "warm: $((SECONDS - t0)) s"; tail -qn 1 $OUT/warm-*.log
   timeout -s INT 150 python3 benchmarks/bench_kernels.py --only levers10 --levers "$L" --no-lever-checks \
      --out $RES/s11-levers-graphed 2>&1 | grep -E "lever |rror" | tail -40
